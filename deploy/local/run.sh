@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up everything and runs callgate locally: Postgres, the Kafka-protocol broker, topics,
+# migrations, a demo tenant, then the gateway in the foreground (Ctrl-C stops it all).
+# Installs what is missing, reuses what is there (the tansu build is cached).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
+ensure_packages
+ensure_tansu
+stack_env dev "${CALLGATE_DEV_PG_PORT:-55432}" "${CALLGATE_DEV_KAFKA_PORT:-19092}"
+trap 'stop_tansu; stop_postgres' EXIT
+start_postgres
+start_tansu
+create_topics
+ensure_secret_key
+
+cd "$ROOT"
+log "building (release)"
+cargo build --release --locked -p callgate-gateway -p callgate-worker
+export CALLGATE_DATABASE_URL="$DATABASE_URL"
+export CALLGATE_KAFKA_BROKERS="$KAFKA_BROKERS"
+export CALLGATE_LISTEN="$LISTEN"
+export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
+target/release/callgate-worker migrate
+target/release/callgate-worker demo-tenant
+
+cat >&2 <<INFO
+
+  callgate is running.
+    webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}
+    metrics    http://$LISTEN/metrics      health  /healthz   ready  /readyz
+    demo       company "demo-dental": Retell +14155550100, Vapi +14155550101, Twilio +14155550102
+    try it     deploy/local/demo-webhooks.sh   (sends one signed webhook per provider)
+    database   $DATABASE_URL
+    broker     $KAFKA_BROKERS   topic call-events.v1
+
+INFO
+target/release/callgate-gateway serve

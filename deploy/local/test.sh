@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with Rust:
+#   formatting, clippy (warnings are errors), unit tests with the official vectors, and
+#   integration tests against a real Postgres and a real Kafka-protocol broker (tansu).
+# Installs what is missing, reuses what is there. The test stack has its own ports
+# (Postgres 55433, broker 19093) and is torn down on exit.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_packages
+ensure_tansu
+stack_env test "${CALLGATE_TEST_PG_PORT:-55433}" "${CALLGATE_TEST_KAFKA_PORT:-19093}"
+trap 'stop_tansu; stop_postgres' EXIT
+start_postgres
+start_tansu
+
+export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
+export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
+export CALLGATE_TANSU_BIN="$TANSU_BIN"
+
+cd "$ROOT"
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi

@@ -1,0 +1,252 @@
+//! The gateway's configuration: one typed struct, every option a flag with a `CALLGATE_*`
+//! environment fallback and a documented default (`callgate-gateway serve --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callgate-gateway",
+    version,
+    about = "callgate's webhook edge: verify, route, publish to Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP gateway.
+    Serve(Box<ServeConfig>),
+    /// Check one webhook's signature with the server's own verifier, offline.
+    /// Prints `valid` (exit 0) or `invalid: <reason>` (exit 1).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging, shared by every subcommand that logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,callgate_gateway=debug`).
+    #[arg(long, env = "CALLGATE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, env = "CALLGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the webhook endpoints (and health, and metrics unless --metrics-listen) listen on.
+    #[arg(long, env = "CALLGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Separate address for /metrics, /healthz and /readyz; unset: served on --listen.
+    #[arg(long, env = "CALLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Postgres URL of the tenant directory (read-only use, plus LISTEN).
+    #[arg(long, env = "CALLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: SecretString,
+
+    /// Maximum Postgres connections of the directory loader.
+    #[arg(long, env = "CALLGATE_DATABASE_MAX_CONNECTIONS", default_value_t = 4)]
+    pub database_max_connections: u32,
+
+    /// Master key that opens the provider secrets sealed in the database (base64, 32 bytes).
+    #[arg(long, env = "CALLGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: SecretString,
+
+    /// Previous master keys (comma-separated), still accepted for opening during a key rotation.
+    #[arg(
+        long,
+        env = "CALLGATE_SECRET_KEYS_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub secret_keys_previous: Vec<SecretString>,
+
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "CALLGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic accepted events are published to.
+    #[arg(long, env = "CALLGATE_KAFKA_TOPIC", default_value = callgate_contract::envelope::EVENTS_TOPIC)]
+    pub kafka_topic: String,
+
+    /// How long a webhook waits for the broker's acknowledgement before it is answered 503.
+    /// Keep it well under the providers' timeouts (Vapi 7.5 s, Retell 10 s).
+    #[arg(long, env = "CALLGATE_KAFKA_ACK_TIMEOUT", value_parser = parse_duration, default_value = "2500ms")]
+    pub kafka_ack_timeout: Duration,
+
+    /// How long the producer keeps retrying a record before giving up on it (librdkafka
+    /// `message.timeout.ms`). Longer than the ack timeout on purpose: a record answered 503 may
+    /// still land, and its redelivery is then deduplicated by event id downstream.
+    #[arg(long, env = "CALLGATE_KAFKA_MESSAGE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub kafka_message_timeout: Duration,
+
+    /// Producer batching delay (librdkafka `linger.ms`): latency against throughput.
+    #[arg(long, env = "CALLGATE_KAFKA_LINGER", value_parser = parse_duration, default_value = "2ms")]
+    pub kafka_linger: Duration,
+
+    /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub kafka_properties: Vec<SecretString>,
+
+    /// Largest accepted request body in bytes; larger ones get 413. Retell call_analyzed
+    /// events with word-level transcripts of long calls run to megabytes.
+    #[arg(long, env = "CALLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Public base URL Twilio is configured with (scheme://host[:port][/prefix]); the request's
+    /// path and query are appended to rebuild the signed URL. A provider account's
+    /// `settings.public_base_url` overrides it.
+    #[arg(long, env = "CALLGATE_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Country calling code used to read national-format numbers (no `+`, no `00`).
+    #[arg(long, env = "CALLGATE_DEFAULT_COUNTRY_CODE", default_value_t = 1)]
+    pub default_country_code: u16,
+
+    /// Full directory reload interval, the safety net behind LISTEN/NOTIFY.
+    #[arg(long, env = "CALLGATE_DIRECTORY_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub directory_reload_interval: Duration,
+
+    /// How long in-flight requests get to finish on SIGTERM before the producer is flushed.
+    #[arg(long, env = "CALLGATE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyProvider {
+    Retell,
+    Twilio,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Which provider's scheme to check.
+    #[arg(long, value_enum)]
+    pub provider: VerifyProvider,
+    /// The signing secret (Retell API key, Twilio auth token).
+    #[arg(long)]
+    pub secret: String,
+    /// The signature header's value as received.
+    #[arg(long)]
+    pub signature: String,
+    /// File holding the raw request body.
+    #[arg(long)]
+    pub body_file: PathBuf,
+    /// Retell: the clock to judge the timestamp by, in Unix milliseconds (default: now).
+    #[arg(long)]
+    pub now_ms: Option<u64>,
+    /// Twilio: the full URL Twilio requested, query included.
+    #[arg(long, required_if_eq("provider", "twilio"))]
+    pub url: Option<String>,
+    /// Twilio: the request's Content-Type.
+    #[arg(long)]
+    pub content_type: Option<String>,
+}
+
+/// A configuration value that may carry a credential: usable, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(pub String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretString {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl AsRef<str> for SecretString {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Parses `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 3s, 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cli = Cli::try_parse_from([
+            "callgate-gateway",
+            "serve",
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--secret-key",
+            "c2VjcmV0",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("c2VjcmV0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+}

@@ -1,0 +1,329 @@
+//! Reads the directory from Postgres: accounts (decrypting their secrets once each), then
+//! numbers. Every query here is exercised by the integration tests against a real database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use callgate_contract::secrets::row_binding;
+use callgate_contract::{
+    BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher,
+};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Account, AccountSettings, ChangeSet, Directory, NumberEntry};
+use crate::providers::vapi::VapiAuth;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("directory query failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Why one account was left out (logged with its id; never with secret material).
+#[derive(Debug, thiserror::Error)]
+enum AccountError {
+    #[error("unknown provider {0:?}")]
+    Provider(String),
+    #[error("sealed secret does not open: {0}")]
+    Secret(#[from] callgate_contract::SecretError),
+    #[error("settings invalid: {0}")]
+    Settings(#[from] serde_json::Error),
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: Uuid,
+    company_id: Uuid,
+    provider: String,
+    signing_secret: Vec<u8>,
+    previous_signing_secret: Option<Vec<u8>>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    settings: serde_json::Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberRow {
+    id: Uuid,
+    company_id: Uuid,
+    branch_id: Uuid,
+    provider_account_id: Uuid,
+    e164: String,
+    provider_number_id: Option<String>,
+    provider_agent_id: Option<String>,
+}
+
+const ACCOUNTS_SQL: &str = "
+    SELECT pa.id, pa.company_id, pa.provider, pa.signing_secret, pa.previous_signing_secret,
+           pa.previous_secret_expires_at, pa.settings
+    FROM provider_accounts pa
+    JOIN companies c ON c.id = pa.company_id
+    WHERE pa.deleted_at IS NULL AND c.deleted_at IS NULL";
+
+/// Active numbers whose branch, company and account are active too.
+const NUMBERS_SQL: &str = "
+    SELECT pn.id, pn.company_id, pn.branch_id, pn.provider_account_id, pn.e164,
+           pn.provider_number_id, pn.provider_agent_id
+    FROM phone_numbers pn
+    JOIN branches b ON b.company_id = pn.company_id AND b.id = pn.branch_id
+    JOIN companies c ON c.id = pn.company_id
+    JOIN provider_accounts pa ON pa.company_id = pn.company_id AND pa.id = pn.provider_account_id
+    WHERE pn.deleted_at IS NULL AND b.deleted_at IS NULL AND c.deleted_at IS NULL
+      AND pa.deleted_at IS NULL";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetellSettings {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VapiSettings {
+    #[serde(default)]
+    auth: VapiAuth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TwilioSettings {
+    #[serde(default)]
+    public_base_url: Option<String>,
+}
+
+/// Validates `provider_accounts.settings` for a provider. Also used by onboarding tools, so a
+/// bad setting is refused before it reaches the database.
+pub fn parse_settings(
+    provider: Provider,
+    settings: &serde_json::Value,
+) -> Result<AccountSettings, serde_json::Error> {
+    Ok(match provider {
+        Provider::Retell => {
+            RetellSettings::deserialize(settings)?;
+            AccountSettings::Retell
+        }
+        Provider::Vapi => AccountSettings::Vapi {
+            auth: VapiSettings::deserialize(settings)?.auth,
+        },
+        Provider::Twilio => AccountSettings::Twilio {
+            public_base_url: TwilioSettings::deserialize(settings)?.public_base_url,
+        },
+    })
+}
+
+/// Loads the directory, whole or in part.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    pool: PgPool,
+    cipher: Arc<SecretCipher>,
+}
+
+impl Loader {
+    pub fn new(pool: PgPool, cipher: Arc<SecretCipher>) -> Self {
+        Self { pool, cipher }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Every active number.
+    pub async fn load_full(&self) -> Result<Directory, LoadError> {
+        let accounts = self.accounts(None).await?;
+        let rows = sqlx::query_as::<_, NumberRow>(NUMBERS_SQL).fetch(&self.pool);
+        let entries = self.entries(rows, &accounts.valid).await?;
+        Ok(Directory::from_entries(entries, accounts.invalid))
+    }
+
+    /// `current` with the rows inside `changes` re-read.
+    pub async fn load_changes(
+        &self,
+        current: &Directory,
+        changes: &ChangeSet,
+    ) -> Result<Directory, LoadError> {
+        if changes.all {
+            return self.load_full().await;
+        }
+        let mut fresh = Vec::new();
+        let mut account_ids: HashSet<Uuid> = changes.accounts.clone();
+        let scopes = [
+            ("pn.id", &changes.numbers),
+            ("pn.provider_account_id", &changes.accounts),
+            ("pn.branch_id", &changes.branches),
+            ("pn.company_id", &changes.companies),
+        ];
+        let mut rows: Vec<NumberRow> = Vec::new();
+        for (column, ids) in scopes {
+            if ids.is_empty() {
+                continue;
+            }
+            let ids: Vec<Uuid> = ids.iter().copied().collect();
+            let sql = format!("{NUMBERS_SQL} AND {column} = ANY($1)");
+            rows.extend(
+                sqlx::query_as::<_, NumberRow>(&sql)
+                    .bind(ids)
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        account_ids.extend(rows.iter().map(|r| r.provider_account_id));
+        let reloaded: Vec<Uuid> = account_ids.iter().copied().collect();
+        let accounts = self.accounts(Some(reloaded.clone())).await?;
+        let stream = futures::stream::iter(rows.into_iter().map(Ok::<_, sqlx::Error>));
+        fresh.extend(self.entries(stream, &accounts.valid).await?);
+        let mut invalid = current.invalid_accounts().clone();
+        for id in &reloaded {
+            invalid.remove(id);
+        }
+        invalid.extend(accounts.invalid);
+        Ok(current.with_changes(changes, fresh, invalid))
+    }
+
+    async fn accounts(&self, only: Option<Vec<Uuid>>) -> Result<LoadedAccounts, LoadError> {
+        let rows = match only {
+            None => {
+                sqlx::query_as::<_, AccountRow>(ACCOUNTS_SQL)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(ids) => {
+                sqlx::query_as::<_, AccountRow>(&format!("{ACCOUNTS_SQL} AND pa.id = ANY($1)"))
+                    .bind(ids)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut loaded = LoadedAccounts::default();
+        for row in rows {
+            let id = row.id;
+            match self.account(row) {
+                Ok(account) => {
+                    loaded.valid.insert(id, Arc::new(account));
+                }
+                Err(error) => {
+                    tracing::error!(provider_account_id = %id, %error, "provider account left out of the directory");
+                    loaded.invalid.insert(id);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn account(&self, row: AccountRow) -> Result<Account, AccountError> {
+        let provider: Provider = row
+            .provider
+            .parse()
+            .map_err(|_| AccountError::Provider(row.provider.clone()))?;
+        let settings = parse_settings(provider, &row.settings)?;
+        let current_secret = self.cipher.open(
+            &row.signing_secret,
+            &row_binding("provider_accounts", row.id, "signing_secret"),
+        )?;
+        let previous_secret = match row.previous_signing_secret {
+            Some(sealed) => Some((
+                self.cipher.open(
+                    &sealed,
+                    &row_binding("provider_accounts", row.id, "previous_signing_secret"),
+                )?,
+                row.previous_secret_expires_at,
+            )),
+            None => None,
+        };
+        Ok(Account {
+            id: ProviderAccountId(row.id),
+            company_id: CompanyId(row.company_id),
+            provider,
+            current_secret,
+            previous_secret,
+            settings,
+        })
+    }
+
+    async fn entries<S>(
+        &self,
+        rows: S,
+        accounts: &HashMap<Uuid, Arc<Account>>,
+    ) -> Result<Vec<NumberEntry>, LoadError>
+    where
+        S: futures::Stream<Item = Result<NumberRow, sqlx::Error>>,
+    {
+        // Agent ids repeat across a tenant's numbers: share one allocation per id.
+        let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+        let mut intern = |s: Option<String>| -> Option<Arc<str>> {
+            s.map(|s| {
+                interned
+                    .entry(s)
+                    .or_insert_with_key(|k| Arc::from(k.as_str()))
+                    .clone()
+            })
+        };
+        let mut entries = Vec::new();
+        futures::pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
+            let Some(account) = accounts.get(&row.provider_account_id) else {
+                continue; // account invalid (already logged) or deleted meanwhile
+            };
+            let Ok(number) = E164::parse(&row.e164) else {
+                tracing::error!(phone_number_id = %row.id, "stored number is not E.164; left out");
+                continue;
+            };
+            entries.push(NumberEntry {
+                route: Route {
+                    company_id: CompanyId(row.company_id),
+                    branch_id: BranchId(row.branch_id),
+                    phone_number_id: PhoneNumberId(row.id),
+                    provider_account_id: ProviderAccountId(row.provider_account_id),
+                    number,
+                },
+                account: account.clone(),
+                agent_id: intern(row.provider_agent_id),
+                provider_number_id: row.provider_number_id.map(Arc::from),
+            });
+        }
+        Ok(entries)
+    }
+}
+
+#[derive(Default)]
+struct LoadedAccounts {
+    valid: HashMap<Uuid, Arc<Account>>,
+    invalid: HashSet<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_validated_per_provider() {
+        assert_eq!(
+            parse_settings(Provider::Retell, &serde_json::json!({})).unwrap(),
+            AccountSettings::Retell
+        );
+        assert!(parse_settings(Provider::Retell, &serde_json::json!({"x": 1})).is_err());
+        assert_eq!(
+            parse_settings(Provider::Vapi, &serde_json::json!({})).unwrap(),
+            AccountSettings::Vapi {
+                auth: VapiAuth::default()
+            }
+        );
+        assert!(
+            parse_settings(
+                Provider::Vapi,
+                &serde_json::json!({"auth": {"mode": "hmac", "algorithm": "md5"}})
+            )
+            .is_err()
+        );
+        assert_eq!(
+            parse_settings(
+                Provider::Twilio,
+                &serde_json::json!({"public_base_url": "https://h"})
+            )
+            .unwrap(),
+            AccountSettings::Twilio {
+                public_base_url: Some("https://h".into())
+            }
+        );
+    }
+}

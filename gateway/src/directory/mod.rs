@@ -1,0 +1,337 @@
+//! The directory: every active number → its tenant route, account and secrets, in memory.
+//!
+//! A lookup is one hash-map read on an immutable snapshot; a refresh builds a new snapshot and
+//! swaps it in atomically ([`DirectoryHandle`]), so requests never wait for a reload and never
+//! see a half-applied one.
+
+mod loader;
+mod refresh;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use callgate_contract::secrets::Secret;
+use callgate_contract::{CompanyId, E164, Provider, ProviderAccountId, Route};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::providers::vapi::VapiAuth;
+
+pub use loader::{LoadError, Loader};
+pub use refresh::{NOTIFY_CHANNEL, run_refresh};
+
+/// A provider account's verification material, decrypted.
+#[derive(Debug)]
+pub struct Account {
+    pub id: ProviderAccountId,
+    pub company_id: CompanyId,
+    pub provider: Provider,
+    pub current_secret: Secret,
+    /// The secret being rotated out, and when it stops being accepted (None: until removed).
+    pub previous_secret: Option<(Secret, Option<DateTime<Utc>>)>,
+    pub settings: AccountSettings,
+}
+
+impl Account {
+    /// The secrets a signature may be made with at `now`: current first, then a previous one
+    /// still inside its rotation window.
+    pub fn secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
+        let mut out = vec![self.current_secret.expose()];
+        if let Some((previous, expires)) = &self.previous_secret
+            && expires.is_none_or(|at| now < at)
+        {
+            out.push(previous.expose());
+        }
+        out
+    }
+}
+
+/// Per-provider settings from `provider_accounts.settings`, validated on load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountSettings {
+    Retell,
+    Vapi { auth: VapiAuth },
+    Twilio { public_base_url: Option<String> },
+}
+
+/// One active number.
+#[derive(Debug, Clone)]
+pub struct NumberEntry {
+    pub route: Route,
+    pub account: Arc<Account>,
+    /// Retell agent id / Vapi assistant id.
+    pub agent_id: Option<Arc<str>>,
+    pub provider_number_id: Option<Arc<str>>,
+}
+
+/// An immutable snapshot.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    numbers: HashMap<E164, NumberEntry>,
+    by_provider_number_id: HashMap<Arc<str>, E164>,
+    accounts: usize,
+    /// Accounts left out because their secret or settings would not load.
+    invalid_accounts: HashSet<Uuid>,
+}
+
+impl Directory {
+    pub fn lookup(&self, number: E164) -> Option<&NumberEntry> {
+        self.numbers.get(&number)
+    }
+
+    /// Fallback by the provider's own id of the number (Vapi `phoneNumberId`).
+    pub fn lookup_provider_number_id(&self, id: &str) -> Option<&NumberEntry> {
+        self.by_provider_number_id
+            .get(id)
+            .and_then(|n| self.numbers.get(n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.numbers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts
+    }
+
+    pub fn invalid_account_count(&self) -> usize {
+        self.invalid_accounts.len()
+    }
+
+    pub fn invalid_accounts(&self) -> &HashSet<Uuid> {
+        &self.invalid_accounts
+    }
+
+    /// Builds a snapshot from loaded entries (also used by benchmarks).
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = NumberEntry>,
+        invalid_accounts: HashSet<Uuid>,
+    ) -> Self {
+        let mut numbers = HashMap::new();
+        for entry in entries {
+            numbers.insert(entry.route.number, entry);
+        }
+        Self::index(numbers, invalid_accounts)
+    }
+
+    fn index(numbers: HashMap<E164, NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
+        let mut by_provider_number_id = HashMap::new();
+        let mut accounts = HashSet::new();
+        for (number, entry) in &numbers {
+            accounts.insert(entry.route.provider_account_id);
+            if let Some(id) = &entry.provider_number_id {
+                by_provider_number_id.insert(id.clone(), *number);
+            }
+        }
+        Self {
+            numbers,
+            by_provider_number_id,
+            accounts: accounts.len(),
+            invalid_accounts,
+        }
+    }
+
+    /// A new snapshot with every entry inside `changed` replaced by `fresh` (the rows the
+    /// database now has for that scope; an entry absent from `fresh` was deleted).
+    pub fn with_changes(
+        &self,
+        changed: &ChangeSet,
+        fresh: Vec<NumberEntry>,
+        invalid_accounts: HashSet<Uuid>,
+    ) -> Self {
+        let mut numbers = self.numbers.clone();
+        numbers.retain(|_, entry| !changed.covers(entry));
+        for entry in fresh {
+            numbers.insert(entry.route.number, entry);
+        }
+        Self::index(numbers, invalid_accounts)
+    }
+}
+
+/// Rows named by change notifications, grouped by table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub all: bool,
+    pub numbers: HashSet<Uuid>,
+    pub accounts: HashSet<Uuid>,
+    pub branches: HashSet<Uuid>,
+    pub companies: HashSet<Uuid>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && self.numbers.is_empty()
+            && self.accounts.is_empty()
+            && self.branches.is_empty()
+            && self.companies.is_empty()
+    }
+
+    fn covers(&self, entry: &NumberEntry) -> bool {
+        let r = &entry.route;
+        self.all
+            || self.numbers.contains(&r.phone_number_id.0)
+            || self.accounts.contains(&r.provider_account_id.0)
+            || self.branches.contains(&r.branch_id.0)
+            || self.companies.contains(&r.company_id.0)
+    }
+
+    /// Adds one notification payload: `{"scope":"phone_numbers","ids":[…]}` or `{"scope":"all"}`.
+    /// An unreadable payload asks for a full reload rather than being ignored.
+    pub fn add_notification(&mut self, payload: &str) {
+        #[derive(serde::Deserialize)]
+        struct Note {
+            scope: String,
+            #[serde(default)]
+            ids: Vec<Uuid>,
+        }
+        let Ok(note) = serde_json::from_str::<Note>(payload) else {
+            self.all = true;
+            return;
+        };
+        let target = match note.scope.as_str() {
+            "phone_numbers" => &mut self.numbers,
+            "provider_accounts" => &mut self.accounts,
+            "branches" => &mut self.branches,
+            "companies" => &mut self.companies,
+            _ => {
+                self.all = true;
+                return;
+            }
+        };
+        target.extend(note.ids);
+    }
+}
+
+/// The current snapshot, shared by every request.
+#[derive(Debug, Default)]
+pub struct DirectoryHandle {
+    current: ArcSwap<Directory>,
+    loaded: AtomicBool,
+}
+
+impl DirectoryHandle {
+    /// The snapshot to use for one request.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Directory>> {
+        self.current.load()
+    }
+
+    /// True once a first full load succeeded: before that, every number would look unknown.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn replace(&self, directory: Directory) {
+        self.current.store(Arc::new(directory));
+        self.loaded.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callgate_contract::{BranchId, PhoneNumberId};
+
+    fn entry(number: &str, company: Uuid, pid: Option<&str>) -> NumberEntry {
+        let account = Arc::new(Account {
+            id: ProviderAccountId(Uuid::new_v4()),
+            company_id: CompanyId(company),
+            provider: Provider::Retell,
+            current_secret: Secret::new(b"k".to_vec()),
+            previous_secret: None,
+            settings: AccountSettings::Retell,
+        });
+        NumberEntry {
+            route: Route {
+                company_id: CompanyId(company),
+                branch_id: BranchId(Uuid::new_v4()),
+                phone_number_id: PhoneNumberId(Uuid::new_v4()),
+                provider_account_id: account.id,
+                number: E164::parse(number).unwrap(),
+            },
+            account,
+            agent_id: None,
+            provider_number_id: pid.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn changes_replace_exactly_their_scope() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let dir = Directory::from_entries(
+            [
+                entry("+14155550100", a, Some("pn-1")),
+                entry("+14155550101", a, None),
+                entry("+14155550102", b, None),
+            ],
+            HashSet::new(),
+        );
+        assert_eq!(dir.len(), 3);
+        assert_eq!(dir.account_count(), 3);
+        assert!(dir.lookup_provider_number_id("pn-1").is_some());
+
+        // Company a changed: the database now has only one of its numbers, a new one.
+        let changed = ChangeSet {
+            companies: [a].into(),
+            ..ChangeSet::default()
+        };
+        let next = dir.with_changes(
+            &changed,
+            vec![entry("+14155550109", a, None)],
+            HashSet::new(),
+        );
+        assert_eq!(next.len(), 2);
+        assert!(next.lookup(E164::parse("+14155550100").unwrap()).is_none());
+        assert!(next.lookup_provider_number_id("pn-1").is_none());
+        assert!(next.lookup(E164::parse("+14155550102").unwrap()).is_some());
+        assert!(next.lookup(E164::parse("+14155550109").unwrap()).is_some());
+        // The old snapshot is untouched.
+        assert_eq!(dir.len(), 3);
+    }
+
+    #[test]
+    fn notifications_parse_into_scopes() {
+        let id = Uuid::new_v4();
+        let mut set = ChangeSet::default();
+        assert!(set.is_empty());
+        set.add_notification(&format!(r#"{{"scope":"phone_numbers","ids":["{id}"]}}"#));
+        set.add_notification(&format!(
+            r#"{{"scope":"provider_accounts","ids":["{id}"]}}"#
+        ));
+        assert!(set.numbers.contains(&id) && set.accounts.contains(&id) && !set.all);
+        set.add_notification("garbage");
+        assert!(set.all);
+    }
+
+    #[test]
+    fn previous_secret_honours_its_expiry() {
+        let now = Utc::now();
+        let mut account = Account {
+            id: ProviderAccountId(Uuid::new_v4()),
+            company_id: CompanyId(Uuid::new_v4()),
+            provider: Provider::Twilio,
+            current_secret: Secret::new(b"new".to_vec()),
+            previous_secret: Some((
+                Secret::new(b"old".to_vec()),
+                Some(now + chrono::Duration::minutes(5)),
+            )),
+            settings: AccountSettings::Twilio {
+                public_base_url: None,
+            },
+        };
+        assert_eq!(account.secrets(now), vec![&b"new"[..], &b"old"[..]]);
+        account.previous_secret = Some((
+            Secret::new(b"old".to_vec()),
+            Some(now - chrono::Duration::seconds(1)),
+        ));
+        assert_eq!(account.secrets(now), vec![&b"new"[..]]);
+        account.previous_secret = Some((Secret::new(b"old".to_vec()), None));
+        assert_eq!(account.secrets(now).len(), 2);
+    }
+}

@@ -1,0 +1,100 @@
+//! The one error type of the HTTP boundary: each variant has its status code, its metric
+//! outcome, and a fixed response body that reveals nothing about tenants or internals.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::providers::{MalformedPayload, VerifyError};
+use crate::publish::PublishError;
+
+/// Seconds a provider is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("body larger than the limit")]
+    TooLarge,
+    #[error("body could not be read")]
+    BodyUnreadable,
+    #[error("malformed payload: {0}")]
+    Malformed(#[from] MalformedPayload),
+    #[error("number not in the directory")]
+    UnknownNumber,
+    #[error("signature refused: {0}")]
+    Unauthorized(VerifyError),
+    #[error("account misconfigured: {0}")]
+    Misconfigured(&'static str),
+    #[error("directory not loaded yet")]
+    NotReady,
+    #[error("broker unavailable: {0}")]
+    Unavailable(#[from] PublishError),
+}
+
+impl From<VerifyError> for WebhookError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::NotConfigured(what) => WebhookError::Misconfigured(what),
+            other => WebhookError::Unauthorized(other),
+        }
+    }
+}
+
+impl WebhookError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyUnreadable | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
+            WebhookError::UnknownNumber => StatusCode::NOT_FOUND,
+            WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebhookError::NotReady | WebhookError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// The `outcome` label of `callgate_gateway_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            WebhookError::TooLarge => "payload_too_large",
+            WebhookError::BodyUnreadable => "body_unreadable",
+            WebhookError::Malformed(_) => "malformed",
+            WebhookError::UnknownNumber => "unknown_number",
+            WebhookError::Unauthorized(reason) => reason.reason(),
+            WebhookError::Misconfigured(_) => "misconfigured",
+            WebhookError::NotReady => "not_ready",
+            WebhookError::Unavailable(_) => "broker_unavailable",
+        }
+    }
+
+    /// What the caller is told: the class of problem, never which tenant or why exactly.
+    fn public_message(&self) -> &'static str {
+        match self {
+            WebhookError::TooLarge => "payload too large",
+            WebhookError::BodyUnreadable | WebhookError::Malformed(_) => "malformed request",
+            WebhookError::UnknownNumber => "not found",
+            WebhookError::Unauthorized(_) => "unauthorized",
+            WebhookError::Misconfigured(_) => "internal error",
+            WebhookError::NotReady | WebhookError::Unavailable(_) => "temporarily unavailable",
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.public_message() }).to_string();
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,93 @@
+//! Routes: the provider webhooks, health, readiness and metrics.
+
+mod error;
+mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+pub use error::WebhookError;
+
+use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+
+/// Request-path settings that are not per tenant.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub max_body_bytes: usize,
+    pub public_base_url: Option<String>,
+    pub default_country_code: u16,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub directory: Arc<DirectoryHandle>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Metrics,
+    pub edge: Arc<EdgeConfig>,
+    /// Last result of the broker probe.
+    pub broker_up: Arc<AtomicBool>,
+}
+
+/// The webhook routes (plus health and, when `with_ops`, metrics).
+pub fn router(state: AppState, with_ops: bool) -> Router {
+    let webhooks = Router::new()
+        .route("/v1/webhooks/retell", post(webhook::retell))
+        .route("/v1/webhooks/vapi", post(webhook::vapi))
+        .route("/v1/webhooks/twilio", post(webhook::twilio));
+    let router = if with_ops {
+        webhooks.merge(ops_routes())
+    } else {
+        webhooks.route("/healthz", get(healthz))
+    };
+    router.with_state(state)
+}
+
+/// Health, readiness and metrics, for a separate ops listener or the main one.
+pub fn ops_router(state: AppState) -> Router {
+    ops_routes().with_state(state)
+}
+
+fn ops_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready: the directory is loaded and the broker answered its last probe.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let directory = state.directory.is_loaded();
+    let broker = state.broker_up.load(Ordering::Acquire);
+    let status = if directory && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "directory_loaded": directory, "broker_reachable": broker });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,359 @@
+//! The webhook pipeline, the same for every provider:
+//! read the body (bounded) → extract routing fields → look the number up → verify the
+//! signature with that account's secrets → publish the envelope → answer.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use callgate_contract::envelope::{self, ENVELOPE_VERSION, headers as record_headers};
+use callgate_contract::{E164, EventEnvelope, Payload, Provider};
+use serde_json::value::RawValue;
+use tracing::Instrument;
+
+use super::{AppState, WebhookError};
+use crate::directory::{AccountSettings, NumberEntry};
+use crate::providers::{MalformedPayload, Routing, retell, twilio, vapi};
+use crate::publish::Record;
+
+pub async fn retell(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Provider::Retell, request).await
+}
+
+pub async fn vapi(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Provider::Vapi, request).await
+}
+
+pub async fn twilio(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, Provider::Twilio, request).await
+}
+
+/// What an accepted webhook produced, for the log line and the answer.
+struct Accepted {
+    routing: Routing,
+    entry: NumberEntry,
+    event_id: uuid::Uuid,
+}
+
+async fn handle(state: AppState, provider: Provider, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let trace_id = trace_id(&parts.headers);
+    let span = tracing::info_span!("webhook", %provider, %trace_id);
+    let result = process(&state, provider, &parts, body, &trace_id)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+
+    let (mut response, outcome) = match result {
+        Ok(accepted) => {
+            tracing::info!(
+                event_id = %accepted.event_id,
+                event_type = %accepted.routing.event_type,
+                call_id = %accepted.routing.call_id,
+                company_id = %accepted.entry.route.company_id,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "webhook accepted"
+            );
+            (answer(provider, &accepted), "accepted")
+        }
+        Err(error) => {
+            let outcome = error.outcome();
+            if error.status().is_server_error() {
+                tracing::error!(outcome, %error, "webhook not accepted");
+            } else {
+                tracing::warn!(outcome, %error, "webhook refused");
+            }
+            (error.into_response(), outcome)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    state
+        .metrics
+        .requests
+        .with_label_values(&[provider.as_str(), outcome])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[provider.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn process(
+    state: &AppState,
+    provider: Provider,
+    parts: &Parts,
+    body: Body,
+    trace_id: &str,
+) -> Result<Accepted, WebhookError> {
+    let body = read_body(&parts.headers, body, state.edge.max_body_bytes).await?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+
+    let routing = match provider {
+        Provider::Retell => {
+            let (routing, legacy) = retell::routing(&body)?;
+            if legacy {
+                tracing::warn!("Retell payload used the legacy `data` key");
+                state
+                    .metrics
+                    .payload_quirks
+                    .with_label_values(&["retell", "legacy_data_key"])
+                    .inc();
+            }
+            routing
+        }
+        Provider::Vapi => vapi::routing(&body)?,
+        Provider::Twilio => twilio::routing(content_type, &body)?,
+    };
+
+    if !state.directory.is_loaded() {
+        return Err(WebhookError::NotReady);
+    }
+    let lookup_started = Instant::now();
+    let entry = lookup(state, provider, &routing)?;
+    observe_stage(state, "lookup", lookup_started);
+
+    let verify_started = Instant::now();
+    let public_url = public_url(state, &entry, parts);
+    verify(
+        provider,
+        &entry,
+        parts,
+        &body,
+        content_type,
+        public_url.as_deref(),
+    )?;
+    observe_stage(state, "verify", verify_started);
+
+    let event_id = envelope::event_id(provider, &routing.call_id, &routing.event_type, &body);
+    let (payload, redacted) = payload(provider, content_type, body)?;
+    if redacted {
+        state
+            .metrics
+            .payload_quirks
+            .with_label_values(&[provider.as_str(), "credentials_redacted"])
+            .inc();
+    }
+    let envelope = EventEnvelope {
+        version: ENVELOPE_VERSION,
+        event_id,
+        provider,
+        event_type: routing.event_type.clone(),
+        provider_call_id: routing.call_id.clone(),
+        received_at: chrono::Utc::now(),
+        trace_id: trace_id.to_owned(),
+        route: entry.route.clone(),
+        redacted,
+        payload,
+    };
+    let value = serde_json::to_vec(&envelope).expect("an envelope always serialises");
+    let key = envelope::record_key(provider, &routing.call_id);
+    let event_id_text = event_id.to_string();
+    let version = ENVELOPE_VERSION.to_string();
+    let headers = [
+        (record_headers::EVENT_TYPE, routing.event_type.as_str()),
+        (record_headers::EVENT_ID, event_id_text.as_str()),
+        (record_headers::TRACE_ID, trace_id),
+        (record_headers::ENVELOPE_VERSION, version.as_str()),
+    ];
+    let produce_started = Instant::now();
+    state
+        .publisher
+        .publish(Record {
+            key: &key,
+            value: &value,
+            headers: &headers,
+        })
+        .await?;
+    observe_stage(state, "produce", produce_started);
+
+    Ok(Accepted {
+        routing,
+        entry,
+        event_id,
+    })
+}
+
+fn observe_stage(state: &AppState, stage: &str, started: Instant) {
+    state
+        .metrics
+        .stage_duration
+        .with_label_values(&[stage])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
+/// the sender declares it).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, WebhookError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(WebhookError::TooLarge);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            WebhookError::TooLarge
+        } else {
+            WebhookError::BodyUnreadable
+        }
+    })
+}
+
+fn lookup(
+    state: &AppState,
+    provider: Provider,
+    routing: &Routing,
+) -> Result<NumberEntry, WebhookError> {
+    let directory = state.directory.snapshot();
+    let by_number = routing
+        .number
+        .as_deref()
+        .and_then(|raw| E164::parse_with_default(raw, Some(state.edge.default_country_code)).ok())
+        .and_then(|number| directory.lookup(number));
+    let entry = by_number
+        .or_else(|| {
+            routing
+                .provider_number_id
+                .as_deref()
+                .and_then(|id| directory.lookup_provider_number_id(id))
+        })
+        // A number served by another provider is, for this route, not a number we know.
+        .filter(|entry| entry.account.provider == provider)
+        .ok_or(WebhookError::UnknownNumber)?;
+    Ok(entry.clone())
+}
+
+/// The URL the provider called, as it knows it: the configured public base, then the path and
+/// query exactly as received (not re-encoded).
+fn public_url(state: &AppState, entry: &NumberEntry, parts: &Parts) -> Option<String> {
+    let account_base = match &entry.account.settings {
+        AccountSettings::Twilio { public_base_url } => public_base_url.as_deref(),
+        _ => None,
+    };
+    let base = account_base.or(state.edge.public_base_url.as_deref())?;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    Some(format!("{}{path_and_query}", base.trim_end_matches('/')))
+}
+
+fn verify(
+    provider: Provider,
+    entry: &NumberEntry,
+    parts: &Parts,
+    body: &[u8],
+    content_type: Option<&str>,
+    public_url: Option<&str>,
+) -> Result<(), WebhookError> {
+    let now = chrono::Utc::now();
+    let secrets = entry.account.secrets(now);
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+    match (&entry.account.settings, provider) {
+        (AccountSettings::Retell, Provider::Retell) => {
+            retell::verify(&secrets, body, header(retell::SIGNATURE_HEADER), now_ms)?;
+        }
+        (AccountSettings::Vapi { auth }, Provider::Vapi) => {
+            let request = vapi::Request {
+                header,
+                body,
+                url: public_url,
+                now_ms,
+            };
+            vapi::verify(auth, &secrets, &request)?;
+        }
+        (AccountSettings::Twilio { .. }, Provider::Twilio) => {
+            let url =
+                public_url.ok_or(WebhookError::Misconfigured("no public base URL for Twilio"))?;
+            twilio::verify(
+                &secrets,
+                url,
+                content_type,
+                body,
+                header(twilio::SIGNATURE_HEADER),
+            )?;
+        }
+        _ => return Err(WebhookError::UnknownNumber),
+    }
+    Ok(())
+}
+
+/// The verified body as the envelope carries it; Vapi credentials echoed in the payload are
+/// redacted first.
+fn payload(
+    provider: Provider,
+    content_type: Option<&str>,
+    body: bytes::Bytes,
+) -> Result<(Payload, bool), WebhookError> {
+    let text =
+        String::from_utf8(body.to_vec()).map_err(|_| MalformedPayload("body is not UTF-8"))?;
+    let is_form = provider == Provider::Twilio
+        && content_type.is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if is_form || (provider == Provider::Twilio && text.is_empty()) {
+        return Ok((Payload::Form(text), false));
+    }
+    let (text, redacted) = match (provider, vapi::redact(text.as_bytes())) {
+        (Provider::Vapi, Some(clean)) => (clean, true),
+        _ => (text, false),
+    };
+    let raw = RawValue::from_string(text).map_err(|_| MalformedPayload("body is not JSON"))?;
+    Ok((Payload::Json(raw), redacted))
+}
+
+/// The answer each provider expects on success.
+fn answer(provider: Provider, accepted: &Accepted) -> Response {
+    match provider {
+        Provider::Vapi if accepted.routing.event_type == vapi::ASSISTANT_REQUEST => {
+            let body = match &accepted.entry.agent_id {
+                Some(id) => serde_json::json!({ "assistantId": id.as_ref() }),
+                // Spoken to the caller by Vapi: keep it generic.
+                None => serde_json::json!({ "error": "This number is not available right now." }),
+            };
+            if accepted.entry.agent_id.is_none() {
+                tracing::error!(phone_number_id = %accepted.entry.route.phone_number_id, "assistant-request for a number with no assistant configured");
+            }
+            json(StatusCode::OK, body)
+        }
+        Provider::Vapi => json(StatusCode::OK, serde_json::json!({})),
+        Provider::Retell | Provider::Twilio => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The W3C `traceparent` trace id when the caller sent one, else a fresh id.
+fn trace_id(headers: &HeaderMap) -> String {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|tp| tp.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}

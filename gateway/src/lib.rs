@@ -1,0 +1,15 @@
+//! callgate's HTTP edge: verify each provider's webhook exactly as it signs it, route it to its
+//! tenant from an in-memory directory, publish it to Kafka, answer only after the broker's ack.
+//! See `shared/design.md` and the README for the whole flow.
+
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod metrics;
+pub mod providers;
+pub mod publish;
+pub mod server;
+pub mod telemetry;
+pub mod verify_cli;
+
+pub use server::Gateway;

@@ -1,0 +1,55 @@
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use callgate_gateway::config::{Cli, Command};
+use callgate_gateway::{Gateway, telemetry, verify_cli};
+use clap::Parser as _;
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(args) => {
+            let verdict = verify_cli::run(&args)?;
+            let mut out = std::io::stdout().lock();
+            Ok(match verdict {
+                Ok(()) => {
+                    writeln!(out, "valid")?;
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    writeln!(out, "invalid: {reason}")?;
+                    ExitCode::from(1)
+                }
+            })
+        }
+        Command::Serve(config) => {
+            telemetry::init(&config.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let gateway = Gateway::start(*config)
+                    .await
+                    .context("starting the gateway")?;
+                shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                gateway.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,116 @@
+//! One module per provider: how it signs, what its payload looks like, how to route it.
+//!
+//! Each verifier takes the raw request bytes and the candidate secrets (current, then the
+//! previous one during a rotation) and is pure: no clock, no I/O. The HTTP handlers and the
+//! `callgate-gateway verify` command call exactly these functions.
+
+pub mod retell;
+pub mod twilio;
+pub mod vapi;
+
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use sha2::{Sha256, Sha512};
+
+/// Why a request's signature was refused. The reason is safe to log and to use as a metric
+/// label: it never contains the secret, the expected digest or the received one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("signature header missing")]
+    MissingSignature,
+    #[error("signature header malformed")]
+    MalformedSignature,
+    #[error("timestamp outside the allowed window")]
+    StaleTimestamp,
+    #[error("signature does not match")]
+    Mismatch,
+    #[error("body does not match its signed hash")]
+    BodyHashMismatch,
+    #[error("body is not covered by the signature")]
+    UnsignedBody,
+    #[error("verification is not configured for this account: {0}")]
+    NotConfigured(&'static str),
+}
+
+impl VerifyError {
+    /// A short stable label for metrics and the CLI.
+    pub fn reason(self) -> &'static str {
+        match self {
+            VerifyError::MissingSignature => "missing_signature",
+            VerifyError::MalformedSignature => "malformed_signature",
+            VerifyError::StaleTimestamp => "stale_timestamp",
+            VerifyError::Mismatch => "invalid_signature",
+            VerifyError::BodyHashMismatch => "body_hash_mismatch",
+            VerifyError::UnsignedBody => "unsigned_body",
+            VerifyError::NotConfigured(_) => "not_configured",
+        }
+    }
+}
+
+/// What a handler needs to route an event, read from the payload before verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// The provider's name for the event.
+    pub event_type: String,
+    pub call_id: String,
+    /// The business number as the provider wrote it (normalised by the caller).
+    pub number: Option<String>,
+    /// The provider's id of the number (Vapi `phoneNumberId`), the fallback key.
+    pub provider_number_id: Option<String>,
+}
+
+/// Why a payload could not be routed. The message is generic on purpose: it is returned to
+/// the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedPayload(pub &'static str);
+
+/// HMAC algorithms providers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    /// HMAC of the concatenation of `parts`.
+    pub fn mac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+            let mut mac =
+                <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().to_vec()
+        }
+        match self {
+            HmacAlgorithm::Sha1 => run::<Hmac<Sha1>>(key, parts),
+            HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
+            HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
+        }
+    }
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+pub(crate) mod vectors {
+    //! Loads the official vectors from `shared/vectors/`, beside the repository.
+    use std::path::PathBuf;
+
+    pub fn load(name: &str) -> serde_json::Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/vectors")
+            .join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("official vectors {} unreadable: {e}", path.display()));
+        serde_json::from_str(&text).expect("vectors are JSON")
+    }
+}

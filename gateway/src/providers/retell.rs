@@ -1,0 +1,270 @@
+//! Retell AI: `x-retell-signature: v=<unix ms>,d=<hex HMAC-SHA256(api key, body ‖ ms)>`.
+//!
+//! Exactly as the hardened official SDKs verify (shared/specs/providers.md §1.3): the whole
+//! header must match `v=<ASCII digits>,d=<64 hex>`; the timestamp may be at most 5 minutes
+//! (inclusive) away from now in either direction; the signed message appends the timestamp
+//! re-serialised as an integer (so `v=0170…` signs `170…`), not the header's digits.
+
+use serde::Deserialize;
+
+use super::HmacAlgorithm;
+use super::{MalformedPayload, Routing, VerifyError, ct_eq};
+
+pub const SIGNATURE_HEADER: &str = "x-retell-signature";
+/// ±5 minutes, inclusive.
+pub const TOLERANCE_MS: u64 = 300_000;
+
+/// Parses `v=<digits>,d=<64 hex>`; returns the timestamp and the 32-byte digest.
+fn parse_header(header: &str) -> Result<(u64, [u8; 32]), VerifyError> {
+    let rest = header
+        .strip_prefix("v=")
+        .ok_or(VerifyError::MalformedSignature)?;
+    let (ts, digest) = rest
+        .split_once(",d=")
+        .ok_or(VerifyError::MalformedSignature)?;
+    if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let ts: u64 = ts.parse().map_err(|_| VerifyError::MalformedSignature)?;
+    if digest.len() != 64 {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(digest, &mut bytes).map_err(|_| VerifyError::MalformedSignature)?;
+    Ok((ts, bytes))
+}
+
+/// Verifies a Retell webhook against each candidate secret (the API key with the webhook badge).
+pub fn verify<S: AsRef<[u8]>>(
+    secrets: &[S],
+    body: &[u8],
+    signature: Option<&str>,
+    now_ms: u64,
+) -> Result<(), VerifyError> {
+    let header = signature.ok_or(VerifyError::MissingSignature)?;
+    let (ts, digest) = parse_header(header)?;
+    if now_ms.abs_diff(ts) > TOLERANCE_MS {
+        return Err(VerifyError::StaleTimestamp);
+    }
+    let ts_text = ts.to_string();
+    let matched = secrets.iter().any(|secret| {
+        let expected = HmacAlgorithm::Sha256.mac(secret.as_ref(), &[body, ts_text.as_bytes()]);
+        ct_eq(&expected, &digest)
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// Signs like Retell's servers do (for tests, the load generator and replays).
+pub fn sign(secret: &[u8], body: &[u8], ts_ms: u64) -> String {
+    let ts = ts_ms.to_string();
+    let mac = HmacAlgorithm::Sha256.mac(secret, &[body, ts.as_bytes()]);
+    format!("v={ts},d={}", hex::encode(mac))
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    call: Option<Call<'a>>,
+    /// The official demo reads `data` instead of `call`; accepted as an alias.
+    #[serde(borrow)]
+    data: Option<Call<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Call<'a> {
+    #[serde(borrow)]
+    call_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    direction: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    from_number: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    to_number: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Reads the event type, call id and business number (`to_number` for inbound calls,
+/// `from_number` for outbound). Also reports whether the legacy `data` key was used.
+pub fn routing(body: &[u8]) -> Result<(Routing, bool), MalformedPayload> {
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(body).map_err(|_| MalformedPayload("body is not a Retell event"))?;
+    let event_type = envelope.event.ok_or(MalformedPayload("event missing"))?;
+    let (call, legacy_data_key) = match (envelope.call, envelope.data) {
+        (Some(call), _) => (call, false),
+        (None, Some(call)) => (call, true),
+        (None, None) => return Err(MalformedPayload("call missing")),
+    };
+    let call_id = call
+        .call_id
+        .filter(|id| !id.is_empty())
+        .ok_or(MalformedPayload("call.call_id missing"))?;
+    let number = match call.direction.as_deref() {
+        Some("outbound") => call.from_number,
+        _ => call.to_number,
+    };
+    Ok((
+        Routing {
+            event_type: event_type.into_owned(),
+            call_id: call_id.into_owned(),
+            number: number.map(|n| n.into_owned()),
+            provider_number_id: None,
+        },
+        legacy_data_key,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"event":"call_ended"}"#;
+    const KEY: &str = "test-api-key";
+    const TS: u64 = 1_700_000_000_000;
+    const DIGEST: &str = "07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e";
+
+    #[test]
+    fn official_vectors() {
+        let vectors = super::super::vectors::load("retell.json");
+        let cases = vectors["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 10, "expected the full official set");
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let got = verify(
+                &[case["secret"].as_str().unwrap()],
+                case["body"].as_str().unwrap().as_bytes(),
+                Some(case["signature"].as_str().unwrap()),
+                case["now_ms"].as_u64().unwrap(),
+            );
+            assert_eq!(
+                got.is_ok(),
+                case["valid"].as_bool().unwrap(),
+                "case {name:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sign_reproduces_the_official_digest() {
+        assert_eq!(sign(KEY.as_bytes(), BODY, TS), format!("v={TS},d={DIGEST}"));
+    }
+
+    #[test]
+    fn malformed_headers_from_both_sdks_are_refused() {
+        let sig = format!("v={TS},d={DIGEST}");
+        for bad in [
+            String::new(),
+            format!("v={TS}"),
+            format!("d={DIGEST},v={TS}"),
+            format!("prefix-{sig}"),
+            format!("{sig}-suffix"),
+            format!("v={TS},d=not-hex"),
+            format!("v={TS},d={}", &DIGEST[2..]),
+            format!("v=-{TS},d={DIGEST}"),
+            format!("{sig},extra=value"),
+            format!("v=999999999999999999999999,d={DIGEST}"),
+            format!("v=,d={DIGEST}"),
+            format!("v=١٧٠٠٠٠٠٠٠٠٠٠٠,d={DIGEST}"),
+            format!("V={TS},d={DIGEST}"),
+        ] {
+            assert_eq!(
+                verify(&[KEY], BODY, Some(&bad), TS),
+                Err(VerifyError::MalformedSignature),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            verify(&[KEY], BODY, None, TS),
+            Err(VerifyError::MissingSignature)
+        );
+    }
+
+    #[test]
+    fn uppercase_hex_and_leading_zero_timestamps_verify_like_the_ts_sdk() {
+        let upper = format!("v={TS},d={}", DIGEST.to_uppercase());
+        assert_eq!(verify(&[KEY], BODY, Some(&upper), TS), Ok(()));
+        // The SDKs sign the re-serialised integer, not the header's digits.
+        let zero = format!("v=0{TS},d={DIGEST}");
+        assert_eq!(verify(&[KEY], BODY, Some(&zero), TS), Ok(()));
+    }
+
+    #[test]
+    fn window_applies_both_ways_and_stale_is_told_apart() {
+        let sig = sign(KEY.as_bytes(), BODY, TS);
+        assert_eq!(
+            verify(&[KEY], BODY, Some(&sig), TS + 300_001),
+            Err(VerifyError::StaleTimestamp)
+        );
+        assert_eq!(
+            verify(&[KEY], BODY, Some(&sig), TS - 300_001),
+            Err(VerifyError::StaleTimestamp)
+        );
+        assert_eq!(
+            verify(&[KEY], BODY, Some(&sig), 0),
+            Err(VerifyError::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn rotated_secret_verifies_with_previous_and_tampered_body_fails() {
+        let sig = sign(b"old-key", BODY, TS);
+        assert_eq!(
+            verify(&["new-key", "old-key"], BODY, Some(&sig), TS),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&["new-key"], BODY, Some(&sig), TS),
+            Err(VerifyError::Mismatch)
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(
+            verify(&none, BODY, Some(&sig), TS),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(&["old-key"], br#"{"event":"call_started"}"#, Some(&sig), TS),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn non_ascii_body_signs_over_its_utf8_bytes() {
+        let body =
+            "{\"event\":\"call_ended\",\"call\":{\"transcript\":\"café ☕ 日本\"}}".as_bytes();
+        let sig = sign(KEY.as_bytes(), body, TS);
+        assert_eq!(verify(&[KEY], body, Some(&sig), TS), Ok(()));
+    }
+
+    #[test]
+    fn routing_follows_direction() {
+        let inbound = br#"{"event":"call_started","call":{"call_id":"c1","direction":"inbound","from_number":"+12137771234","to_number":"+12137771235"}}"#;
+        let (r, legacy) = routing(inbound).unwrap();
+        assert_eq!(
+            (r.event_type.as_str(), r.call_id.as_str()),
+            ("call_started", "c1")
+        );
+        assert_eq!(r.number.as_deref(), Some("+12137771235"));
+        assert!(!legacy);
+        let outbound = br#"{"event":"call_ended","call":{"call_id":"c1","direction":"outbound","from_number":"+12137771234","to_number":"+12137771235"}}"#;
+        assert_eq!(
+            routing(outbound).unwrap().0.number.as_deref(),
+            Some("+12137771234")
+        );
+        let legacy =
+            br#"{"event":"call_ended","data":{"call_id":"c9","to_number":"+12137771235"}}"#;
+        let (r, legacy_key) = routing(legacy).unwrap();
+        assert_eq!((r.call_id.as_str(), legacy_key), ("c9", true));
+        for bad in [
+            &b"not json"[..],
+            br#"{"call":{"call_id":"c"}}"#,
+            br#"{"event":"x"}"#,
+            br#"{"event":"x","call":{}}"#,
+        ] {
+            assert!(routing(bad).is_err());
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Twilio: `X-Twilio-Signature = base64(HMAC-SHA1(auth token, url ‖ Σ sorted(name ‖ value)))`.
+//!
+//! shared/specs/providers.md §3. The URL is the one Twilio requested, query included. Form
+//! parameters are appended sorted by name (then by value, duplicates dropped), decoded. Requests
+//! with a JSON body carry `bodySHA256=<hex sha256(body)>` in the URL instead: the signature then
+//! covers the URL alone and the body must match that hash. The SDKs disagree on ports, so each
+//! accepts several spellings of the URL; so do we: as given, without its explicit port, with the
+//! scheme's default port added, and each of those with `'` and `%27` swapped in the query (what
+//! the node SDK's WHATWG and legacy-querystring serialisations produce).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
+
+use super::{HmacAlgorithm, MalformedPayload, Routing, VerifyError, ct_eq};
+
+pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
+const BODY_HASH_PARAM: &str = "bodySHA256";
+
+/// What the signature covers besides the URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Signed {
+    /// Sorted `name‖value` of the form body (possibly empty).
+    Params(String),
+    /// Only the URL; the body must hash to this hex string.
+    BodyHash(String),
+}
+
+fn is_form(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+fn query(url: &str) -> Option<&str> {
+    let without_fragment = url.split('#').next().unwrap_or(url);
+    without_fragment.split_once('?').map(|(_, q)| q)
+}
+
+fn body_hash_param(url: &str) -> Option<String> {
+    query(url).and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(name, _)| name == BODY_HASH_PARAM)
+            .map(|(_, value)| value.into_owned())
+    })
+}
+
+/// Every form parameter, each name once with its distinct values, all sorted by code point.
+/// Every received parameter counts: Twilio adds parameters over time, never a fixed list.
+fn sorted_params(body: &[u8]) -> String {
+    let mut params: BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>> = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        params.entry(name).or_default().insert(value);
+    }
+    let mut out = String::with_capacity(body.len());
+    for (name, values) in &params {
+        for value in values {
+            out.push_str(name);
+            out.push_str(value);
+        }
+    }
+    out
+}
+
+fn signed_part(url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Signed, VerifyError> {
+    if let Some(hash) = body_hash_param(url) {
+        return Ok(Signed::BodyHash(hash));
+    }
+    if body.is_empty() {
+        return Ok(Signed::Params(String::new()));
+    }
+    if is_form(content_type) {
+        return Ok(Signed::Params(sorted_params(body)));
+    }
+    Err(VerifyError::UnsignedBody)
+}
+
+/// Byte offsets of the host-and-port part of `url` (after any `user:pass@`).
+fn host_port_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let authority_len = url[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+    Some((
+        authority_start + host_start,
+        authority_start + authority_len,
+    ))
+}
+
+/// The explicit port's `:` offset within `host_port`, if any (IPv6 brackets respected).
+fn port_colon(host_port: &str) -> Option<usize> {
+    let colon = host_port.rfind(':')?;
+    let port = &host_port[colon + 1..];
+    let host = &host_port[..colon];
+    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let bracket_ok = !host.starts_with('[') || host.ends_with(']');
+    (is_port && bracket_ok).then_some(colon)
+}
+
+/// The spellings of `url` the official SDKs would accept, the given one first.
+pub fn url_variants(url: &str) -> Vec<String> {
+    let mut bases = vec![url.to_owned()];
+    if let Some((start, end)) = host_port_span(url) {
+        let host_port = &url[start..end];
+        match port_colon(host_port) {
+            Some(colon) => bases.push(format!("{}{}", &url[..start + colon], &url[end..])),
+            None => {
+                let default = if url[..start].starts_with("https:") {
+                    ":443"
+                } else {
+                    ":80"
+                };
+                bases.push(format!("{}{default}{}", &url[..end], &url[end..]));
+            }
+        }
+    }
+    let mut variants = Vec::with_capacity(bases.len() * 3);
+    for base in bases {
+        let query_start = base.find('?');
+        let (head, tail) = query_start.map_or((base.as_str(), ""), |i| base.split_at(i));
+        let quoted = (tail.contains('\'')).then(|| format!("{head}{}", tail.replace('\'', "%27")));
+        let unquoted =
+            (tail.contains("%27")).then(|| format!("{head}{}", tail.replace("%27", "'")));
+        variants.push(base.clone());
+        variants.extend(quoted);
+        variants.extend(unquoted);
+    }
+    variants.dedup();
+    variants
+}
+
+fn signature_of(secret: &[u8], url: &str, params: &str) -> String {
+    B64.encode(HmacAlgorithm::Sha1.mac(secret, &[url.as_bytes(), params.as_bytes()]))
+}
+
+/// Verifies a Twilio request. `url` is the full public URL Twilio requested.
+pub fn verify<S: AsRef<[u8]>>(
+    secrets: &[S],
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), VerifyError> {
+    let signature = signature
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::MissingSignature)?;
+    let signed = signed_part(url, content_type, body)?;
+    let params = match &signed {
+        Signed::Params(p) => p.as_str(),
+        Signed::BodyHash(_) => "",
+    };
+    let variants = url_variants(url);
+    let matched = secrets.iter().any(|secret| {
+        variants.iter().any(|variant| {
+            ct_eq(
+                signature_of(secret.as_ref(), variant, params).as_bytes(),
+                signature.as_bytes(),
+            )
+        })
+    });
+    if !matched {
+        return Err(VerifyError::Mismatch);
+    }
+    if let Signed::BodyHash(expected) = signed {
+        let actual = hex::encode(Sha256::digest(body));
+        if !ct_eq(actual.as_bytes(), expected.as_bytes()) {
+            return Err(VerifyError::BodyHashMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// Signs like Twilio does, over exactly `url` (for tests, the load generator and replays).
+pub fn sign(secret: &[u8], url: &str, content_type: Option<&str>, body: &[u8]) -> String {
+    let params = match signed_part(url, content_type, body) {
+        Ok(Signed::Params(p)) => p,
+        Ok(Signed::BodyHash(_)) | Err(_) => String::new(),
+    };
+    signature_of(secret, url, &params)
+}
+
+/// The `bodySHA256` query value for a JSON body.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+#[derive(Default)]
+struct CallFields {
+    call_sid: Option<String>,
+    call_status: Option<String>,
+    direction: Option<String>,
+    to: Option<String>,
+    from: Option<String>,
+}
+
+impl CallFields {
+    fn set(&mut self, name: &str, value: String) {
+        match name {
+            "CallSid" => self.call_sid = Some(value),
+            "CallStatus" => self.call_status = Some(value),
+            "Direction" => self.direction = Some(value),
+            "To" => self.to = Some(value),
+            "From" => self.from = Some(value),
+            _ => {}
+        }
+    }
+}
+
+/// Reads `CallSid`, `CallStatus` and the business number: `To` for inbound calls, `From` for
+/// outbound ones (`outbound-api`, `outbound-dial`). Form bodies and JSON bodies alike.
+pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, MalformedPayload> {
+    let mut fields = CallFields::default();
+    if is_form(content_type) || body.is_empty() {
+        for (name, value) in form_urlencoded::parse(body) {
+            fields.set(&name, value.into_owned());
+        }
+    } else {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
+        for (name, value) in object {
+            if let serde_json::Value::String(s) = value {
+                fields.set(&name, s);
+            }
+        }
+    }
+    let call_id = fields
+        .call_sid
+        .filter(|s| !s.is_empty())
+        .ok_or(MalformedPayload("CallSid missing"))?;
+    let outbound = fields
+        .direction
+        .as_deref()
+        .is_some_and(|d| d.starts_with("outbound"));
+    let number = if outbound { fields.from } else { fields.to };
+    Ok(Routing {
+        event_type: fields.call_status.unwrap_or_else(|| "request".to_owned()),
+        call_id,
+        number,
+        provider_number_id: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "12345";
+    const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+    const FORM: &str = "application/x-www-form-urlencoded";
+    const PARAMS: &str = "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
+
+    #[test]
+    fn official_vectors() {
+        let vectors = super::super::vectors::load("twilio.json");
+        let token = vectors["auth_token"].as_str().unwrap();
+        let cases = vectors["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 9, "expected the full official set");
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let got = verify(
+                &[token],
+                case["url"].as_str().unwrap(),
+                case["content_type"].as_str(),
+                case["body"].as_str().unwrap().as_bytes(),
+                case["signature"].as_str(),
+            );
+            assert_eq!(
+                got.is_ok(),
+                case["valid"].as_bool().unwrap(),
+                "case {name:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_tampering_is_a_body_hash_mismatch_and_missing_hash_is_unsigned() {
+        let url = format!(
+            "{URL}&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
+        );
+        let got = verify(
+            &[TOKEN],
+            &url,
+            Some("application/json"),
+            br#"{"property": "value", "boolean": false}"#,
+            Some("a9nBmqA0ju/hNViExpshrM61xv4="),
+        );
+        assert_eq!(got, Err(VerifyError::BodyHashMismatch));
+        // A JSON body without bodySHA256 is not covered by any signature.
+        let sig = sign(TOKEN.as_bytes(), URL, None, b"");
+        assert_eq!(
+            verify(&[TOKEN], URL, Some("application/json"), b"{}", Some(&sig)),
+            Err(VerifyError::UnsignedBody)
+        );
+    }
+
+    #[test]
+    fn historical_docs_vectors() {
+        for (number, sig) in [
+            ("%2B12349013030", "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
+            ("%2B14158675310", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
+        ] {
+            let body = format!(
+                "CallSid=CA1234567890ABCDE&Caller={number}&Digits=1234&From={number}&To=%2B18005551212"
+            );
+            assert_eq!(
+                verify(&[TOKEN], URL, Some(FORM), body.as_bytes(), Some(sig)),
+                Ok(()),
+                "{number}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_values_are_deduplicated_and_sorted() {
+        // Python: for value in sorted(set(values)); Node: Array.from(new Set(v)).sort().
+        assert_eq!(sorted_params(b"b=2&a=y&a=x&a=y"), "axayb2");
+        assert_eq!(
+            sorted_params(b"CallbackSource=c&CallStatus=s&CallSid=i"),
+            "CallSidiCallStatussCallbackSourcec"
+        );
+        assert_eq!(sorted_params(b"To=%2B1+2"), "To+1 2");
+        let body = b"Digits=1&Digits=2&Digits=1&To=%2B18005551212";
+        let sig = sign(TOKEN.as_bytes(), URL, Some(FORM), body);
+        let reordered = b"Digits=2&To=%2B18005551212&Digits=1";
+        assert_eq!(
+            verify(&[TOKEN], URL, Some(FORM), reordered, Some(&sig)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn port_variants_respect_credentials_and_ipv6() {
+        assert_eq!(
+            url_variants("https://user:pass@mycompany.com/x?a=1"),
+            [
+                "https://user:pass@mycompany.com/x?a=1",
+                "https://user:pass@mycompany.com:443/x?a=1"
+            ]
+        );
+        assert_eq!(
+            url_variants("https://user:pass@mycompany.com:8443/x"),
+            [
+                "https://user:pass@mycompany.com:8443/x",
+                "https://user:pass@mycompany.com/x"
+            ]
+        );
+        assert_eq!(
+            url_variants("http://[::1]/x"),
+            ["http://[::1]/x", "http://[::1]:80/x"]
+        );
+        assert_eq!(
+            url_variants("http://[::1]:9/x"),
+            ["http://[::1]:9/x", "http://[::1]/x"]
+        );
+        assert_eq!(
+            url_variants("https://h.com"),
+            ["https://h.com", "https://h.com:443"]
+        );
+    }
+
+    #[test]
+    fn quote_variants_cover_the_node_serialisations() {
+        let url = "https://mycompany.com/myapp.php?name=O'Brien";
+        let node_signed = "https://mycompany.com/myapp.php?name=O%27Brien";
+        let sig = sign(TOKEN.as_bytes(), node_signed, Some(FORM), PARAMS.as_bytes());
+        assert_eq!(
+            verify(&[TOKEN], url, Some(FORM), PARAMS.as_bytes(), Some(&sig)),
+            Ok(())
+        );
+        let sig = sign(TOKEN.as_bytes(), url, Some(FORM), PARAMS.as_bytes());
+        assert_eq!(
+            verify(
+                &[TOKEN],
+                node_signed,
+                Some(FORM),
+                PARAMS.as_bytes(),
+                Some(&sig)
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn missing_and_wrong_signatures_and_rotation() {
+        let body = PARAMS.as_bytes();
+        assert_eq!(
+            verify(&[TOKEN], URL, Some(FORM), body, None),
+            Err(VerifyError::MissingSignature)
+        );
+        assert_eq!(
+            verify(&[TOKEN], URL, Some(FORM), body, Some("")),
+            Err(VerifyError::MissingSignature)
+        );
+        assert_eq!(
+            verify(&[TOKEN], URL, Some(FORM), body, Some("WRONG SIGNATURE")),
+            Err(VerifyError::Mismatch)
+        );
+        let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        assert_eq!(
+            verify(&["67890", TOKEN], URL, Some(FORM), body, Some(sig)),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&["67890"], URL, Some(FORM), body, Some(sig)),
+            Err(VerifyError::Mismatch)
+        );
+        // The node unit spec: a different query value must not verify.
+        let sig = sign(b"s3cr3t", "https://example.com/path?test=param", None, b"");
+        assert_eq!(
+            verify(
+                &["s3cr3t"],
+                "https://example.com/path?test=param2",
+                None,
+                b"",
+                Some(&sig)
+            ),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn content_type_parameters_and_case_are_tolerated() {
+        let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        let ct = Some("Application/X-WWW-Form-Urlencoded; charset=utf-8");
+        assert_eq!(
+            verify(&[TOKEN], URL, ct, PARAMS.as_bytes(), Some(sig)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn routing_by_direction() {
+        let inbound = b"CallSid=CA1&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B14155550199";
+        let r = routing(Some(FORM), inbound).unwrap();
+        assert_eq!(
+            (r.call_id.as_str(), r.event_type.as_str()),
+            ("CA1", "ringing")
+        );
+        assert_eq!(r.number.as_deref(), Some("+14155550199"));
+        let outbound = b"CallSid=CA1&CallStatus=completed&Direction=outbound-api&From=%2B14155550100&To=%2B14155550199";
+        assert_eq!(
+            routing(Some(FORM), outbound).unwrap().number.as_deref(),
+            Some("+14155550100")
+        );
+        let json = br#"{"CallSid":"CA2","CallStatus":"completed","To":"+14155550199"}"#;
+        assert_eq!(
+            routing(Some("application/json"), json).unwrap().call_id,
+            "CA2"
+        );
+        assert!(routing(Some(FORM), b"CallStatus=completed").is_err());
+        assert!(routing(Some("application/json"), b"[1]").is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! Wires the gateway together and runs it: directory refresh, broker probe, HTTP listeners,
+//! and an orderly shutdown (stop accepting, finish in-flight requests, flush the producer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use callgate_contract::SecretCipher;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::ServeConfig;
+use crate::directory::{DirectoryHandle, Loader, run_refresh};
+use crate::http::{AppState, EdgeConfig, ops_router, router};
+use crate::metrics::Metrics;
+use crate::publish::{PublishError, Publisher, PublisherConfig};
+
+/// How often readiness asks the broker for the topic's metadata.
+const BROKER_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("CALLGATE_SECRET_KEY is not usable: {0}")]
+    SecretKey(#[from] callgate_contract::SecretError),
+    #[error("database URL is not usable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("Kafka producer could not be created: {0}")]
+    Kafka(#[from] PublishError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    publisher: Arc<Publisher>,
+    state: AppState,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving. The directory loads in the background: until
+    /// it has, `/readyz` says so and webhooks are answered 503.
+    pub async fn start(config: ServeConfig) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let cipher = Arc::new(SecretCipher::from_base64(
+            config.secret_key.expose(),
+            &config.secret_keys_previous,
+        )?);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(config.database_url.expose())?;
+        let publisher = Arc::new(Publisher::new(
+            PublisherConfig {
+                brokers: config.kafka_brokers.clone(),
+                topic: config.kafka_topic.clone(),
+                ack_timeout: config.kafka_ack_timeout,
+                message_timeout: config.kafka_message_timeout,
+                linger: config.kafka_linger,
+                properties: config
+                    .kafka_properties
+                    .iter()
+                    .map(|p| p.expose().to_owned())
+                    .collect(),
+            },
+            metrics.clone(),
+        )?);
+        let state = AppState {
+            directory: Arc::new(DirectoryHandle::default()),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            edge: Arc::new(EdgeConfig {
+                max_body_bytes: config.max_body_bytes,
+                public_base_url: config.public_base_url.clone(),
+                default_country_code: config.default_country_code,
+            }),
+            broker_up: Arc::new(AtomicBool::new(false)),
+        };
+
+        let listener = bind(config.listen).await?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let ops_listener = match config.metrics_listen {
+            Some(ops) => Some(bind(ops).await?),
+            None => None,
+        };
+        let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(run_refresh(
+            Loader::new(pool, cipher),
+            state.directory.clone(),
+            metrics.clone(),
+            config.directory_reload_interval,
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(probe_broker(
+            publisher.clone(),
+            state.broker_up.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(serve(
+            listener,
+            router(state.clone(), ops_listener.is_none()),
+            shutdown_rx.clone(),
+        ));
+        if let Some(ops) = ops_listener {
+            tasks.spawn(serve(ops, ops_router(state.clone()), shutdown_rx));
+        }
+        tracing::info!(%addr, ?ops_addr, topic = %config.kafka_topic, "gateway listening");
+        Ok(Self {
+            addr,
+            ops_addr,
+            shutdown,
+            tasks,
+            publisher,
+            state,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where /metrics, /healthz and /readyz are served when a separate listener is configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then flushes
+    /// records still in the producer.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace period over with requests still in flight");
+            self.tasks.abort_all();
+        }
+        match self.publisher.flush(self.grace).await {
+            Ok(()) => tracing::info!("producer flushed; gateway stopped"),
+            Err(error) => tracing::error!(%error, "producer flush incomplete at shutdown"),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}
+
+async fn probe_broker(
+    publisher: Arc<Publisher>,
+    up: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(BROKER_PROBE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => {
+                let reachable = publisher.probe(BROKER_PROBE_EVERY).await;
+                if up.swap(reachable, Ordering::AcqRel) != reachable {
+                    if reachable {
+                        tracing::info!(topic = publisher.topic(), "broker reachable");
+                    } else {
+                        tracing::warn!(topic = publisher.topic(), "broker unreachable or topic missing");
+                    }
+                }
+            }
+        }
+    }
+}

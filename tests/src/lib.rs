@@ -1,0 +1,182 @@
+//! Test harness: a fresh database and a fresh topic per test, a gateway on port 0, a signed
+//! client for each provider, and a consumer that reads the topic back.
+//!
+//! The stack itself (Postgres, tansu) is started by `deploy/local/test.sh`, which exports
+//! `CALLGATE_TEST_DATABASE_URL`, `CALLGATE_TEST_KAFKA_BROKERS` and `CALLGATE_TANSU_BIN`.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+pub mod broker;
+pub mod signed;
+pub mod tenant;
+
+use std::time::{Duration, Instant};
+
+use callgate_gateway::Gateway;
+use callgate_gateway::config::{Cli, Command, ServeConfig};
+use clap::Parser as _;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+pub use broker::{ConsumedRecord, TestBroker, consume, create_topic, fresh_topic};
+pub use tenant::{Tenant, seed_tenant};
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with deploy/local/test.sh, which starts Postgres and the broker")
+    })
+}
+
+/// Postgres admin URL of the test cluster.
+pub fn admin_database_url() -> String {
+    required_env("CALLGATE_TEST_DATABASE_URL")
+}
+
+pub fn kafka_brokers() -> String {
+    required_env("CALLGATE_TEST_KAFKA_BROKERS")
+}
+
+pub fn tansu_bin() -> String {
+    required_env("CALLGATE_TANSU_BIN")
+}
+
+/// A database of its own, migrated.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let name = format!("cg_{}", uuid::Uuid::new_v4().simple());
+        let admin_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin_pool)
+            .await
+            .unwrap();
+        admin_pool.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("database URL without a database name: {admin}"),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await
+            .unwrap();
+        callgate_worker::MIGRATOR.run(&pool).await.unwrap();
+        Self { pool, url }
+    }
+}
+
+/// Logs to the test's output (shown on failure).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,sqlx=warn,librdkafka=warn")
+        .with_test_writer()
+        .try_init();
+}
+
+/// A random master key for a test.
+pub fn secret_key() -> String {
+    callgate_contract::SecretCipher::generate_key()
+}
+
+/// A gateway running in this process.
+#[derive(Debug)]
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub base_url: String,
+    pub client: reqwest::Client,
+}
+
+/// The serve configuration for tests: port 0, this database and topic, extra flags appended.
+pub fn serve_config(
+    db: &TestDb,
+    brokers: &str,
+    topic: &str,
+    secret_key: &str,
+    extra: &[&str],
+) -> ServeConfig {
+    let mut args = vec![
+        "callgate-gateway".to_owned(),
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--database-url".into(),
+        db.url.clone(),
+        "--secret-key".into(),
+        secret_key.into(),
+        "--kafka-brokers".into(),
+        brokers.into(),
+        "--kafka-topic".into(),
+        topic.into(),
+        // Only LISTEN/NOTIFY may refresh the directory in tests, unless a test says otherwise.
+        "--directory-reload-interval".into(),
+        "1h".into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    match Cli::try_parse_from(args).unwrap().command {
+        Command::Serve(config) => *config,
+        Command::Verify(_) => unreachable!("serve was requested"),
+    }
+}
+
+impl TestGateway {
+    /// Starts a gateway and waits until it is ready (directory loaded, broker reachable).
+    pub async fn start(config: ServeConfig) -> Self {
+        let gateway = Gateway::start(config).await.unwrap();
+        let base_url = format!("http://{}", gateway.local_addr());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let this = Self {
+            gateway,
+            base_url,
+            client,
+        };
+        this.wait_ready(Duration::from_secs(60)).await;
+        this
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/readyz", self.base_url))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}

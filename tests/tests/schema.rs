@@ -1,0 +1,225 @@
+//! The schema enforces tenancy itself: no code path can make a row point at another company's
+//! branch or account, numbers are E.164 and unique while active, and changes are announced.
+
+#![allow(clippy::unwrap_used)]
+
+use callgate_contract::{E164, Provider, SecretCipher};
+use callgate_tests::TestDb;
+use callgate_worker::tenants;
+use sqlx::postgres::PgListener;
+
+async fn two_companies(
+    db: &TestDb,
+    cipher: &SecretCipher,
+) -> [(
+    callgate_contract::CompanyId,
+    callgate_contract::BranchId,
+    callgate_contract::ProviderAccountId,
+); 2] {
+    let mut out = Vec::new();
+    for slug in ["a", "b"] {
+        let company = tenants::create_company(&db.pool, slug, slug).await.unwrap();
+        let branch = tenants::create_branch(&db.pool, company, "Main", "America/Chicago")
+            .await
+            .unwrap();
+        let account = tenants::create_provider_account(
+            &db.pool,
+            cipher,
+            company,
+            Provider::Retell,
+            "ws",
+            b"k",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+        out.push((company, branch, account));
+    }
+    [out[0], out[1]]
+}
+
+fn constraint(error: tenants::TenantError) -> String {
+    match error {
+        tenants::TenantError::Database(sqlx::Error::Database(db)) => {
+            db.constraint().unwrap_or(db.message()).to_owned()
+        }
+        other => panic!("expected a database constraint error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn rows_cannot_point_across_companies() {
+    let db = TestDb::create().await;
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let [(a, a_branch, a_account), (_b, b_branch, b_account)] = two_companies(&db, &cipher).await;
+    let number = E164::parse("+13125550100").unwrap();
+
+    let cross_branch = tenants::add_phone_number(
+        &db.pool,
+        a,
+        b_branch,
+        a_account,
+        number,
+        &Default::default(),
+    )
+    .await;
+    assert_eq!(
+        constraint(cross_branch.unwrap_err()),
+        "phone_numbers_company_id_branch_id_fkey"
+    );
+    let cross_account = tenants::add_phone_number(
+        &db.pool,
+        a,
+        a_branch,
+        b_account,
+        number,
+        &Default::default(),
+    )
+    .await;
+    assert_eq!(
+        constraint(cross_account.unwrap_err()),
+        "phone_numbers_company_id_provider_account_id_fkey"
+    );
+
+    let null_company =
+        sqlx::query("INSERT INTO branches (company_id, name, timezone) VALUES (NULL, 'x', 'UTC')")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+    assert!(
+        null_company.to_string().contains("null value"),
+        "{null_company}"
+    );
+}
+
+#[tokio::test]
+async fn numbers_are_e164_and_unique_while_active() {
+    let db = TestDb::create().await;
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let [(a, a_branch, a_account), (b, b_branch, b_account)] = two_companies(&db, &cipher).await;
+    let number = E164::parse("+13125550100").unwrap();
+    let first = tenants::add_phone_number(
+        &db.pool,
+        a,
+        a_branch,
+        a_account,
+        number,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let taken = tenants::add_phone_number(
+        &db.pool,
+        b,
+        b_branch,
+        b_account,
+        number,
+        &Default::default(),
+    )
+    .await;
+    assert_eq!(constraint(taken.unwrap_err()), "phone_numbers_e164_active");
+    // Released by a soft delete, the number can move to another company.
+    assert!(tenants::remove_phone_number(&db.pool, first).await.unwrap());
+    tenants::add_phone_number(
+        &db.pool,
+        b,
+        b_branch,
+        b_account,
+        number,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+
+    let not_e164 = sqlx::query(
+        "INSERT INTO phone_numbers (company_id, branch_id, provider_account_id, e164) VALUES ($1, $2, $3, '4155550100')",
+    )
+    .bind(a.0)
+    .bind(a_branch.0)
+    .bind(a_account.0)
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert!(
+        not_e164.to_string().contains("phone_numbers_e164_check"),
+        "{not_e164}"
+    );
+
+    let bad_zone = tenants::create_branch(&db.pool, a, "Nowhere", "Mars/Olympus_Mons")
+        .await
+        .unwrap_err();
+    assert!(bad_zone.to_string().contains("time zone"), "{bad_zone}");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_secrets_are_not_stored_in_the_clear() {
+    let db = TestDb::create().await;
+    callgate_worker::MIGRATOR.run(&db.pool).await.unwrap();
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let company = tenants::create_company(&db.pool, "c", "c").await.unwrap();
+    tenants::create_provider_account(
+        &db.pool,
+        &cipher,
+        company,
+        Provider::Twilio,
+        "AC1",
+        b"my-auth-token",
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let dump: String = sqlx::query_scalar(
+        "SELECT string_agg(encode(signing_secret, 'escape'), '') FROM provider_accounts",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(!dump.contains("my-auth-token"));
+}
+
+#[tokio::test]
+async fn changes_are_announced_per_statement() {
+    let db = TestDb::create().await;
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let mut listener = PgListener::connect(&db.url).await.unwrap();
+    listener
+        .listen(callgate_gateway::directory::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+    let [(a, a_branch, a_account), _] = two_companies(&db, &cipher).await;
+    // Drain the set-up's own notifications.
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await
+    {}
+
+    let id = tenants::add_phone_number(
+        &db.pool,
+        a,
+        a_branch,
+        a_account,
+        E164::parse("+13125550100").unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let note = listener.recv().await.unwrap();
+    let payload: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(
+        payload,
+        serde_json::json!({"scope": "phone_numbers", "ids": [id.to_string()]})
+    );
+
+    // A bulk import is one "reload everything", not thousands of notifications.
+    sqlx::query(
+        "INSERT INTO phone_numbers (company_id, branch_id, provider_account_id, e164)
+         SELECT $1, $2, $3, '+1312556' || lpad(g::text, 4, '0') FROM generate_series(1, 500) g",
+    )
+    .bind(a.0)
+    .bind(a_branch.0)
+    .bind(a_account.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let note = listener.recv().await.unwrap();
+    assert_eq!(note.payload(), r#"{"scope":"all"}"#);
+}

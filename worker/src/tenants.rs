@@ -1,0 +1,191 @@
+//! Onboarding: companies, branches, provider accounts (with sealed secrets) and numbers.
+//!
+//! These are the only functions that write tenant rows; the demo set-up, the tests and the
+//! load generator's seed mode all go through them, so every row is written the same way:
+//! numbers normalised to E.164, secrets sealed and bound to their row.
+
+use callgate_contract::secrets::row_binding;
+use callgate_contract::{
+    BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher,
+};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("secret: {0}")]
+    Secret(#[from] callgate_contract::SecretError),
+    #[error("provider account {0} not found")]
+    AccountNotFound(ProviderAccountId),
+}
+
+pub async fn create_company(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    slug: &str,
+) -> Result<CompanyId, TenantError> {
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO companies (name, slug) VALUES ($1, $2) RETURNING id")
+            .bind(name)
+            .bind(slug)
+            .fetch_one(db)
+            .await?;
+    Ok(CompanyId(id))
+}
+
+/// The active company with this slug, if any.
+pub async fn find_company(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<CompanyId>, TenantError> {
+    let id: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM companies WHERE slug = $1 AND deleted_at IS NULL")
+            .bind(slug)
+            .fetch_optional(db)
+            .await?;
+    Ok(id.map(CompanyId))
+}
+
+/// `timezone` is an IANA name; the schema refuses names Postgres does not know.
+pub async fn create_branch(
+    db: impl PgExecutor<'_>,
+    company: CompanyId,
+    name: &str,
+    timezone: &str,
+) -> Result<BranchId, TenantError> {
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO branches (company_id, name, timezone) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(company.0)
+    .bind(name)
+    .bind(timezone)
+    .fetch_one(db)
+    .await?;
+    Ok(BranchId(id))
+}
+
+/// A provider login of a company. `secret` is sealed before it leaves this function.
+pub async fn create_provider_account(
+    db: impl PgExecutor<'_>,
+    cipher: &SecretCipher,
+    company: CompanyId,
+    provider: Provider,
+    external_account_id: &str,
+    secret: &[u8],
+    settings: &serde_json::Value,
+) -> Result<ProviderAccountId, TenantError> {
+    // The id is chosen here because the sealed secret is bound to it.
+    let id = Uuid::new_v4();
+    let sealed = cipher.seal(
+        secret,
+        &row_binding("provider_accounts", id, "signing_secret"),
+    );
+    sqlx::query(
+        "INSERT INTO provider_accounts (id, company_id, provider, external_account_id, signing_secret, settings)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(company.0)
+    .bind(provider.as_str())
+    .bind(external_account_id)
+    .bind(sealed)
+    .bind(settings)
+    .execute(db)
+    .await?;
+    Ok(ProviderAccountId(id))
+}
+
+/// Rotates an account's signing secret: the new one becomes current, the old one stays
+/// accepted until `previous_valid_until` (None: until the next rotation).
+pub async fn rotate_secret(
+    db: &sqlx::PgPool,
+    cipher: &SecretCipher,
+    account: ProviderAccountId,
+    new_secret: &[u8],
+    previous_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), TenantError> {
+    let mut tx = db.begin().await?;
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT signing_secret FROM provider_accounts WHERE id = $1 FOR UPDATE")
+            .bind(account.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let sealed = sealed.ok_or(TenantError::AccountNotFound(account))?;
+    let old = cipher.open(
+        &sealed,
+        &row_binding("provider_accounts", account.0, "signing_secret"),
+    )?;
+    let previous = cipher.seal(
+        old.expose(),
+        &row_binding("provider_accounts", account.0, "previous_signing_secret"),
+    );
+    let current = cipher.seal(
+        new_secret,
+        &row_binding("provider_accounts", account.0, "signing_secret"),
+    );
+    sqlx::query(
+        "UPDATE provider_accounts
+         SET signing_secret = $2, previous_signing_secret = $3,
+             previous_secret_expires_at = $4
+         WHERE id = $1",
+    )
+    .bind(account.0)
+    .bind(current)
+    .bind(previous)
+    .bind(previous_valid_until)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Details of a number beyond its owner.
+#[derive(Debug, Clone, Default)]
+pub struct NumberDetails<'a> {
+    /// The provider's id of the number (Vapi phoneNumberId, Twilio PN sid).
+    pub provider_number_id: Option<&'a str>,
+    /// Retell agent id / Vapi assistant id.
+    pub provider_agent_id: Option<&'a str>,
+    pub label: Option<&'a str>,
+}
+
+pub async fn add_phone_number(
+    db: impl PgExecutor<'_>,
+    company: CompanyId,
+    branch: BranchId,
+    account: ProviderAccountId,
+    number: E164,
+    details: &NumberDetails<'_>,
+) -> Result<PhoneNumberId, TenantError> {
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO phone_numbers
+            (company_id, branch_id, provider_account_id, e164, provider_number_id, provider_agent_id, label)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(company.0)
+    .bind(branch.0)
+    .bind(account.0)
+    .bind(number.to_string())
+    .bind(details.provider_number_id)
+    .bind(details.provider_agent_id)
+    .bind(details.label)
+    .fetch_one(db)
+    .await?;
+    Ok(PhoneNumberId(id))
+}
+
+/// Soft-deletes a number: it stops routing, its history stays.
+pub async fn remove_phone_number(
+    db: impl PgExecutor<'_>,
+    id: PhoneNumberId,
+) -> Result<bool, TenantError> {
+    let done = sqlx::query(
+        "UPDATE phone_numbers SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.0)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
