@@ -21,9 +21,7 @@ pub enum E164Error {
     Empty,
     #[error("phone number contains a character that is not a digit or a separator")]
     InvalidCharacter,
-    #[error(
-        "phone number has {0} digits; E.164 allows 2 to 15 after the country code's leading digit"
-    )]
+    #[error("phone number has {0} digits; E.164 allows 2 to 15 after the country code's leading digit")]
     BadLength(usize),
     #[error("country code cannot start with 0")]
     LeadingZero,
@@ -87,10 +85,7 @@ impl E164 {
         if digits.starts_with('0') {
             return Err(E164Error::LeadingZero);
         }
-        digits
-            .parse::<u64>()
-            .map(E164)
-            .map_err(|_| E164Error::InvalidCharacter)
+        digits.parse::<u64>().map(E164).map_err(|_| E164Error::InvalidCharacter)
     }
 
     /// The number as its digits, for compact keys.
@@ -150,32 +145,18 @@ mod tests {
     #[test]
     fn canonical_forms_collapse_to_one_key() {
         let want = E164::parse("+14155550100").unwrap();
-        for shape in [
-            "+1 (415) 555-0100",
-            "+1.415.555.0100",
-            " +14155550100 ",
-            "001 415 555 0100",
-        ] {
+        for shape in ["+1 (415) 555-0100", "+1.415.555.0100", " +14155550100 ", "001 415 555 0100"] {
             assert_eq!(E164::parse(shape).unwrap(), want, "{shape}");
         }
         for national in ["(415) 555-0100", "4155550100", "1-415-555-0100"] {
-            assert_eq!(
-                E164::parse_with_default(national, Some(1)).unwrap(),
-                want,
-                "{national}"
-            );
+            assert_eq!(E164::parse_with_default(national, Some(1)).unwrap(), want, "{national}");
         }
         assert_eq!(want.to_string(), "+14155550100");
     }
 
     #[test]
     fn national_numbers_outside_nanp_drop_the_trunk_zero() {
-        assert_eq!(
-            E164::parse_with_default("020 7946 0958", Some(44))
-                .unwrap()
-                .to_string(),
-            "+442079460958"
-        );
+        assert_eq!(E164::parse_with_default("020 7946 0958", Some(44)).unwrap().to_string(), "+442079460958");
     }
 
     #[test]
@@ -183,20 +164,11 @@ mod tests {
         assert_eq!(E164::parse(""), Err(E164Error::Empty));
         assert_eq!(E164::parse("+"), Err(E164Error::Empty));
         assert_eq!(E164::parse("anonymous"), Err(E164Error::InvalidCharacter));
-        assert_eq!(
-            E164::parse("sip:+14155550100@x"),
-            Err(E164Error::InvalidCharacter)
-        );
+        assert_eq!(E164::parse("sip:+14155550100@x"), Err(E164Error::InvalidCharacter));
         assert_eq!(E164::parse("+0123456"), Err(E164Error::LeadingZero));
-        assert_eq!(
-            E164::parse("+1234567890123456"),
-            Err(E164Error::BadLength(16))
-        );
+        assert_eq!(E164::parse("+1234567890123456"), Err(E164Error::BadLength(16)));
         assert_eq!(E164::parse("4155550100"), Err(E164Error::NoDefaultCountry));
-        assert_eq!(
-            E164::parse("+1٤155550100"),
-            Err(E164Error::InvalidCharacter)
-        );
+        assert_eq!(E164::parse("+1٤155550100"), Err(E164Error::InvalidCharacter));
     }
 
     #[test]

@@ -36,12 +36,7 @@ const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3b9a_5c2e_4f07_9a8b_c41e
 /// id equal to the original's, while two different events of one call (different bodies)
 /// never share an id. Signature headers are left out on purpose: Retell may re-sign a retry
 /// with a fresh timestamp.
-pub fn event_id(
-    provider: Provider,
-    provider_call_id: &str,
-    event_type: &str,
-    raw_body: &[u8],
-) -> Uuid {
+pub fn event_id(provider: Provider, provider_call_id: &str, event_type: &str, raw_body: &[u8]) -> Uuid {
     let body_hash = Sha256::digest(raw_body);
     let mut name = Vec::with_capacity(provider_call_id.len() + event_type.len() + 80);
     name.extend_from_slice(provider.as_str().as_bytes());
@@ -113,10 +108,7 @@ mod tests {
         assert_ne!(a, event_id(Provider::Retell, "c2", "call_ended", b"{}"));
         assert_ne!(a, event_id(Provider::Vapi, "c1", "call_ended", b"{}"));
         // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(
-            event_id(Provider::Retell, "ab", "c", b"x"),
-            event_id(Provider::Retell, "a", "bc", b"x")
-        );
+        assert_ne!(event_id(Provider::Retell, "ab", "c", b"x"), event_id(Provider::Retell, "a", "bc", b"x"));
     }
 
     #[test]
@@ -141,10 +133,7 @@ mod tests {
             payload: Payload::Json(raw),
         };
         let text = serde_json::to_string(&env).unwrap();
-        assert!(
-            text.contains(r#""payload":{"format":"json","body":{"b":1,  "a":[2]}}"#),
-            "{text}"
-        );
+        assert!(text.contains(r#""payload":{"format":"json","body":{"b":1,  "a":[2]}}"#), "{text}");
         assert!(!text.contains("redacted"));
         let back: EventEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.route, env.route);

@@ -38,9 +38,6 @@ pub struct UnknownProvider(String);
 impl FromStr for Provider {
     type Err = UnknownProvider;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Provider::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownProvider(s.to_owned()))
+        Provider::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownProvider(s.to_owned()))
     }
 }

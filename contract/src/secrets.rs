@@ -62,17 +62,12 @@ pub struct SecretCipher {
 
 impl fmt::Debug for SecretCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretCipher")
-            .field("keys", &self.keys.len())
-            .finish()
+        f.debug_struct("SecretCipher").field("keys", &self.keys.len()).finish()
     }
 }
 
 fn key_id(key: &[u8]) -> [u8; KEY_ID_LEN] {
-    let digest = Sha256::new()
-        .chain_update(b"callgate-secret-key-id\0")
-        .chain_update(key)
-        .finalize();
+    let digest = Sha256::new().chain_update(b"callgate-secret-key-id\0").chain_update(key).finalize();
     let mut id = [0u8; KEY_ID_LEN];
     id.copy_from_slice(&digest[..KEY_ID_LEN]);
     id
@@ -83,14 +78,11 @@ impl SecretCipher {
     pub fn from_base64<S: AsRef<str>>(primary: &str, previous: &[S]) -> Result<Self, SecretError> {
         let mut keys = Vec::with_capacity(1 + previous.len());
         for encoded in std::iter::once(primary).chain(previous.iter().map(AsRef::as_ref)) {
-            let raw = B64
-                .decode(encoded.trim())
-                .map_err(|_| SecretError::BadKey)?;
+            let raw = B64.decode(encoded.trim()).map_err(|_| SecretError::BadKey)?;
             if raw.len() != KEY_LEN {
                 return Err(SecretError::BadKey);
             }
-            let cipher =
-                XChaCha20Poly1305::new_from_slice(&raw).map_err(|_| SecretError::BadKey)?;
+            let cipher = XChaCha20Poly1305::new_from_slice(&raw).map_err(|_| SecretError::BadKey)?;
             keys.push((key_id(&raw), cipher));
         }
         Ok(Self { keys })
@@ -106,13 +98,7 @@ impl SecretCipher {
         let (kid, cipher) = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext, aad })
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
         out.push(FORMAT_V1);
@@ -128,22 +114,9 @@ impl SecretCipher {
             return Err(SecretError::Malformed);
         }
         let kid = &sealed[1..1 + KEY_ID_LEN];
-        let (_, cipher) = self
-            .keys
-            .iter()
-            .find(|(id, _)| id == kid)
-            .ok_or(SecretError::UnknownKey)?;
+        let (_, cipher) = self.keys.iter().find(|(id, _)| id == kid).ok_or(SecretError::UnknownKey)?;
         let nonce = XNonce::from_slice(&sealed[1 + KEY_ID_LEN..header]);
-        cipher
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[header..],
-                    aad,
-                },
-            )
-            .map(Secret::new)
-            .map_err(|_| SecretError::Forged)
+        cipher.decrypt(nonce, Payload { msg: &sealed[header..], aad }).map(Secret::new).map_err(|_| SecretError::Forged)
     }
 }
 
@@ -162,28 +135,16 @@ mod tests {
         let row = row_binding("provider_accounts", uuid::Uuid::new_v4(), "signing_secret");
         let sealed = cipher.seal(b"test-api-key", &row);
         assert!(!sealed.windows(12).any(|w| w == b"test-api-key"));
-        assert_eq!(
-            cipher.open(&sealed, &row).unwrap().expose(),
-            b"test-api-key"
-        );
+        assert_eq!(cipher.open(&sealed, &row).unwrap().expose(), b"test-api-key");
 
         let other_row = row_binding("provider_accounts", uuid::Uuid::new_v4(), "signing_secret");
-        assert!(matches!(
-            cipher.open(&sealed, &other_row),
-            Err(SecretError::Forged)
-        ));
+        assert!(matches!(cipher.open(&sealed, &other_row), Err(SecretError::Forged)));
 
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        assert!(matches!(
-            cipher.open(&tampered, &row),
-            Err(SecretError::Forged)
-        ));
-        assert!(matches!(
-            cipher.open(&sealed[..10], &row),
-            Err(SecretError::Malformed)
-        ));
+        assert!(matches!(cipher.open(&tampered, &row), Err(SecretError::Forged)));
+        assert!(matches!(cipher.open(&sealed[..10], &row), Err(SecretError::Malformed)));
     }
 
     #[test]
@@ -193,20 +154,13 @@ mod tests {
         let sealed = old.seal(b"s", b"row");
         let rotated = SecretCipher::from_base64(&SecretCipher::generate_key(), &[old_key]).unwrap();
         assert_eq!(rotated.open(&sealed, b"row").unwrap().expose(), b"s");
-        let unrelated =
-            SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
-        assert!(matches!(
-            unrelated.open(&sealed, b"row"),
-            Err(SecretError::UnknownKey)
-        ));
+        let unrelated = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+        assert!(matches!(unrelated.open(&sealed, b"row"), Err(SecretError::UnknownKey)));
     }
 
     #[test]
     fn bad_keys_are_refused_and_secrets_never_print() {
         assert!(SecretCipher::from_base64::<&str>("short", &[]).is_err());
-        assert_eq!(
-            format!("{:?}", Secret::new(b"hunter2".to_vec())),
-            "Secret(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", Secret::new(b"hunter2".to_vec())), "Secret(<redacted>)");
     }
 }

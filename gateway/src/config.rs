@@ -8,11 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "callgate-gateway",
-    version,
-    about = "callgate's webhook edge: verify, route, publish to Kafka"
-)]
+#[command(name = "callgate-gateway", version, about = "callgate's webhook edge: verify, route, publish to Kafka")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,12 +63,7 @@ pub struct ServeConfig {
     pub secret_key: SecretString,
 
     /// Previous master keys (comma-separated), still accepted for opening during a key rotation.
-    #[arg(
-        long,
-        env = "CALLGATE_SECRET_KEYS_PREVIOUS",
-        hide_env_values = true,
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "CALLGATE_SECRET_KEYS_PREVIOUS", hide_env_values = true, value_delimiter = ',')]
     pub secret_keys_previous: Vec<SecretString>,
 
     /// Kafka bootstrap servers.
@@ -99,12 +90,7 @@ pub struct ServeConfig {
     pub kafka_linger: Duration,
 
     /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
-    #[arg(
-        long,
-        env = "CALLGATE_KAFKA_PROPERTIES",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CALLGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
     pub kafka_properties: Vec<SecretString>,
 
     /// Largest accepted request body in bytes; larger ones get 413. Retell call_analyzed
@@ -197,13 +183,9 @@ impl AsRef<str> for SecretString {
 /// Parses `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 3s, 5m"))?;
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 250ms, 3s, 5m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
@@ -235,10 +217,7 @@ mod tests {
         ])
         .unwrap();
         let text = format!("{cli:?}");
-        assert!(
-            !text.contains("hunter2") && !text.contains("c2VjcmV0"),
-            "{text}"
-        );
+        assert!(!text.contains("hunter2") && !text.contains("c2VjcmV0"), "{text}");
     }
 
     #[test]

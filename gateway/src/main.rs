@@ -27,9 +27,7 @@ fn main() -> anyhow::Result<ExitCode> {
             telemetry::init(&config.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
-                let gateway = Gateway::start(*config)
-                    .await
-                    .context("starting the gateway")?;
+                let gateway = Gateway::start(*config).await.context("starting the gateway")?;
                 shutdown_signal().await;
                 tracing::info!("shutdown requested");
                 gateway.shutdown().await;

@@ -4,19 +4,16 @@
 //! process. Label values are bounded sets: provider names, outcome and stage names.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Request latency buckets: a webhook is answered in milliseconds, or 503 after the ack bound.
-const REQUEST_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+const REQUEST_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Stage buckets reach down to the microsecond: a directory lookup takes well under one.
 const STAGE_BUCKETS: &[f64] = &[
-    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
-    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0,
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0,
 ];
 
 #[derive(Debug, Clone)]
@@ -31,6 +28,8 @@ pub struct Metrics {
     /// `reason`: timeout, queue_full, broker.
     pub produce_errors: IntCounterVec,
     pub broker_up: IntGauge,
+    /// Producers rebuilt after a fatal error or a stuck state.
+    pub producer_replacements: IntCounter,
     /// Payload oddities worth knowing about (`provider`, `quirk`).
     pub payload_quirks: IntCounterVec,
     pub directory_numbers: IntGauge,
@@ -48,10 +47,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "callgate_gateway_requests_total",
-                "Webhook requests by provider and outcome.",
-            ),
+            Opts::new("callgate_gateway_requests_total", "Webhook requests by provider and outcome."),
             &["provider", "outcome"],
         )
         .expect("valid metric");
@@ -74,16 +70,18 @@ impl Metrics {
         )
         .expect("valid metric");
         let produce_errors = IntCounterVec::new(
-            Opts::new(
-                "callgate_gateway_produce_errors_total",
-                "Records the broker did not acknowledge, by reason.",
-            ),
+            Opts::new("callgate_gateway_produce_errors_total", "Records the broker did not acknowledge, by reason."),
             &["reason"],
         )
         .expect("valid metric");
         let broker_up = IntGauge::new(
             "callgate_gateway_broker_up",
             "1 when the broker answered the last metadata probe for the topic.",
+        )
+        .expect("valid metric");
+        let producer_replacements = IntCounter::new(
+            "callgate_gateway_producer_replacements_total",
+            "Kafka producers replaced after a fatal error or while stuck.",
         )
         .expect("valid metric");
         let payload_quirks = IntCounterVec::new(
@@ -94,26 +92,18 @@ impl Metrics {
             &["provider", "quirk"],
         )
         .expect("valid metric");
-        let directory_numbers = IntGauge::new(
-            "callgate_directory_numbers",
-            "Active numbers in the in-memory directory.",
-        )
-        .expect("valid metric");
-        let directory_accounts = IntGauge::new(
-            "callgate_directory_accounts",
-            "Provider accounts in the directory.",
-        )
-        .expect("valid metric");
+        let directory_numbers =
+            IntGauge::new("callgate_directory_numbers", "Active numbers in the in-memory directory.")
+                .expect("valid metric");
+        let directory_accounts =
+            IntGauge::new("callgate_directory_accounts", "Provider accounts in the directory.").expect("valid metric");
         let directory_invalid_accounts = IntGauge::new(
             "callgate_directory_invalid_accounts",
             "Provider accounts skipped because their secret or settings did not load.",
         )
         .expect("valid metric");
         let directory_reloads = IntCounterVec::new(
-            Opts::new(
-                "callgate_directory_reloads_total",
-                "Directory reloads by kind and result.",
-            ),
+            Opts::new("callgate_directory_reloads_total", "Directory reloads by kind and result."),
             &["kind", "result"],
         )
         .expect("valid metric");
@@ -122,11 +112,9 @@ impl Metrics {
             "Unix time of the last successful directory reload.",
         )
         .expect("valid metric");
-        let directory_age = Gauge::new(
-            "callgate_directory_age_seconds",
-            "Seconds since the last successful directory reload.",
-        )
-        .expect("valid metric");
+        let directory_age =
+            Gauge::new("callgate_directory_age_seconds", "Seconds since the last successful directory reload.")
+                .expect("valid metric");
 
         let metrics = Self {
             registry,
@@ -135,6 +123,7 @@ impl Metrics {
             stage_duration,
             produce_errors,
             broker_up,
+            producer_replacements,
             payload_quirks,
             directory_numbers,
             directory_accounts,
@@ -143,12 +132,13 @@ impl Metrics {
             directory_last_success,
             directory_age,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.stage_duration.clone()),
             Box::new(metrics.produce_errors.clone()),
             Box::new(metrics.broker_up.clone()),
+            Box::new(metrics.producer_replacements.clone()),
             Box::new(metrics.payload_quirks.clone()),
             Box::new(metrics.directory_numbers.clone()),
             Box::new(metrics.directory_accounts.clone()),
@@ -158,10 +148,7 @@ impl Metrics {
             Box::new(metrics.directory_age.clone()),
         ];
         for collector in collectors {
-            metrics
-                .registry
-                .register(collector)
-                .expect("metric names are unique");
+            metrics.registry.register(collector).expect("metric names are unique");
         }
         metrics
     }
@@ -174,9 +161,7 @@ impl Metrics {
             self.directory_age.set((now - last).max(0.0));
         }
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("Prometheus text format is UTF-8")
     }
 }

@@ -2,6 +2,7 @@
 //! after the broker acknowledged its record, or 503 once the ack bound passes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -68,19 +69,26 @@ impl std::fmt::Debug for PublisherConfig {
     }
 }
 
+/// Consecutive unacknowledged records, while the broker answers metadata requests, after
+/// which the producer is considered stuck and replaced.
+const STUCK_AFTER_FAILURES: u32 = 3;
+
 pub struct Publisher {
     config: PublisherConfig,
     client_config: ClientConfig,
     producer: ArcSwap<FutureProducer>,
     rebuild: tokio::sync::Mutex<()>,
+    /// Result of the last metadata probe.
+    reachable: AtomicBool,
+    /// Records not acknowledged since the last acknowledged one (or since the broker became
+    /// reachable again).
+    consecutive_failures: AtomicU32,
     metrics: Metrics,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Publisher").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -92,10 +100,7 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
             // Fail fast on a dead broker instead of backing off for long.
             .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "callgate-gateway");
@@ -110,6 +115,8 @@ impl Publisher {
             client_config,
             producer: ArcSwap::from_pointee(producer),
             rebuild: tokio::sync::Mutex::new(()),
+            reachable: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
             metrics,
         })
     }
@@ -123,19 +130,11 @@ impl Publisher {
         let producer = self.producer.load_full();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+            headers = headers.insert(Header { key, value: Some(*value) });
         }
-        let future_record = FutureRecord::to(&self.config.topic)
-            .key(record.key)
-            .payload(record.value)
-            .headers(headers);
+        let future_record = FutureRecord::to(&self.config.topic).key(record.key).payload(record.value).headers(headers);
         let result = match producer.send_result(future_record) {
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(PublishError::QueueFull)
-            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::QueueFull),
             Err((error, _)) => Err(PublishError::Broker(error)),
             Ok(delivery) => match tokio::time::timeout(self.config.ack_timeout, delivery).await {
                 Err(_) => Err(PublishError::Timeout(self.config.ack_timeout)),
@@ -146,33 +145,48 @@ impl Publisher {
             },
         };
         match &result {
-            Ok(()) => self.metrics.broker_up.set(1),
+            Ok(()) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.metrics.broker_up.set(1);
+            }
             Err(error) => {
-                self.metrics
-                    .produce_errors
-                    .with_label_values(&[error.reason()])
-                    .inc();
-                self.recover_if_fatal(&producer).await;
+                self.metrics.produce_errors.with_label_values(&[error.reason()]).inc();
+                let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some((code, reason)) = producer.client().fatal_error() {
+                    self.replace(&producer, &format!("fatal error {code:?}: {reason}")).await;
+                } else if failures >= STUCK_AFTER_FAILURES && self.is_reachable() {
+                    self.replace(&producer, "broker reachable but records are not acknowledged").await;
+                }
             }
         }
         result
     }
 
-    /// An idempotent producer can hit a fatal error (e.g. the broker lost its producer state,
-    /// as a restarted in-memory broker does); it is unusable after that, so build a new one.
-    async fn recover_if_fatal(&self, failed: &Arc<FutureProducer>) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            return;
-        };
+    /// Builds a new producer in place of `failed`. An idempotent producer is unusable after a
+    /// fatal error, and can also stay stuck when the broker lost its producer state (a broker
+    /// restarted without its data keeps answering UNKNOWN_PRODUCER_ID to the old id). The
+    /// records still queued in the old producer were all answered 503 already.
+    async fn replace(&self, failed: &Arc<FutureProducer>, why: &str) {
         let _guard = self.rebuild.lock().await;
         if !Arc::ptr_eq(&self.producer.load_full(), failed) {
-            return; // another request rebuilt it already
+            return; // another request replaced it already
         }
-        tracing::error!(?code, %reason, "Kafka producer hit a fatal error; replacing it");
+        tracing::error!(reason = why, "replacing the Kafka producer");
         match self.client_config.create::<FutureProducer>() {
-            Ok(fresh) => self.producer.store(Arc::new(fresh)),
+            Ok(fresh) => {
+                let old = self.producer.swap(Arc::new(fresh));
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.metrics.producer_replacements.inc();
+                // Dropping a producer purges and flushes it: a blocking call.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
             Err(error) => tracing::error!(%error, "could not create a replacement Kafka producer"),
         }
+    }
+
+    /// Whether the broker answered the last metadata probe for the topic.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
     }
 
     /// Asks the broker for the topic's metadata: is it reachable and does the topic exist?
@@ -184,14 +198,22 @@ impl Publisher {
                 .client()
                 .fetch_metadata(Some(&topic), wait)
                 .map(|metadata| {
-                    metadata.topics().iter().any(|t| {
-                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                    })
+                    metadata
+                        .topics()
+                        .iter()
+                        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
                 })
                 .unwrap_or(false)
         })
         .await
         .unwrap_or(false);
+        if up && !self.reachable.swap(true, Ordering::AcqRel) {
+            // Failures during the outage say nothing about the producer's health.
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if !up {
+            self.reachable.store(false, Ordering::Release);
+        }
         self.metrics.broker_up.set(i64::from(up));
         up
     }
@@ -199,8 +221,6 @@ impl Publisher {
     /// Waits for records still in flight (on shutdown).
     pub async fn flush(&self, wait: Duration) -> Result<(), KafkaError> {
         let producer = self.producer.load_full();
-        tokio::task::spawn_blocking(move || producer.flush(wait))
-            .await
-            .unwrap_or(Err(KafkaError::Canceled))
+        tokio::task::spawn_blocking(move || producer.flush(wait)).await.unwrap_or(Err(KafkaError::Canceled))
     }
 }

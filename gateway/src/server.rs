@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use callgate_contract::SecretCipher;
@@ -30,10 +29,7 @@ pub enum StartError {
     #[error("Kafka producer could not be created: {0}")]
     Kafka(#[from] PublishError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running gateway.
@@ -53,10 +49,7 @@ impl Gateway {
     /// it has, `/readyz` says so and webhooks are answered 503.
     pub async fn start(config: ServeConfig) -> Result<Self, StartError> {
         let metrics = Metrics::new();
-        let cipher = Arc::new(SecretCipher::from_base64(
-            config.secret_key.expose(),
-            &config.secret_keys_previous,
-        )?);
+        let cipher = Arc::new(SecretCipher::from_base64(config.secret_key.expose(), &config.secret_keys_previous)?);
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
@@ -68,11 +61,7 @@ impl Gateway {
                 ack_timeout: config.kafka_ack_timeout,
                 message_timeout: config.kafka_message_timeout,
                 linger: config.kafka_linger,
-                properties: config
-                    .kafka_properties
-                    .iter()
-                    .map(|p| p.expose().to_owned())
-                    .collect(),
+                properties: config.kafka_properties.iter().map(|p| p.expose().to_owned()).collect(),
             },
             metrics.clone(),
         )?);
@@ -85,14 +74,10 @@ impl Gateway {
                 public_base_url: config.public_base_url.clone(),
                 default_country_code: config.default_country_code,
             }),
-            broker_up: Arc::new(AtomicBool::new(false)),
         };
 
         let listener = bind(config.listen).await?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let ops_listener = match config.metrics_listen {
             Some(ops) => Some(bind(ops).await?),
             None => None,
@@ -108,29 +93,13 @@ impl Gateway {
             config.directory_reload_interval,
             shutdown_rx.clone(),
         ));
-        tasks.spawn(probe_broker(
-            publisher.clone(),
-            state.broker_up.clone(),
-            shutdown_rx.clone(),
-        ));
-        tasks.spawn(serve(
-            listener,
-            router(state.clone(), ops_listener.is_none()),
-            shutdown_rx.clone(),
-        ));
+        tasks.spawn(probe_broker(publisher.clone(), shutdown_rx.clone()));
+        tasks.spawn(serve(listener, router(state.clone(), ops_listener.is_none()), shutdown_rx.clone()));
         if let Some(ops) = ops_listener {
             tasks.spawn(serve(ops, ops_router(state.clone()), shutdown_rx));
         }
         tracing::info!(%addr, ?ops_addr, topic = %config.kafka_topic, "gateway listening");
-        Ok(Self {
-            addr,
-            ops_addr,
-            shutdown,
-            tasks,
-            publisher,
-            state,
-            grace: config.shutdown_grace,
-        })
+        Ok(Self { addr, ops_addr, shutdown, tasks, publisher, state, grace: config.shutdown_grace })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,10 +119,7 @@ impl Gateway {
     /// records still in the producer.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let drained = tokio::time::timeout(self.grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(self.grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("shutdown grace period over with requests still in flight");
             self.tasks.abort_all();
@@ -166,9 +132,7 @@ impl Gateway {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
@@ -182,18 +146,15 @@ async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch:
     }
 }
 
-async fn probe_broker(
-    publisher: Arc<Publisher>,
-    up: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn probe_broker(publisher: Arc<Publisher>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(BROKER_PROBE_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = ticker.tick() => {
+                let was = publisher.is_reachable();
                 let reachable = publisher.probe(BROKER_PROBE_EVERY).await;
-                if up.swap(reachable, Ordering::AcqRel) != reachable {
+                if was != reachable {
                     if reachable {
                         tracing::info!(topic = publisher.topic(), "broker reachable");
                     } else {

@@ -18,23 +18,13 @@ pub fn run(args: &VerifyArgs) -> Result<Result<(), VerifyError>, VerifyCliError>
     let secrets = [args.secret.as_bytes()];
     Ok(match args.provider {
         VerifyProvider::Retell => {
-            let now_ms = args.now_ms.unwrap_or_else(|| {
-                u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-            });
+            let now_ms =
+                args.now_ms.unwrap_or_else(|| u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0));
             retell::verify(&secrets, &body, Some(&args.signature), now_ms)
         }
         VerifyProvider::Twilio => {
-            let url = args
-                .url
-                .as_deref()
-                .ok_or(VerifyCliError::Usage("--url is required for twilio"))?;
-            twilio::verify(
-                &secrets,
-                url,
-                args.content_type.as_deref(),
-                &body,
-                Some(&args.signature),
-            )
+            let url = args.url.as_deref().ok_or(VerifyCliError::Usage("--url is required for twilio"))?;
+            twilio::verify(&secrets, url, args.content_type.as_deref(), &body, Some(&args.signature))
         }
     })
 }

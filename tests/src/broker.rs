@@ -11,14 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Creates a topic with the broker's own CLI.
 pub fn create_topic(brokers: &str, name: &str, partitions: u32) {
     let status = Command::new(crate::tansu_bin())
-        .args([
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-            "--broker",
-        ])
+        .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"])
         .arg(format!("tcp://{brokers}"))
         .stdout(Stdio::null())
         .status()
@@ -41,42 +34,27 @@ pub struct ConsumedRecord {
 
 impl ConsumedRecord {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// Reads `topic` from the beginning until `expected` records arrived (or `within` passed).
-pub async fn consume(
-    brokers: &str,
-    topic: &str,
-    expected: usize,
-    within: Duration,
-) -> Vec<ConsumedRecord> {
+pub async fn consume(brokers: &str, topic: &str, expected: usize, within: Duration) -> Vec<ConsumedRecord> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .set(
-                "group.id",
-                format!("test-reader-{}", uuid::Uuid::new_v4().simple()),
-            )
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4().simple()))
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
         let partitions = metadata.topics()[0].partitions().len() as i32;
         assert!(partitions > 0, "topic {topic} has no partitions");
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
-            assignment
-                .add_partition_offset(&topic, p, Offset::Beginning)
-                .unwrap();
+            assignment.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
         }
         consumer.assign(&assignment).unwrap();
         let deadline = Instant::now() + within;
@@ -91,10 +69,8 @@ pub async fn consume(
                 .map(|h| {
                     h.iter()
                         .map(|header| {
-                            let value = header
-                                .value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default();
+                            let value =
+                                header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
                             (header.key.to_owned(), value)
                         })
                         .collect()
@@ -122,11 +98,7 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut broker = Self { port, child: None };
         broker.restart();
         broker
@@ -141,13 +113,7 @@ impl TestBroker {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(crate::tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -156,10 +122,7 @@ impl TestBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "test broker did not open its port"
-            );
+            assert!(Instant::now() < deadline, "test broker did not open its port");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -51,36 +51,23 @@ impl TestDb {
     pub async fn create() -> Self {
         let admin = admin_database_url();
         let name = format!("cg_{}", uuid::Uuid::new_v4().simple());
-        let admin_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin_pool)
-            .await
-            .unwrap();
+        let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin_pool).await.unwrap();
         admin_pool.close().await;
         let url = match admin.rsplit_once('/') {
             Some((server, _)) => format!("{server}/{name}"),
             None => panic!("database URL without a database name: {admin}"),
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(5)
-            .connect(&url)
-            .await
-            .unwrap();
+        let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();
         callgate_worker::MIGRATOR.run(&pool).await.unwrap();
         Self { pool, url }
     }
 }
 
-/// Logs to the test's output (shown on failure).
+/// Logs to the test's output (shown on failure). `RUST_LOG` overrides the default filter.
 pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,sqlx=warn,librdkafka=warn")
-        .with_test_writer()
-        .try_init();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,librdkafka=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// A random master key for a test.
@@ -97,13 +84,7 @@ pub struct TestGateway {
 }
 
 /// The serve configuration for tests: port 0, this database and topic, extra flags appended.
-pub fn serve_config(
-    db: &TestDb,
-    brokers: &str,
-    topic: &str,
-    secret_key: &str,
-    extra: &[&str],
-) -> ServeConfig {
+pub fn serve_config(db: &TestDb, brokers: &str, topic: &str, secret_key: &str, extra: &[&str]) -> ServeConfig {
     let mut args = vec![
         "callgate-gateway".to_owned(),
         "serve".into(),
@@ -133,15 +114,8 @@ impl TestGateway {
     pub async fn start(config: ServeConfig) -> Self {
         let gateway = Gateway::start(config).await.unwrap();
         let base_url = format!("http://{}", gateway.local_addr());
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let this = Self {
-            gateway,
-            base_url,
-            client,
-        };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let this = Self { gateway, base_url, client };
         this.wait_ready(Duration::from_secs(60)).await;
         this
     }
@@ -149,18 +123,11 @@ impl TestGateway {
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let ready = self
-                .client
-                .get(format!("{}/readyz", self.base_url))
-                .send()
-                .await;
+            let ready = self.client.get(format!("{}/readyz", self.base_url)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "gateway not ready within {within:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -170,13 +137,6 @@ impl TestGateway {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 }

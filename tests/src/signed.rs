@@ -8,10 +8,7 @@ pub fn now_ms() -> u64 {
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn retell_body(event: &str, call_id: &str, business: E164, caller: &str) -> String {
@@ -33,18 +30,10 @@ pub fn retell_body(event: &str, call_id: &str, business: E164, caller: &str) -> 
 
 /// `(header name, value)` of a Retell signature made now.
 pub fn retell_signature(key: &str, body: &str) -> (&'static str, String) {
-    (
-        retell::SIGNATURE_HEADER,
-        retell::sign(key.as_bytes(), body.as_bytes(), now_ms()),
-    )
+    (retell::SIGNATURE_HEADER, retell::sign(key.as_bytes(), body.as_bytes(), now_ms()))
 }
 
-pub fn vapi_body(
-    kind: &str,
-    call_id: &str,
-    number: Option<E164>,
-    number_id: Option<&str>,
-) -> String {
+pub fn vapi_body(kind: &str, call_id: &str, number: Option<E164>, number_id: Option<&str>) -> String {
     let mut phone = serde_json::Map::new();
     if let Some(n) = number {
         phone.insert("number".into(), n.to_string().into());
@@ -66,13 +55,7 @@ pub fn vapi_body(
 
 pub const FORM: &str = "application/x-www-form-urlencoded";
 
-pub fn twilio_form(
-    call_sid: &str,
-    status: &str,
-    business: E164,
-    caller: &str,
-    sequence: u32,
-) -> String {
+pub fn twilio_form(call_sid: &str, status: &str, business: E164, caller: &str, sequence: u32) -> String {
     form_urlencoded_pairs(&[
         ("AccountSid", "AC00000000000000000000000000000000"),
         ("ApiVersion", "2010-04-01"),
@@ -88,11 +71,7 @@ pub fn twilio_form(
 }
 
 fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// application/x-www-form-urlencoded encoding, as Twilio sends it.
@@ -100,9 +79,7 @@ fn encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(byte as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(byte as char),
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{byte:02X}")),
         }

@@ -1,8 +1,6 @@
 //! A tenant with one account and one number per provider, through the onboarding functions.
 
-use callgate_contract::{
-    BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher,
-};
+use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
 use callgate_worker::tenants::{self, NumberDetails};
 
 use crate::TestDb;
@@ -36,12 +34,8 @@ pub async fn seed_tenant(
     vapi_auth: serde_json::Value,
 ) -> Tenant {
     let pool = &db.pool;
-    let company = tenants::create_company(pool, &format!("{slug} Inc"), slug)
-        .await
-        .unwrap();
-    let branch = tenants::create_branch(pool, company, "Main", "America/New_York")
-        .await
-        .unwrap();
+    let company = tenants::create_company(pool, &format!("{slug} Inc"), slug).await.unwrap();
+    let branch = tenants::create_branch(pool, company, "Main", "America/New_York").await.unwrap();
     let retell_key = format!("retell-key-{slug}");
     let vapi_secret = format!("vapi-secret-{slug}");
     let twilio_token = format!("twilio-token-{slug}");
@@ -80,16 +74,8 @@ pub async fn seed_tenant(
     .unwrap();
     let number = |suffix: &str| E164::parse(&format!("{prefix}{suffix}")).unwrap();
     let (rn, vn, tn) = (number("0100"), number("0101"), number("0102"));
-    let retell_id = tenants::add_phone_number(
-        pool,
-        company,
-        branch,
-        retell_account,
-        rn,
-        &NumberDetails::default(),
-    )
-    .await
-    .unwrap();
+    let retell_id =
+        tenants::add_phone_number(pool, company, branch, retell_account, rn, &NumberDetails::default()).await.unwrap();
     let vapi_id = tenants::add_phone_number(
         pool,
         company,
@@ -104,16 +90,8 @@ pub async fn seed_tenant(
     )
     .await
     .unwrap();
-    let twilio_id = tenants::add_phone_number(
-        pool,
-        company,
-        branch,
-        twilio_account,
-        tn,
-        &NumberDetails::default(),
-    )
-    .await
-    .unwrap();
+    let twilio_id =
+        tenants::add_phone_number(pool, company, branch, twilio_account, tn, &NumberDetails::default()).await.unwrap();
     Tenant {
         company,
         branch,

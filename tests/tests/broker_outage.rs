@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use callgate_contract::SecretCipher;
 use callgate_tests::signed;
-use callgate_tests::{
-    TestBroker, TestDb, TestGateway, consume, create_topic, init_logs, seed_tenant, serve_config,
-};
+use callgate_tests::{TestBroker, TestDb, TestGateway, consume, create_topic, init_logs, seed_tenant, serve_config};
 use reqwest::StatusCode;
 
 const ACK_BOUND: Duration = Duration::from_secs(1);
@@ -23,37 +21,15 @@ async fn broker_outage_gives_503_within_the_bound_then_recovers() {
     let db = TestDb::create().await;
     let key = callgate_tests::secret_key();
     let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant = seed_tenant(
-        &db,
-        &cipher,
-        "acme",
-        "+1415555",
-        "https://h",
-        serde_json::json!({"mode": "secret"}),
-    )
-    .await;
-    let config = serve_config(
-        &db,
-        &broker.brokers(),
-        topic,
-        &key,
-        &["--kafka-ack-timeout", "1s"],
-    );
+    let tenant =
+        seed_tenant(&db, &cipher, "acme", "+1415555", "https://h", serde_json::json!({"mode": "secret"})).await;
+    let config = serve_config(&db, &broker.brokers(), topic, &key, &["--kafka-ack-timeout", "1s"]);
     let gw = TestGateway::start(config).await;
 
     let send = |call_id: &'static str| {
-        let body = signed::retell_body(
-            "call_started",
-            call_id,
-            tenant.retell_number.1,
-            "+12025550123",
-        );
+        let body = signed::retell_body("call_started", call_id, tenant.retell_number.1, "+12025550123");
         let sig = signed::retell_signature(&tenant.retell_key, &body);
-        let request = gw
-            .client
-            .post(gw.url("/v1/webhooks/retell"))
-            .header(sig.0, sig.1)
-            .body(body);
+        let request = gw.client.post(gw.url("/v1/webhooks/retell")).header(sig.0, sig.1).body(body);
         async move { request.send().await.unwrap() }
     };
     assert_eq!(send("before").await.status(), StatusCode::NO_CONTENT);
@@ -80,22 +56,14 @@ async fn broker_outage_gives_503_within_the_bound_then_recovers() {
             break;
         }
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            Instant::now() < deadline,
-            "no recovery; statuses {statuses:?}"
-        );
+        assert!(Instant::now() < deadline, "no recovery; statuses {statuses:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("recovered after {} attempts", statuses.len());
     gw.wait_ready(Duration::from_secs(30)).await;
 
     let records = consume(&broker.brokers(), topic, 1, Duration::from_secs(30)).await;
-    assert!(
-        records.iter().any(|r| r.key == "retell:after"),
-        "{records:?}"
-    );
+    assert!(records.iter().any(|r| r.key == "retell:after"), "{records:?}");
     let metrics = gw.metrics().await;
-    assert!(metrics.contains(
-        r#"callgate_gateway_requests_total{outcome="broker_unavailable",provider="retell"}"#
-    ));
+    assert!(metrics.contains(r#"callgate_gateway_requests_total{outcome="broker_unavailable",provider="retell"}"#));
 }

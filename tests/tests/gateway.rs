@@ -9,8 +9,8 @@ use callgate_contract::{E164, SecretCipher};
 use callgate_tests::signed::{self, FORM};
 use callgate_tests::tenant::{VAPI_ASSISTANT, VAPI_NUMBER_ID};
 use callgate_tests::{
-    Tenant, TestDb, TestGateway, consume, create_topic, fresh_topic, init_logs, kafka_brokers,
-    seed_tenant, serve_config,
+    Tenant, TestDb, TestGateway, consume, create_topic, fresh_topic, init_logs, kafka_brokers, seed_tenant,
+    serve_config,
 };
 use reqwest::StatusCode;
 
@@ -32,67 +32,32 @@ async fn spawn_app(extra: &[&str]) -> App {
     let db = TestDb::create().await;
     let key = callgate_tests::secret_key();
     let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant = seed_tenant(
-        &db,
-        &cipher,
-        "acme",
-        "+1415555",
-        TWILIO_PUBLIC,
-        serde_json::json!({"mode": "secret"}),
-    )
-    .await;
+    let tenant =
+        seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, serde_json::json!({"mode": "secret"})).await;
     let topic = fresh_topic();
     create_topic(&kafka_brokers(), &topic, 3);
     let gw = TestGateway::start(serve_config(&db, &kafka_brokers(), &topic, &key, extra)).await;
-    App {
-        gw,
-        db,
-        topic,
-        tenant,
-        cipher,
-    }
+    App { gw, db, topic, tenant, cipher }
 }
 
 impl App {
     async fn retell(&self, body: &str, signature: Option<(&str, String)>) -> reqwest::Response {
-        let mut request = self
-            .gw
-            .client
-            .post(self.gw.url("/v1/webhooks/retell"))
-            .body(body.to_owned());
+        let mut request = self.gw.client.post(self.gw.url("/v1/webhooks/retell")).body(body.to_owned());
         if let Some((name, value)) = signature {
             request = request.header(name, value);
         }
-        request
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .unwrap()
+        request.header("content-type", "application/json").send().await.unwrap()
     }
 
     async fn vapi(&self, body: &str, secret: Option<&str>) -> reqwest::Response {
-        let mut request = self
-            .gw
-            .client
-            .post(self.gw.url("/v1/webhooks/vapi"))
-            .body(body.to_owned());
+        let mut request = self.gw.client.post(self.gw.url("/v1/webhooks/vapi")).body(body.to_owned());
         if let Some(secret) = secret {
             request = request.header("x-vapi-secret", secret);
         }
-        request
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .unwrap()
+        request.header("content-type", "application/json").send().await.unwrap()
     }
 
-    async fn twilio(
-        &self,
-        path_and_query: &str,
-        content_type: &str,
-        body: &str,
-        signature: &str,
-    ) -> reqwest::Response {
+    async fn twilio(&self, path_and_query: &str, content_type: &str, body: &str, signature: &str) -> reqwest::Response {
         self.gw
             .client
             .post(self.gw.url(path_and_query))
@@ -109,11 +74,7 @@ impl App {
     }
 }
 
-fn assert_route(
-    envelope: &serde_json::Value,
-    tenant: &Tenant,
-    number: (callgate_contract::PhoneNumberId, E164),
-) {
+fn assert_route(envelope: &serde_json::Value, tenant: &Tenant, number: (callgate_contract::PhoneNumberId, E164)) {
     let route = &envelope["route"];
     assert_eq!(route["company_id"], tenant.company.to_string());
     assert_eq!(route["branch_id"], tenant.branch.to_string());
@@ -124,23 +85,10 @@ fn assert_route(
 #[tokio::test]
 async fn retell_webhook_lands_on_the_topic_keyed_enveloped_and_routed() {
     let app = spawn_app(&[]).await;
-    let body = signed::retell_body(
-        "call_started",
-        "call_abc",
-        app.tenant.retell_number.1,
-        CALLER,
-    );
-    let response = app
-        .retell(
-            &body,
-            Some(signed::retell_signature(&app.tenant.retell_key, &body)),
-        )
-        .await;
+    let body = signed::retell_body("call_started", "call_abc", app.tenant.retell_number.1, CALLER);
+    let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
 
     let records = app.records(1).await;
     assert_eq!(records.len(), 1);
@@ -152,10 +100,7 @@ async fn retell_webhook_lands_on_the_topic_keyed_enveloped_and_routed() {
     assert_eq!(envelope["event_type"], "call_started");
     assert_eq!(envelope["provider_call_id"], "call_abc");
     assert_eq!(envelope["trace_id"], request_id);
-    assert_eq!(
-        envelope["route"]["provider_account_id"],
-        app.tenant.retell_account.to_string()
-    );
+    assert_eq!(envelope["route"]["provider_account_id"], app.tenant.retell_account.to_string());
     assert_route(envelope, &app.tenant, app.tenant.retell_number);
     let expected_id = callgate_contract::envelope::event_id(
         callgate_contract::Provider::Retell,
@@ -165,42 +110,23 @@ async fn retell_webhook_lands_on_the_topic_keyed_enveloped_and_routed() {
     );
     assert_eq!(envelope["event_id"], expected_id.to_string());
     assert_eq!(envelope["payload"]["format"], "json");
-    assert_eq!(
-        envelope["payload"]["body"],
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()
-    );
+    assert_eq!(envelope["payload"]["body"], serde_json::from_str::<serde_json::Value>(&body).unwrap());
     assert_eq!(record.header("callgate-event-type"), Some("call_started"));
-    assert_eq!(
-        record.header("callgate-trace-id"),
-        Some(request_id.as_str())
-    );
-    assert_eq!(
-        record.header("callgate-event-id"),
-        Some(expected_id.to_string().as_str())
-    );
+    assert_eq!(record.header("callgate-trace-id"), Some(request_id.as_str()));
+    assert_eq!(record.header("callgate-event-id"), Some(expected_id.to_string().as_str()));
 }
 
 #[tokio::test]
 async fn vapi_assistant_request_is_answered_with_the_numbers_assistant_and_published() {
     let app = spawn_app(&[]).await;
-    let body = signed::vapi_body(
-        "assistant-request",
-        "vcall-1",
-        Some(app.tenant.vapi_number.1),
-        None,
-    );
+    let body = signed::vapi_body("assistant-request", "vcall-1", Some(app.tenant.vapi_number.1), None);
     let response = app.vapi(&body, Some(&app.tenant.vapi_secret)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer, serde_json::json!({ "assistantId": VAPI_ASSISTANT }));
 
     // A status update routed only by the phone number id (no number in the payload).
-    let by_id = signed::vapi_body(
-        "status-update",
-        "vcall-1",
-        None,
-        Some(&format!("{VAPI_NUMBER_ID}-acme")),
-    );
+    let by_id = signed::vapi_body("status-update", "vcall-1", None, Some(&format!("{VAPI_NUMBER_ID}-acme")));
     let response = app.vapi(&by_id, Some(&app.tenant.vapi_secret)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "{}");
@@ -234,44 +160,21 @@ async fn twilio_form_and_json_callbacks_verify_against_the_public_url() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // JSON body: the signature covers the URL with bodySHA256; the body must match the hash.
-    let json = serde_json::json!({"CallSid": "CA0001", "CallStatus": "completed", "To": number.to_string()}).to_string();
-    let json_path = format!(
-        "{path}&bodySHA256={}",
-        callgate_gateway::providers::twilio::body_sha256(json.as_bytes())
-    );
+    let json =
+        serde_json::json!({"CallSid": "CA0001", "CallStatus": "completed", "To": number.to_string()}).to_string();
+    let json_path = format!("{path}&bodySHA256={}", callgate_gateway::providers::twilio::body_sha256(json.as_bytes()));
     let json_url = format!("{TWILIO_PUBLIC}{json_path}");
-    let json_sig = signed::twilio_signature(
-        &app.tenant.twilio_token,
-        &json_url,
-        Some("application/json"),
-        &json,
-    );
-    let response = app
-        .twilio(&json_path, "application/json", &json, &json_sig)
-        .await;
+    let json_sig = signed::twilio_signature(&app.tenant.twilio_token, &json_url, Some("application/json"), &json);
+    let response = app.twilio(&json_path, "application/json", &json, &json_sig).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = app
-        .twilio(
-            &json_path,
-            "application/json",
-            &json.replace("completed", "busy"),
-            &json_sig,
-        )
-        .await;
+    let response = app.twilio(&json_path, "application/json", &json.replace("completed", "busy"), &json_sig).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     let records = app.records(2).await;
-    assert_eq!(
-        records.len(),
-        2,
-        "only the two genuine callbacks are published"
-    );
+    assert_eq!(records.len(), 2, "only the two genuine callbacks are published");
     assert_eq!(records[0].key, "twilio:CA0001");
     assert_eq!(records[0].value["event_type"], "completed");
-    assert_eq!(
-        records[0].value["payload"],
-        serde_json::json!({"format": "form", "body": form})
-    );
+    assert_eq!(records[0].value["payload"], serde_json::json!({"format": "form", "body": form}));
     assert_eq!(records[1].value["payload"]["format"], "json");
     assert_route(&records[0].value, &app.tenant, app.tenant.twilio_number);
 }
@@ -283,27 +186,12 @@ async fn refusals_get_their_status_code_and_nothing_reaches_the_topic() {
     let body = signed::retell_body("call_ended", "call_x", number, CALLER);
 
     // 401: missing, wrong secret, stale, tampered.
-    assert_eq!(
-        app.retell(&body, None).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.retell(&body, None).await.status(), StatusCode::UNAUTHORIZED);
     let wrong = signed::retell_signature("not-the-key", &body);
-    assert_eq!(
-        app.retell(&body, Some(wrong)).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.retell(&body, Some(wrong)).await.status(), StatusCode::UNAUTHORIZED);
     let stale_ts = signed::now_ms() - 301_000;
-    let stale = callgate_gateway::providers::retell::sign(
-        app.tenant.retell_key.as_bytes(),
-        body.as_bytes(),
-        stale_ts,
-    );
-    assert_eq!(
-        app.retell(&body, Some(("x-retell-signature", stale)))
-            .await
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
+    let stale = callgate_gateway::providers::retell::sign(app.tenant.retell_key.as_bytes(), body.as_bytes(), stale_ts);
+    assert_eq!(app.retell(&body, Some(("x-retell-signature", stale))).await.status(), StatusCode::UNAUTHORIZED);
     let good = signed::retell_signature(&app.tenant.retell_key, &body);
     let tampered = body.replace("cleaning", "root canal");
     let response = app.retell(&tampered, Some(good.clone())).await;
@@ -311,64 +199,29 @@ async fn refusals_get_their_status_code_and_nothing_reaches_the_topic() {
     let text = response.text().await.unwrap();
     assert_eq!(text, r#"{"error":"unauthorized"}"#);
     assert_eq!(
-        app.vapi(
-            &signed::vapi_body(
-                "status-update",
-                "call_x",
-                Some(app.tenant.vapi_number.1),
-                None
-            ),
-            Some("nope")
-        )
-        .await
-        .status(),
+        app.vapi(&signed::vapi_body("status-update", "call_x", Some(app.tenant.vapi_number.1), None), Some("nope"))
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 
     // 404: a number nobody registered; a Retell webhook for a number served by Vapi.
-    let unknown = signed::retell_body(
-        "call_ended",
-        "call_x",
-        E164::parse("+19995550000").unwrap(),
-        CALLER,
-    );
+    let unknown = signed::retell_body("call_ended", "call_x", E164::parse("+19995550000").unwrap(), CALLER);
     let sig = signed::retell_signature(&app.tenant.retell_key, &unknown);
-    assert_eq!(
-        app.retell(&unknown, Some(sig)).await.status(),
-        StatusCode::NOT_FOUND
-    );
-    let other_provider =
-        signed::retell_body("call_ended", "call_x", app.tenant.vapi_number.1, CALLER);
+    assert_eq!(app.retell(&unknown, Some(sig)).await.status(), StatusCode::NOT_FOUND);
+    let other_provider = signed::retell_body("call_ended", "call_x", app.tenant.vapi_number.1, CALLER);
     let sig = signed::retell_signature(&app.tenant.retell_key, &other_provider);
-    assert_eq!(
-        app.retell(&other_provider, Some(sig)).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.retell(&other_provider, Some(sig)).await.status(), StatusCode::NOT_FOUND);
 
     // 400: not JSON, no call id.
-    assert_eq!(
-        app.retell("not json", None).await.status(),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        app.retell(r#"{"event":"call_ended","call":{}}"#, None)
-            .await
-            .status(),
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(app.retell("not json", None).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.retell(r#"{"event":"call_ended","call":{}}"#, None).await.status(), StatusCode::BAD_REQUEST);
 
     // 413: declared too large, and streamed too large without a length.
     let huge = "x".repeat(5000);
-    assert_eq!(
-        app.retell(&huge, None).await.status(),
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+    assert_eq!(app.retell(&huge, None).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // A chunked body with no Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge
-        .as_bytes()
-        .chunks(1000)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge.as_bytes().chunks(1000).map(|c| Ok(c.to_vec())).collect();
     let chunks = futures::stream::iter(chunks);
     let streamed = app
         .gw
@@ -381,10 +234,7 @@ async fn refusals_get_their_status_code_and_nothing_reaches_the_topic() {
     assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Then one genuine event of the same call: it must be the first record of its partition.
-    assert_eq!(
-        app.retell(&body, Some(good)).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.retell(&body, Some(good)).await.status(), StatusCode::NO_CONTENT);
     let records = app.records(1).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value["event_type"], "call_ended");
@@ -413,26 +263,11 @@ async fn duplicate_deliveries_are_acknowledged_and_carry_the_same_event_id() {
     let body = signed::retell_body("call_ended", "call_dup", app.tenant.retell_number.1, CALLER);
     for _ in 0..2 {
         // Retell may re-sign a retry with a fresh timestamp: the id must not change.
-        let response = app
-            .retell(
-                &body,
-                Some(signed::retell_signature(&app.tenant.retell_key, &body)),
-            )
-            .await;
+        let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
     }
-    let other = signed::retell_body(
-        "call_analyzed",
-        "call_dup",
-        app.tenant.retell_number.1,
-        CALLER,
-    );
-    let response = app
-        .retell(
-            &other,
-            Some(signed::retell_signature(&app.tenant.retell_key, &other)),
-        )
-        .await;
+    let other = signed::retell_body("call_analyzed", "call_dup", app.tenant.retell_number.1, CALLER);
+    let response = app.retell(&other, Some(signed::retell_signature(&app.tenant.retell_key, &other))).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let records = app.records(3).await;
     assert_eq!(records.len(), 3);
@@ -464,23 +299,12 @@ async fn directory_follows_the_database_without_a_restart() {
     .unwrap();
     // The periodic reload is an hour away: only LISTEN/NOTIFY can bring the number in.
     let served_after = poll_until(|| async { send().await == StatusCode::NO_CONTENT }).await;
-    eprintln!(
-        "number added → served after {:?}",
-        served_after.unwrap_or(added.elapsed())
-    );
+    eprintln!("number added → served after {:?}", served_after.unwrap_or(added.elapsed()));
     assert!(served_after.is_some(), "new number never served");
 
     // Soft delete: it stops routing.
-    assert!(
-        callgate_worker::tenants::remove_phone_number(&app.db.pool, id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        poll_until(|| async { send().await == StatusCode::NOT_FOUND })
-            .await
-            .is_some()
-    );
+    assert!(callgate_worker::tenants::remove_phone_number(&app.db.pool, id).await.unwrap());
+    assert!(poll_until(|| async { send().await == StatusCode::NOT_FOUND }).await.is_some());
 
     // Secret rotation: the new secret works at once, the old one until its window closes.
     let in_window = chrono::Utc::now() + chrono::Duration::hours(1);
@@ -493,26 +317,13 @@ async fn directory_follows_the_database_without_a_restart() {
     )
     .await
     .unwrap();
-    let existing = signed::retell_body(
-        "call_started",
-        "call_rot",
-        app.tenant.retell_number.1,
-        CALLER,
-    );
+    let existing = signed::retell_body("call_started", "call_rot", app.tenant.retell_number.1, CALLER);
     let with = |key: &'static str| {
         let existing = existing.clone();
         let app = &app;
-        async move {
-            app.retell(&existing, Some(signed::retell_signature(key, &existing)))
-                .await
-                .status()
-        }
+        async move { app.retell(&existing, Some(signed::retell_signature(key, &existing))).await.status() }
     };
-    assert!(
-        poll_until(|| async { with("rotated-key").await == StatusCode::NO_CONTENT })
-            .await
-            .is_some()
-    );
+    assert!(poll_until(|| async { with("rotated-key").await == StatusCode::NO_CONTENT }).await.is_some());
     let old_key: &'static str = Box::leak(app.tenant.retell_key.clone().into_boxed_str());
     assert_eq!(with(old_key).await, StatusCode::NO_CONTENT);
     let expired = chrono::Utc::now() - chrono::Duration::seconds(1);
@@ -525,11 +336,7 @@ async fn directory_follows_the_database_without_a_restart() {
     )
     .await
     .unwrap();
-    assert!(
-        poll_until(|| async { with("third-key").await == StatusCode::NO_CONTENT })
-            .await
-            .is_some()
-    );
+    assert!(poll_until(|| async { with("third-key").await == StatusCode::NO_CONTENT }).await.is_some());
     assert_eq!(with("rotated-key").await, StatusCode::UNAUTHORIZED);
 
     // A whole company soft-deleted: none of its numbers route.
@@ -538,11 +345,7 @@ async fn directory_follows_the_database_without_a_restart() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    assert!(
-        poll_until(|| async { with("third-key").await == StatusCode::NOT_FOUND })
-            .await
-            .is_some()
-    );
+    assert!(poll_until(|| async { with("third-key").await == StatusCode::NOT_FOUND }).await.is_some());
 }
 
 /// Polls `check` every 20 ms for up to 30 s; returns how long it took to become true.
@@ -566,13 +369,8 @@ async fn an_account_whose_secret_does_not_open_is_left_out_and_counted() {
     let app = spawn_app(&[]).await;
     // Sealed under another master key: the gateway cannot open it.
     let foreign = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
-    let company = callgate_worker::tenants::create_company(&app.db.pool, "Other", "other")
-        .await
-        .unwrap();
-    let branch =
-        callgate_worker::tenants::create_branch(&app.db.pool, company, "Main", "Europe/Paris")
-            .await
-            .unwrap();
+    let company = callgate_worker::tenants::create_company(&app.db.pool, "Other", "other").await.unwrap();
+    let branch = callgate_worker::tenants::create_branch(&app.db.pool, company, "Main", "Europe/Paris").await.unwrap();
     let account = callgate_worker::tenants::create_provider_account(
         &app.db.pool,
         &foreign,
@@ -585,35 +383,16 @@ async fn an_account_whose_secret_does_not_open_is_left_out_and_counted() {
     .await
     .unwrap();
     let number = E164::parse("+33142685300").unwrap();
-    callgate_worker::tenants::add_phone_number(
-        &app.db.pool,
-        company,
-        branch,
-        account,
-        number,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let found = poll_until(|| async {
-        app.gw
-            .metrics()
-            .await
-            .contains("callgate_directory_invalid_accounts 1")
-    })
-    .await;
+    callgate_worker::tenants::add_phone_number(&app.db.pool, company, branch, account, number, &Default::default())
+        .await
+        .unwrap();
+    let found = poll_until(|| async { app.gw.metrics().await.contains("callgate_directory_invalid_accounts 1") }).await;
     assert!(found.is_some(), "{}", app.gw.metrics().await);
     let body = signed::retell_body("call_started", "c", number, CALLER);
     let sig = signed::retell_signature("k", &body);
-    assert_eq!(
-        app.retell(&body, Some(sig)).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.retell(&body, Some(sig)).await.status(), StatusCode::NOT_FOUND);
     // The rest of the directory still serves.
     let ok = signed::retell_body("call_started", "c", app.tenant.retell_number.1, CALLER);
     let sig = signed::retell_signature(&app.tenant.retell_key, &ok);
-    assert_eq!(
-        app.retell(&ok, Some(sig)).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.retell(&ok, Some(sig)).await.status(), StatusCode::NO_CONTENT);
 }

@@ -11,17 +11,11 @@ use sqlx::postgres::PgListener;
 async fn two_companies(
     db: &TestDb,
     cipher: &SecretCipher,
-) -> [(
-    callgate_contract::CompanyId,
-    callgate_contract::BranchId,
-    callgate_contract::ProviderAccountId,
-); 2] {
+) -> [(callgate_contract::CompanyId, callgate_contract::BranchId, callgate_contract::ProviderAccountId); 2] {
     let mut out = Vec::new();
     for slug in ["a", "b"] {
         let company = tenants::create_company(&db.pool, slug, slug).await.unwrap();
-        let branch = tenants::create_branch(&db.pool, company, "Main", "America/Chicago")
-            .await
-            .unwrap();
+        let branch = tenants::create_branch(&db.pool, company, "Main", "America/Chicago").await.unwrap();
         let account = tenants::create_provider_account(
             &db.pool,
             cipher,
@@ -40,9 +34,7 @@ async fn two_companies(
 
 fn constraint(error: tenants::TenantError) -> String {
     match error {
-        tenants::TenantError::Database(sqlx::Error::Database(db)) => {
-            db.constraint().unwrap_or(db.message()).to_owned()
-        }
+        tenants::TenantError::Database(sqlx::Error::Database(db)) => db.constraint().unwrap_or(db.message()).to_owned(),
         other => panic!("expected a database constraint error, got {other}"),
     }
 }
@@ -54,42 +46,16 @@ async fn rows_cannot_point_across_companies() {
     let [(a, a_branch, a_account), (_b, b_branch, b_account)] = two_companies(&db, &cipher).await;
     let number = E164::parse("+13125550100").unwrap();
 
-    let cross_branch = tenants::add_phone_number(
-        &db.pool,
-        a,
-        b_branch,
-        a_account,
-        number,
-        &Default::default(),
-    )
-    .await;
-    assert_eq!(
-        constraint(cross_branch.unwrap_err()),
-        "phone_numbers_company_id_branch_id_fkey"
-    );
-    let cross_account = tenants::add_phone_number(
-        &db.pool,
-        a,
-        a_branch,
-        b_account,
-        number,
-        &Default::default(),
-    )
-    .await;
-    assert_eq!(
-        constraint(cross_account.unwrap_err()),
-        "phone_numbers_company_id_provider_account_id_fkey"
-    );
+    let cross_branch = tenants::add_phone_number(&db.pool, a, b_branch, a_account, number, &Default::default()).await;
+    assert_eq!(constraint(cross_branch.unwrap_err()), "phone_numbers_company_id_branch_id_fkey");
+    let cross_account = tenants::add_phone_number(&db.pool, a, a_branch, b_account, number, &Default::default()).await;
+    assert_eq!(constraint(cross_account.unwrap_err()), "phone_numbers_company_id_provider_account_id_fkey");
 
-    let null_company =
-        sqlx::query("INSERT INTO branches (company_id, name, timezone) VALUES (NULL, 'x', 'UTC')")
-            .execute(&db.pool)
-            .await
-            .unwrap_err();
-    assert!(
-        null_company.to_string().contains("null value"),
-        "{null_company}"
-    );
+    let null_company = sqlx::query("INSERT INTO branches (company_id, name, timezone) VALUES (NULL, 'x', 'UTC')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(null_company.to_string().contains("null value"), "{null_company}");
 }
 
 #[tokio::test]
@@ -98,38 +64,12 @@ async fn numbers_are_e164_and_unique_while_active() {
     let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
     let [(a, a_branch, a_account), (b, b_branch, b_account)] = two_companies(&db, &cipher).await;
     let number = E164::parse("+13125550100").unwrap();
-    let first = tenants::add_phone_number(
-        &db.pool,
-        a,
-        a_branch,
-        a_account,
-        number,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let taken = tenants::add_phone_number(
-        &db.pool,
-        b,
-        b_branch,
-        b_account,
-        number,
-        &Default::default(),
-    )
-    .await;
+    let first = tenants::add_phone_number(&db.pool, a, a_branch, a_account, number, &Default::default()).await.unwrap();
+    let taken = tenants::add_phone_number(&db.pool, b, b_branch, b_account, number, &Default::default()).await;
     assert_eq!(constraint(taken.unwrap_err()), "phone_numbers_e164_active");
     // Released by a soft delete, the number can move to another company.
     assert!(tenants::remove_phone_number(&db.pool, first).await.unwrap());
-    tenants::add_phone_number(
-        &db.pool,
-        b,
-        b_branch,
-        b_account,
-        number,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    tenants::add_phone_number(&db.pool, b, b_branch, b_account, number, &Default::default()).await.unwrap();
 
     let not_e164 = sqlx::query(
         "INSERT INTO phone_numbers (company_id, branch_id, provider_account_id, e164) VALUES ($1, $2, $3, '4155550100')",
@@ -140,14 +80,9 @@ async fn numbers_are_e164_and_unique_while_active() {
     .execute(&db.pool)
     .await
     .unwrap_err();
-    assert!(
-        not_e164.to_string().contains("phone_numbers_e164_check"),
-        "{not_e164}"
-    );
+    assert!(not_e164.to_string().contains("phone_numbers_e164_check"), "{not_e164}");
 
-    let bad_zone = tenants::create_branch(&db.pool, a, "Nowhere", "Mars/Olympus_Mons")
-        .await
-        .unwrap_err();
+    let bad_zone = tenants::create_branch(&db.pool, a, "Nowhere", "Mars/Olympus_Mons").await.unwrap_err();
     assert!(bad_zone.to_string().contains("time zone"), "{bad_zone}");
 }
 
@@ -168,12 +103,11 @@ async fn migrations_are_idempotent_and_secrets_are_not_stored_in_the_clear() {
     )
     .await
     .unwrap();
-    let dump: String = sqlx::query_scalar(
-        "SELECT string_agg(encode(signing_secret, 'escape'), '') FROM provider_accounts",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let dump: String =
+        sqlx::query_scalar("SELECT string_agg(encode(signing_secret, 'escape'), '') FROM provider_accounts")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(!dump.contains("my-auth-token"));
 }
 
@@ -182,15 +116,10 @@ async fn changes_are_announced_per_statement() {
     let db = TestDb::create().await;
     let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
     let mut listener = PgListener::connect(&db.url).await.unwrap();
-    listener
-        .listen(callgate_gateway::directory::NOTIFY_CHANNEL)
-        .await
-        .unwrap();
+    listener.listen(callgate_gateway::directory::NOTIFY_CHANNEL).await.unwrap();
     let [(a, a_branch, a_account), _] = two_companies(&db, &cipher).await;
     // Drain the set-up's own notifications.
-    while let Ok(Ok(_)) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await
-    {}
+    while let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await {}
 
     let id = tenants::add_phone_number(
         &db.pool,
@@ -204,10 +133,7 @@ async fn changes_are_announced_per_statement() {
     .unwrap();
     let note = listener.recv().await.unwrap();
     let payload: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
-    assert_eq!(
-        payload,
-        serde_json::json!({"scope": "phone_numbers", "ids": [id.to_string()]})
-    );
+    assert_eq!(payload, serde_json::json!({"scope": "phone_numbers", "ids": [id.to_string()]}));
 
     // A bulk import is one "reload everything", not thousands of notifications.
     sqlx::query(

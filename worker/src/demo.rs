@@ -23,18 +23,13 @@ pub struct DemoSecrets {
 }
 
 /// Creates the demo tenant unless it exists. Returns true when it was created.
-pub async fn ensure(
-    pool: &PgPool,
-    cipher: &SecretCipher,
-    secrets: &DemoSecrets,
-) -> Result<bool, TenantError> {
+pub async fn ensure(pool: &PgPool, cipher: &SecretCipher, secrets: &DemoSecrets) -> Result<bool, TenantError> {
     let mut tx = pool.begin().await?;
     if tenants::find_company(&mut *tx, SLUG).await?.is_some() {
         return Ok(false);
     }
     let company = tenants::create_company(&mut *tx, "Demo Dental", SLUG).await?;
-    let branch =
-        tenants::create_branch(&mut *tx, company, "Downtown", "America/Los_Angeles").await?;
+    let branch = tenants::create_branch(&mut *tx, company, "Downtown", "America/Los_Angeles").await?;
     let empty = serde_json::json!({});
     let retell = tenants::create_provider_account(
         &mut *tx,
@@ -67,14 +62,7 @@ pub async fn ensure(
     )
     .await?;
     let numbers = [
-        (
-            retell,
-            RETELL_NUMBER,
-            NumberDetails {
-                provider_agent_id: Some("demo-retell-agent"),
-                ..Default::default()
-            },
-        ),
+        (retell, RETELL_NUMBER, NumberDetails { provider_agent_id: Some("demo-retell-agent"), ..Default::default() }),
         (
             vapi,
             VAPI_NUMBER,

@@ -5,9 +5,7 @@
 //! numbers normalised to E.164, secrets sealed and bound to their row.
 
 use callgate_contract::secrets::row_binding;
-use callgate_contract::{
-    BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher,
-};
+use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
@@ -21,30 +19,21 @@ pub enum TenantError {
     AccountNotFound(ProviderAccountId),
 }
 
-pub async fn create_company(
-    db: impl PgExecutor<'_>,
-    name: &str,
-    slug: &str,
-) -> Result<CompanyId, TenantError> {
-    let id: Uuid =
-        sqlx::query_scalar("INSERT INTO companies (name, slug) VALUES ($1, $2) RETURNING id")
-            .bind(name)
-            .bind(slug)
-            .fetch_one(db)
-            .await?;
+pub async fn create_company(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<CompanyId, TenantError> {
+    let id: Uuid = sqlx::query_scalar("INSERT INTO companies (name, slug) VALUES ($1, $2) RETURNING id")
+        .bind(name)
+        .bind(slug)
+        .fetch_one(db)
+        .await?;
     Ok(CompanyId(id))
 }
 
 /// The active company with this slug, if any.
-pub async fn find_company(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-) -> Result<Option<CompanyId>, TenantError> {
-    let id: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM companies WHERE slug = $1 AND deleted_at IS NULL")
-            .bind(slug)
-            .fetch_optional(db)
-            .await?;
+pub async fn find_company(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<CompanyId>, TenantError> {
+    let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM companies WHERE slug = $1 AND deleted_at IS NULL")
+        .bind(slug)
+        .fetch_optional(db)
+        .await?;
     Ok(id.map(CompanyId))
 }
 
@@ -55,14 +44,13 @@ pub async fn create_branch(
     name: &str,
     timezone: &str,
 ) -> Result<BranchId, TenantError> {
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO branches (company_id, name, timezone) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(company.0)
-    .bind(name)
-    .bind(timezone)
-    .fetch_one(db)
-    .await?;
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO branches (company_id, name, timezone) VALUES ($1, $2, $3) RETURNING id")
+            .bind(company.0)
+            .bind(name)
+            .bind(timezone)
+            .fetch_one(db)
+            .await?;
     Ok(BranchId(id))
 }
 
@@ -78,10 +66,7 @@ pub async fn create_provider_account(
 ) -> Result<ProviderAccountId, TenantError> {
     // The id is chosen here because the sealed secret is bound to it.
     let id = Uuid::new_v4();
-    let sealed = cipher.seal(
-        secret,
-        &row_binding("provider_accounts", id, "signing_secret"),
-    );
+    let sealed = cipher.seal(secret, &row_binding("provider_accounts", id, "signing_secret"));
     sqlx::query(
         "INSERT INTO provider_accounts (id, company_id, provider, external_account_id, signing_secret, settings)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -113,18 +98,9 @@ pub async fn rotate_secret(
             .fetch_optional(&mut *tx)
             .await?;
     let sealed = sealed.ok_or(TenantError::AccountNotFound(account))?;
-    let old = cipher.open(
-        &sealed,
-        &row_binding("provider_accounts", account.0, "signing_secret"),
-    )?;
-    let previous = cipher.seal(
-        old.expose(),
-        &row_binding("provider_accounts", account.0, "previous_signing_secret"),
-    );
-    let current = cipher.seal(
-        new_secret,
-        &row_binding("provider_accounts", account.0, "signing_secret"),
-    );
+    let old = cipher.open(&sealed, &row_binding("provider_accounts", account.0, "signing_secret"))?;
+    let previous = cipher.seal(old.expose(), &row_binding("provider_accounts", account.0, "previous_signing_secret"));
+    let current = cipher.seal(new_secret, &row_binding("provider_accounts", account.0, "signing_secret"));
     sqlx::query(
         "UPDATE provider_accounts
          SET signing_secret = $2, previous_signing_secret = $3,
@@ -177,15 +153,10 @@ pub async fn add_phone_number(
 }
 
 /// Soft-deletes a number: it stops routing, its history stays.
-pub async fn remove_phone_number(
-    db: impl PgExecutor<'_>,
-    id: PhoneNumberId,
-) -> Result<bool, TenantError> {
-    let done = sqlx::query(
-        "UPDATE phone_numbers SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id.0)
-    .execute(db)
-    .await?;
+pub async fn remove_phone_number(db: impl PgExecutor<'_>, id: PhoneNumberId) -> Result<bool, TenantError> {
+    let done = sqlx::query("UPDATE phone_numbers SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id.0)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use callgate_contract::secrets::row_binding;
-use callgate_contract::{
-    BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher,
-};
+use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Deserialize;
@@ -94,21 +92,16 @@ struct TwilioSettings {
 
 /// Validates `provider_accounts.settings` for a provider. Also used by onboarding tools, so a
 /// bad setting is refused before it reaches the database.
-pub fn parse_settings(
-    provider: Provider,
-    settings: &serde_json::Value,
-) -> Result<AccountSettings, serde_json::Error> {
+pub fn parse_settings(provider: Provider, settings: &serde_json::Value) -> Result<AccountSettings, serde_json::Error> {
     Ok(match provider {
         Provider::Retell => {
             RetellSettings::deserialize(settings)?;
             AccountSettings::Retell
         }
-        Provider::Vapi => AccountSettings::Vapi {
-            auth: VapiSettings::deserialize(settings)?.auth,
-        },
-        Provider::Twilio => AccountSettings::Twilio {
-            public_base_url: TwilioSettings::deserialize(settings)?.public_base_url,
-        },
+        Provider::Vapi => AccountSettings::Vapi { auth: VapiSettings::deserialize(settings)?.auth },
+        Provider::Twilio => {
+            AccountSettings::Twilio { public_base_url: TwilioSettings::deserialize(settings)?.public_base_url }
+        }
     })
 }
 
@@ -137,11 +130,7 @@ impl Loader {
     }
 
     /// `current` with the rows inside `changes` re-read.
-    pub async fn load_changes(
-        &self,
-        current: &Directory,
-        changes: &ChangeSet,
-    ) -> Result<Directory, LoadError> {
+    pub async fn load_changes(&self, current: &Directory, changes: &ChangeSet) -> Result<Directory, LoadError> {
         if changes.all {
             return self.load_full().await;
         }
@@ -160,12 +149,7 @@ impl Loader {
             }
             let ids: Vec<Uuid> = ids.iter().copied().collect();
             let sql = format!("{NUMBERS_SQL} AND {column} = ANY($1)");
-            rows.extend(
-                sqlx::query_as::<_, NumberRow>(&sql)
-                    .bind(ids)
-                    .fetch_all(&self.pool)
-                    .await?,
-            );
+            rows.extend(sqlx::query_as::<_, NumberRow>(&sql).bind(ids).fetch_all(&self.pool).await?);
         }
         account_ids.extend(rows.iter().map(|r| r.provider_account_id));
         let reloaded: Vec<Uuid> = account_ids.iter().copied().collect();
@@ -182,11 +166,7 @@ impl Loader {
 
     async fn accounts(&self, only: Option<Vec<Uuid>>) -> Result<LoadedAccounts, LoadError> {
         let rows = match only {
-            None => {
-                sqlx::query_as::<_, AccountRow>(ACCOUNTS_SQL)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            None => sqlx::query_as::<_, AccountRow>(ACCOUNTS_SQL).fetch_all(&self.pool).await?,
             Some(ids) => {
                 sqlx::query_as::<_, AccountRow>(&format!("{ACCOUNTS_SQL} AND pa.id = ANY($1)"))
                     .bind(ids)
@@ -211,21 +191,13 @@ impl Loader {
     }
 
     fn account(&self, row: AccountRow) -> Result<Account, AccountError> {
-        let provider: Provider = row
-            .provider
-            .parse()
-            .map_err(|_| AccountError::Provider(row.provider.clone()))?;
+        let provider: Provider = row.provider.parse().map_err(|_| AccountError::Provider(row.provider.clone()))?;
         let settings = parse_settings(provider, &row.settings)?;
-        let current_secret = self.cipher.open(
-            &row.signing_secret,
-            &row_binding("provider_accounts", row.id, "signing_secret"),
-        )?;
+        let current_secret =
+            self.cipher.open(&row.signing_secret, &row_binding("provider_accounts", row.id, "signing_secret"))?;
         let previous_secret = match row.previous_signing_secret {
             Some(sealed) => Some((
-                self.cipher.open(
-                    &sealed,
-                    &row_binding("provider_accounts", row.id, "previous_signing_secret"),
-                )?,
+                self.cipher.open(&sealed, &row_binding("provider_accounts", row.id, "previous_signing_secret"))?,
                 row.previous_secret_expires_at,
             )),
             None => None,
@@ -240,23 +212,14 @@ impl Loader {
         })
     }
 
-    async fn entries<S>(
-        &self,
-        rows: S,
-        accounts: &HashMap<Uuid, Arc<Account>>,
-    ) -> Result<Vec<NumberEntry>, LoadError>
+    async fn entries<S>(&self, rows: S, accounts: &HashMap<Uuid, Arc<Account>>) -> Result<Vec<NumberEntry>, LoadError>
     where
         S: futures::Stream<Item = Result<NumberRow, sqlx::Error>>,
     {
         // Agent ids repeat across a tenant's numbers: share one allocation per id.
         let mut interned: HashMap<String, Arc<str>> = HashMap::new();
         let mut intern = |s: Option<String>| -> Option<Arc<str>> {
-            s.map(|s| {
-                interned
-                    .entry(s)
-                    .or_insert_with_key(|k| Arc::from(k.as_str()))
-                    .clone()
-            })
+            s.map(|s| interned.entry(s).or_insert_with_key(|k| Arc::from(k.as_str())).clone())
         };
         let mut entries = Vec::new();
         futures::pin_mut!(rows);
@@ -297,33 +260,18 @@ mod tests {
 
     #[test]
     fn settings_are_validated_per_provider() {
-        assert_eq!(
-            parse_settings(Provider::Retell, &serde_json::json!({})).unwrap(),
-            AccountSettings::Retell
-        );
+        assert_eq!(parse_settings(Provider::Retell, &serde_json::json!({})).unwrap(), AccountSettings::Retell);
         assert!(parse_settings(Provider::Retell, &serde_json::json!({"x": 1})).is_err());
         assert_eq!(
             parse_settings(Provider::Vapi, &serde_json::json!({})).unwrap(),
-            AccountSettings::Vapi {
-                auth: VapiAuth::default()
-            }
+            AccountSettings::Vapi { auth: VapiAuth::default() }
         );
         assert!(
-            parse_settings(
-                Provider::Vapi,
-                &serde_json::json!({"auth": {"mode": "hmac", "algorithm": "md5"}})
-            )
-            .is_err()
+            parse_settings(Provider::Vapi, &serde_json::json!({"auth": {"mode": "hmac", "algorithm": "md5"}})).is_err()
         );
         assert_eq!(
-            parse_settings(
-                Provider::Twilio,
-                &serde_json::json!({"public_base_url": "https://h"})
-            )
-            .unwrap(),
-            AccountSettings::Twilio {
-                public_base_url: Some("https://h".into())
-            }
+            parse_settings(Provider::Twilio, &serde_json::json!({"public_base_url": "https://h"})).unwrap(),
+            AccountSettings::Twilio { public_base_url: Some("https://h".into()) }
         );
     }
 }

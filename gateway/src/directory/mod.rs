@@ -83,9 +83,7 @@ impl Directory {
 
     /// Fallback by the provider's own id of the number (Vapi `phoneNumberId`).
     pub fn lookup_provider_number_id(&self, id: &str) -> Option<&NumberEntry> {
-        self.by_provider_number_id
-            .get(id)
-            .and_then(|n| self.numbers.get(n))
+        self.by_provider_number_id.get(id).and_then(|n| self.numbers.get(n))
     }
 
     pub fn len(&self) -> usize {
@@ -109,10 +107,7 @@ impl Directory {
     }
 
     /// Builds a snapshot from loaded entries (also used by benchmarks).
-    pub fn from_entries(
-        entries: impl IntoIterator<Item = NumberEntry>,
-        invalid_accounts: HashSet<Uuid>,
-    ) -> Self {
+    pub fn from_entries(entries: impl IntoIterator<Item = NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
         let mut numbers = HashMap::new();
         for entry in entries {
             numbers.insert(entry.route.number, entry);
@@ -129,22 +124,12 @@ impl Directory {
                 by_provider_number_id.insert(id.clone(), *number);
             }
         }
-        Self {
-            numbers,
-            by_provider_number_id,
-            accounts: accounts.len(),
-            invalid_accounts,
-        }
+        Self { numbers, by_provider_number_id, accounts: accounts.len(), invalid_accounts }
     }
 
     /// A new snapshot with every entry inside `changed` replaced by `fresh` (the rows the
     /// database now has for that scope; an entry absent from `fresh` was deleted).
-    pub fn with_changes(
-        &self,
-        changed: &ChangeSet,
-        fresh: Vec<NumberEntry>,
-        invalid_accounts: HashSet<Uuid>,
-    ) -> Self {
+    pub fn with_changes(&self, changed: &ChangeSet, fresh: Vec<NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
         let mut numbers = self.numbers.clone();
         numbers.retain(|_, entry| !changed.covers(entry));
         for entry in fresh {
@@ -265,11 +250,7 @@ mod tests {
     fn changes_replace_exactly_their_scope() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let dir = Directory::from_entries(
-            [
-                entry("+14155550100", a, Some("pn-1")),
-                entry("+14155550101", a, None),
-                entry("+14155550102", b, None),
-            ],
+            [entry("+14155550100", a, Some("pn-1")), entry("+14155550101", a, None), entry("+14155550102", b, None)],
             HashSet::new(),
         );
         assert_eq!(dir.len(), 3);
@@ -277,15 +258,8 @@ mod tests {
         assert!(dir.lookup_provider_number_id("pn-1").is_some());
 
         // Company a changed: the database now has only one of its numbers, a new one.
-        let changed = ChangeSet {
-            companies: [a].into(),
-            ..ChangeSet::default()
-        };
-        let next = dir.with_changes(
-            &changed,
-            vec![entry("+14155550109", a, None)],
-            HashSet::new(),
-        );
+        let changed = ChangeSet { companies: [a].into(), ..ChangeSet::default() };
+        let next = dir.with_changes(&changed, vec![entry("+14155550109", a, None)], HashSet::new());
         assert_eq!(next.len(), 2);
         assert!(next.lookup(E164::parse("+14155550100").unwrap()).is_none());
         assert!(next.lookup_provider_number_id("pn-1").is_none());
@@ -301,9 +275,7 @@ mod tests {
         let mut set = ChangeSet::default();
         assert!(set.is_empty());
         set.add_notification(&format!(r#"{{"scope":"phone_numbers","ids":["{id}"]}}"#));
-        set.add_notification(&format!(
-            r#"{{"scope":"provider_accounts","ids":["{id}"]}}"#
-        ));
+        set.add_notification(&format!(r#"{{"scope":"provider_accounts","ids":["{id}"]}}"#));
         assert!(set.numbers.contains(&id) && set.accounts.contains(&id) && !set.all);
         set.add_notification("garbage");
         assert!(set.all);
@@ -317,19 +289,11 @@ mod tests {
             company_id: CompanyId(Uuid::new_v4()),
             provider: Provider::Twilio,
             current_secret: Secret::new(b"new".to_vec()),
-            previous_secret: Some((
-                Secret::new(b"old".to_vec()),
-                Some(now + chrono::Duration::minutes(5)),
-            )),
-            settings: AccountSettings::Twilio {
-                public_base_url: None,
-            },
+            previous_secret: Some((Secret::new(b"old".to_vec()), Some(now + chrono::Duration::minutes(5)))),
+            settings: AccountSettings::Twilio { public_base_url: None },
         };
         assert_eq!(account.secrets(now), vec![&b"new"[..], &b"old"[..]]);
-        account.previous_secret = Some((
-            Secret::new(b"old".to_vec()),
-            Some(now - chrono::Duration::seconds(1)),
-        ));
+        account.previous_secret = Some((Secret::new(b"old".to_vec()), Some(now - chrono::Duration::seconds(1))));
         assert_eq!(account.secrets(now), vec![&b"new"[..]]);
         account.previous_secret = Some((Secret::new(b"old".to_vec()), None));
         assert_eq!(account.secrets(now).len(), 2);

@@ -28,22 +28,14 @@ pub async fn run_refresh(
     full_reload_every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let refresher = Refresher {
-        loader,
-        handle,
-        metrics,
-    };
+    let refresher = Refresher { loader, handle, metrics };
     loop {
         // LISTEN before loading, so nothing committed in between is missed.
         let mut listener = match connect(refresher.loader.pool()).await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "directory listener cannot connect; retrying");
-                refresher
-                    .metrics
-                    .directory_reloads
-                    .with_label_values(&["full", "error"])
-                    .inc();
+                refresher.metrics.directory_reloads.with_label_values(&["full", "error"]).inc();
                 if wait_or_shutdown(RETRY, &mut shutdown).await {
                     return;
                 }
@@ -125,10 +117,7 @@ impl Refresher {
             }
             Err(error) => {
                 tracing::error!(%error, "directory full reload failed; keeping the last snapshot");
-                self.metrics
-                    .directory_reloads
-                    .with_label_values(&["full", "error"])
-                    .inc();
+                self.metrics.directory_reloads.with_label_values(&["full", "error"]).inc();
                 false
             }
         }
@@ -146,10 +135,7 @@ impl Refresher {
             }
             Err(error) => {
                 tracing::error!(%error, "directory change failed to apply; reloading in full");
-                self.metrics
-                    .directory_reloads
-                    .with_label_values(&["delta", "error"])
-                    .inc();
+                self.metrics.directory_reloads.with_label_values(&["delta", "error"]).inc();
                 self.full().await;
             }
         }
@@ -157,19 +143,10 @@ impl Refresher {
 
     fn install(&self, directory: super::Directory, kind: &str) {
         self.metrics.directory_numbers.set(directory.len() as i64);
-        self.metrics
-            .directory_accounts
-            .set(directory.account_count() as i64);
-        self.metrics
-            .directory_invalid_accounts
-            .set(directory.invalid_account_count() as i64);
-        self.metrics
-            .directory_reloads
-            .with_label_values(&[kind, "ok"])
-            .inc();
-        self.metrics
-            .directory_last_success
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.metrics.directory_accounts.set(directory.account_count() as i64);
+        self.metrics.directory_invalid_accounts.set(directory.invalid_account_count() as i64);
+        self.metrics.directory_reloads.with_label_values(&[kind, "ok"]).inc();
+        self.metrics.directory_last_success.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         self.handle.replace(directory);
     }
 }

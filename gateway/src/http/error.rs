@@ -47,9 +47,7 @@ impl WebhookError {
             WebhookError::UnknownNumber => StatusCode::NOT_FOUND,
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WebhookError::NotReady | WebhookError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WebhookError::NotReady | WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -85,15 +83,9 @@ impl IntoResponse for WebhookError {
         let body = serde_json::json!({ "error": self.public_message() }).to_string();
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }
         response
     }

@@ -4,7 +4,6 @@ mod error;
 mod webhook;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -33,8 +32,6 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub metrics: Metrics,
     pub edge: Arc<EdgeConfig>,
-    /// Last result of the broker probe.
-    pub broker_up: Arc<AtomicBool>,
 }
 
 /// The webhook routes (plus health and, when `with_ops`, metrics).
@@ -43,11 +40,7 @@ pub fn router(state: AppState, with_ops: bool) -> Router {
         .route("/v1/webhooks/retell", post(webhook::retell))
         .route("/v1/webhooks/vapi", post(webhook::vapi))
         .route("/v1/webhooks/twilio", post(webhook::twilio));
-    let router = if with_ops {
-        webhooks.merge(ops_routes())
-    } else {
-        webhooks.route("/healthz", get(healthz))
-    };
+    let router = if with_ops { webhooks.merge(ops_routes()) } else { webhooks.route("/healthz", get(healthz)) };
     router.with_state(state)
 }
 
@@ -57,10 +50,7 @@ pub fn ops_router(state: AppState) -> Router {
 }
 
 fn ops_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// Alive: the process answers.
@@ -71,23 +61,12 @@ async fn healthz() -> &'static str {
 /// Ready: the directory is loaded and the broker answered its last probe.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let directory = state.directory.is_loaded();
-    let broker = state.broker_up.load(Ordering::Acquire);
-    let status = if directory && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let broker = state.publisher.is_reachable();
+    let status = if directory && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({ "directory_loaded": directory, "broker_reachable": broker });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

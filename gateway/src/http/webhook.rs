@@ -43,9 +43,7 @@ async fn handle(state: AppState, provider: Provider, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let trace_id = trace_id(&parts.headers);
     let span = tracing::info_span!("webhook", %provider, %trace_id);
-    let result = process(&state, provider, &parts, body, &trace_id)
-        .instrument(span.clone())
-        .await;
+    let result = process(&state, provider, &parts, body, &trace_id).instrument(span.clone()).await;
     let _entered = span.enter();
 
     let (mut response, outcome) = match result {
@@ -73,16 +71,8 @@ async fn handle(state: AppState, provider: Provider, request: Request) -> Respon
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    state
-        .metrics
-        .requests
-        .with_label_values(&[provider.as_str(), outcome])
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[provider.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.with_label_values(&[provider.as_str(), outcome]).inc();
+    state.metrics.request_duration.with_label_values(&[provider.as_str()]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -94,21 +84,14 @@ async fn process(
     trace_id: &str,
 ) -> Result<Accepted, WebhookError> {
     let body = read_body(&parts.headers, body, state.edge.max_body_bytes).await?;
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
 
     let routing = match provider {
         Provider::Retell => {
             let (routing, legacy) = retell::routing(&body)?;
             if legacy {
                 tracing::warn!("Retell payload used the legacy `data` key");
-                state
-                    .metrics
-                    .payload_quirks
-                    .with_label_values(&["retell", "legacy_data_key"])
-                    .inc();
+                state.metrics.payload_quirks.with_label_values(&["retell", "legacy_data_key"]).inc();
             }
             routing
         }
@@ -125,24 +108,13 @@ async fn process(
 
     let verify_started = Instant::now();
     let public_url = public_url(state, &entry, parts);
-    verify(
-        provider,
-        &entry,
-        parts,
-        &body,
-        content_type,
-        public_url.as_deref(),
-    )?;
+    verify(provider, &entry, parts, &body, content_type, public_url.as_deref())?;
     observe_stage(state, "verify", verify_started);
 
     let event_id = envelope::event_id(provider, &routing.call_id, &routing.event_type, &body);
     let (payload, redacted) = payload(provider, content_type, body)?;
     if redacted {
-        state
-            .metrics
-            .payload_quirks
-            .with_label_values(&[provider.as_str(), "credentials_redacted"])
-            .inc();
+        state.metrics.payload_quirks.with_label_values(&[provider.as_str(), "credentials_redacted"]).inc();
     }
     let envelope = EventEnvelope {
         version: ENVELOPE_VERSION,
@@ -167,61 +139,32 @@ async fn process(
         (record_headers::ENVELOPE_VERSION, version.as_str()),
     ];
     let produce_started = Instant::now();
-    state
-        .publisher
-        .publish(Record {
-            key: &key,
-            value: &value,
-            headers: &headers,
-        })
-        .await?;
+    state.publisher.publish(Record { key: &key, value: &value, headers: &headers }).await?;
     observe_stage(state, "produce", produce_started);
 
-    Ok(Accepted {
-        routing,
-        entry,
-        event_id,
-    })
+    Ok(Accepted { routing, entry, event_id })
 }
 
 fn observe_stage(state: &AppState, stage: &str, started: Instant) {
-    state
-        .metrics
-        .stage_duration
-        .with_label_values(&[stage])
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.stage_duration.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
 /// the sender declares it).
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, WebhookError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, WebhookError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(WebhookError::TooLarge);
     }
     axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            WebhookError::TooLarge
-        } else {
-            WebhookError::BodyUnreadable
-        }
+        let too_large =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large { WebhookError::TooLarge } else { WebhookError::BodyUnreadable }
     })
 }
 
-fn lookup(
-    state: &AppState,
-    provider: Provider,
-    routing: &Routing,
-) -> Result<NumberEntry, WebhookError> {
+fn lookup(state: &AppState, provider: Provider, routing: &Routing) -> Result<NumberEntry, WebhookError> {
     let directory = state.directory.snapshot();
     let by_number = routing
         .number
@@ -229,12 +172,7 @@ fn lookup(
         .and_then(|raw| E164::parse_with_default(raw, Some(state.edge.default_country_code)).ok())
         .and_then(|number| directory.lookup(number));
     let entry = by_number
-        .or_else(|| {
-            routing
-                .provider_number_id
-                .as_deref()
-                .and_then(|id| directory.lookup_provider_number_id(id))
-        })
+        .or_else(|| routing.provider_number_id.as_deref().and_then(|id| directory.lookup_provider_number_id(id)))
         // A number served by another provider is, for this route, not a number we know.
         .filter(|entry| entry.account.provider == provider)
         .ok_or(WebhookError::UnknownNumber)?;
@@ -270,24 +208,12 @@ fn verify(
             retell::verify(&secrets, body, header(retell::SIGNATURE_HEADER), now_ms)?;
         }
         (AccountSettings::Vapi { auth }, Provider::Vapi) => {
-            let request = vapi::Request {
-                header,
-                body,
-                url: public_url,
-                now_ms,
-            };
+            let request = vapi::Request { header, body, url: public_url, now_ms };
             vapi::verify(auth, &secrets, &request)?;
         }
         (AccountSettings::Twilio { .. }, Provider::Twilio) => {
-            let url =
-                public_url.ok_or(WebhookError::Misconfigured("no public base URL for Twilio"))?;
-            twilio::verify(
-                &secrets,
-                url,
-                content_type,
-                body,
-                header(twilio::SIGNATURE_HEADER),
-            )?;
+            let url = public_url.ok_or(WebhookError::Misconfigured("no public base URL for Twilio"))?;
+            twilio::verify(&secrets, url, content_type, body, header(twilio::SIGNATURE_HEADER))?;
         }
         _ => return Err(WebhookError::UnknownNumber),
     }
@@ -301,13 +227,9 @@ fn payload(
     content_type: Option<&str>,
     body: bytes::Bytes,
 ) -> Result<(Payload, bool), WebhookError> {
-    let text =
-        String::from_utf8(body.to_vec()).map_err(|_| MalformedPayload("body is not UTF-8"))?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| MalformedPayload("body is not UTF-8"))?;
     let is_form = provider == Provider::Twilio
-        && content_type.is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        && content_type.is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if is_form || (provider == Provider::Twilio && text.is_empty()) {
         return Ok((Payload::Form(text), false));
     }
@@ -339,12 +261,7 @@ fn answer(provider: Provider, accepted: &Accepted) -> Response {
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// The W3C `traceparent` trace id when the caller sent one, else a fresh id.

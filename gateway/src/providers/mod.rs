@@ -79,8 +79,7 @@ impl HmacAlgorithm {
     /// HMAC of the concatenation of `parts`.
     pub fn mac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-            let mut mac =
-                <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+            let mut mac = <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
             for part in parts {
                 mac.update(part);
             }
@@ -106,9 +105,7 @@ pub(crate) mod vectors {
     use std::path::PathBuf;
 
     pub fn load(name: &str) -> serde_json::Value {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/vectors")
-            .join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors").join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("official vectors {} unreadable: {e}", path.display()));
         serde_json::from_str(&text).expect("vectors are JSON")

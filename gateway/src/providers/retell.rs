@@ -16,12 +16,8 @@ pub const TOLERANCE_MS: u64 = 300_000;
 
 /// Parses `v=<digits>,d=<64 hex>`; returns the timestamp and the 32-byte digest.
 fn parse_header(header: &str) -> Result<(u64, [u8; 32]), VerifyError> {
-    let rest = header
-        .strip_prefix("v=")
-        .ok_or(VerifyError::MalformedSignature)?;
-    let (ts, digest) = rest
-        .split_once(",d=")
-        .ok_or(VerifyError::MalformedSignature)?;
+    let rest = header.strip_prefix("v=").ok_or(VerifyError::MalformedSignature)?;
+    let (ts, digest) = rest.split_once(",d=").ok_or(VerifyError::MalformedSignature)?;
     if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VerifyError::MalformedSignature);
     }
@@ -51,11 +47,7 @@ pub fn verify<S: AsRef<[u8]>>(
         let expected = HmacAlgorithm::Sha256.mac(secret.as_ref(), &[body, ts_text.as_bytes()]);
         ct_eq(&expected, &digest)
     });
-    if matched {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    if matched { Ok(()) } else { Err(VerifyError::Mismatch) }
 }
 
 /// Signs like Retell's servers do (for tests, the load generator and replays).
@@ -99,10 +91,7 @@ pub fn routing(body: &[u8]) -> Result<(Routing, bool), MalformedPayload> {
         (None, Some(call)) => (call, true),
         (None, None) => return Err(MalformedPayload("call missing")),
     };
-    let call_id = call
-        .call_id
-        .filter(|id| !id.is_empty())
-        .ok_or(MalformedPayload("call.call_id missing"))?;
+    let call_id = call.call_id.filter(|id| !id.is_empty()).ok_or(MalformedPayload("call.call_id missing"))?;
     let number = match call.direction.as_deref() {
         Some("outbound") => call.from_number,
         _ => call.to_number,
@@ -140,11 +129,7 @@ mod tests {
                 Some(case["signature"].as_str().unwrap()),
                 case["now_ms"].as_u64().unwrap(),
             );
-            assert_eq!(
-                got.is_ok(),
-                case["valid"].as_bool().unwrap(),
-                "case {name:?}: {got:?}"
-            );
+            assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case {name:?}: {got:?}");
         }
     }
 
@@ -171,16 +156,9 @@ mod tests {
             format!("v=١٧٠٠٠٠٠٠٠٠٠٠٠,d={DIGEST}"),
             format!("V={TS},d={DIGEST}"),
         ] {
-            assert_eq!(
-                verify(&[KEY], BODY, Some(&bad), TS),
-                Err(VerifyError::MalformedSignature),
-                "{bad:?}"
-            );
+            assert_eq!(verify(&[KEY], BODY, Some(&bad), TS), Err(VerifyError::MalformedSignature), "{bad:?}");
         }
-        assert_eq!(
-            verify(&[KEY], BODY, None, TS),
-            Err(VerifyError::MissingSignature)
-        );
+        assert_eq!(verify(&[KEY], BODY, None, TS), Err(VerifyError::MissingSignature));
     }
 
     #[test]
@@ -195,46 +173,24 @@ mod tests {
     #[test]
     fn window_applies_both_ways_and_stale_is_told_apart() {
         let sig = sign(KEY.as_bytes(), BODY, TS);
-        assert_eq!(
-            verify(&[KEY], BODY, Some(&sig), TS + 300_001),
-            Err(VerifyError::StaleTimestamp)
-        );
-        assert_eq!(
-            verify(&[KEY], BODY, Some(&sig), TS - 300_001),
-            Err(VerifyError::StaleTimestamp)
-        );
-        assert_eq!(
-            verify(&[KEY], BODY, Some(&sig), 0),
-            Err(VerifyError::StaleTimestamp)
-        );
+        assert_eq!(verify(&[KEY], BODY, Some(&sig), TS + 300_001), Err(VerifyError::StaleTimestamp));
+        assert_eq!(verify(&[KEY], BODY, Some(&sig), TS - 300_001), Err(VerifyError::StaleTimestamp));
+        assert_eq!(verify(&[KEY], BODY, Some(&sig), 0), Err(VerifyError::StaleTimestamp));
     }
 
     #[test]
     fn rotated_secret_verifies_with_previous_and_tampered_body_fails() {
         let sig = sign(b"old-key", BODY, TS);
-        assert_eq!(
-            verify(&["new-key", "old-key"], BODY, Some(&sig), TS),
-            Ok(())
-        );
-        assert_eq!(
-            verify(&["new-key"], BODY, Some(&sig), TS),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(verify(&["new-key", "old-key"], BODY, Some(&sig), TS), Ok(()));
+        assert_eq!(verify(&["new-key"], BODY, Some(&sig), TS), Err(VerifyError::Mismatch));
         let none: [&str; 0] = [];
-        assert_eq!(
-            verify(&none, BODY, Some(&sig), TS),
-            Err(VerifyError::Mismatch)
-        );
-        assert_eq!(
-            verify(&["old-key"], br#"{"event":"call_started"}"#, Some(&sig), TS),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(verify(&none, BODY, Some(&sig), TS), Err(VerifyError::Mismatch));
+        assert_eq!(verify(&["old-key"], br#"{"event":"call_started"}"#, Some(&sig), TS), Err(VerifyError::Mismatch));
     }
 
     #[test]
     fn non_ascii_body_signs_over_its_utf8_bytes() {
-        let body =
-            "{\"event\":\"call_ended\",\"call\":{\"transcript\":\"café ☕ 日本\"}}".as_bytes();
+        let body = "{\"event\":\"call_ended\",\"call\":{\"transcript\":\"café ☕ 日本\"}}".as_bytes();
         let sig = sign(KEY.as_bytes(), body, TS);
         assert_eq!(verify(&[KEY], body, Some(&sig), TS), Ok(()));
     }
@@ -243,27 +199,17 @@ mod tests {
     fn routing_follows_direction() {
         let inbound = br#"{"event":"call_started","call":{"call_id":"c1","direction":"inbound","from_number":"+12137771234","to_number":"+12137771235"}}"#;
         let (r, legacy) = routing(inbound).unwrap();
-        assert_eq!(
-            (r.event_type.as_str(), r.call_id.as_str()),
-            ("call_started", "c1")
-        );
+        assert_eq!((r.event_type.as_str(), r.call_id.as_str()), ("call_started", "c1"));
         assert_eq!(r.number.as_deref(), Some("+12137771235"));
         assert!(!legacy);
         let outbound = br#"{"event":"call_ended","call":{"call_id":"c1","direction":"outbound","from_number":"+12137771234","to_number":"+12137771235"}}"#;
-        assert_eq!(
-            routing(outbound).unwrap().0.number.as_deref(),
-            Some("+12137771234")
-        );
-        let legacy =
-            br#"{"event":"call_ended","data":{"call_id":"c9","to_number":"+12137771235"}}"#;
+        assert_eq!(routing(outbound).unwrap().0.number.as_deref(), Some("+12137771234"));
+        let legacy = br#"{"event":"call_ended","data":{"call_id":"c9","to_number":"+12137771235"}}"#;
         let (r, legacy_key) = routing(legacy).unwrap();
         assert_eq!((r.call_id.as_str(), legacy_key), ("c9", true));
-        for bad in [
-            &b"not json"[..],
-            br#"{"call":{"call_id":"c"}}"#,
-            br#"{"event":"x"}"#,
-            br#"{"event":"x","call":{}}"#,
-        ] {
+        for bad in
+            [&b"not json"[..], br#"{"call":{"call_id":"c"}}"#, br#"{"event":"x"}"#, br#"{"event":"x","call":{}}"#]
+        {
             assert!(routing(bad).is_err());
         }
     }

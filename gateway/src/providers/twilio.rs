@@ -82,15 +82,10 @@ fn signed_part(url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Sig
 /// Byte offsets of the host-and-port part of `url` (after any `user:pass@`).
 fn host_port_span(url: &str) -> Option<(usize, usize)> {
     let authority_start = url.find("://")? + 3;
-    let authority_len = url[authority_start..]
-        .find(['/', '?', '#'])
-        .unwrap_or(url.len() - authority_start);
+    let authority_len = url[authority_start..].find(['/', '?', '#']).unwrap_or(url.len() - authority_start);
     let authority = &url[authority_start..authority_start + authority_len];
     let host_start = authority.rfind('@').map_or(0, |i| i + 1);
-    Some((
-        authority_start + host_start,
-        authority_start + authority_len,
-    ))
+    Some((authority_start + host_start, authority_start + authority_len))
 }
 
 /// The explicit port's `:` offset within `host_port`, if any (IPv6 brackets respected).
@@ -111,11 +106,7 @@ pub fn url_variants(url: &str) -> Vec<String> {
         match port_colon(host_port) {
             Some(colon) => bases.push(format!("{}{}", &url[..start + colon], &url[end..])),
             None => {
-                let default = if url[..start].starts_with("https:") {
-                    ":443"
-                } else {
-                    ":80"
-                };
+                let default = if url[..start].starts_with("https:") { ":443" } else { ":80" };
                 bases.push(format!("{}{default}{}", &url[..end], &url[end..]));
             }
         }
@@ -125,8 +116,7 @@ pub fn url_variants(url: &str) -> Vec<String> {
         let query_start = base.find('?');
         let (head, tail) = query_start.map_or((base.as_str(), ""), |i| base.split_at(i));
         let quoted = (tail.contains('\'')).then(|| format!("{head}{}", tail.replace('\'', "%27")));
-        let unquoted =
-            (tail.contains("%27")).then(|| format!("{head}{}", tail.replace("%27", "'")));
+        let unquoted = (tail.contains("%27")).then(|| format!("{head}{}", tail.replace("%27", "'")));
         variants.push(base.clone());
         variants.extend(quoted);
         variants.extend(unquoted);
@@ -147,9 +137,7 @@ pub fn verify<S: AsRef<[u8]>>(
     body: &[u8],
     signature: Option<&str>,
 ) -> Result<(), VerifyError> {
-    let signature = signature
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::MissingSignature)?;
+    let signature = signature.filter(|s| !s.is_empty()).ok_or(VerifyError::MissingSignature)?;
     let signed = signed_part(url, content_type, body)?;
     let params = match &signed {
         Signed::Params(p) => p.as_str(),
@@ -157,12 +145,9 @@ pub fn verify<S: AsRef<[u8]>>(
     };
     let variants = url_variants(url);
     let matched = secrets.iter().any(|secret| {
-        variants.iter().any(|variant| {
-            ct_eq(
-                signature_of(secret.as_ref(), variant, params).as_bytes(),
-                signature.as_bytes(),
-            )
-        })
+        variants
+            .iter()
+            .any(|variant| ct_eq(signature_of(secret.as_ref(), variant, params).as_bytes(), signature.as_bytes()))
     });
     if !matched {
         return Err(VerifyError::Mismatch);
@@ -221,22 +206,16 @@ pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, Malfo
             fields.set(&name, value.into_owned());
         }
     } else {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-            .map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(body).map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
         for (name, value) in object {
             if let serde_json::Value::String(s) = value {
                 fields.set(&name, s);
             }
         }
     }
-    let call_id = fields
-        .call_sid
-        .filter(|s| !s.is_empty())
-        .ok_or(MalformedPayload("CallSid missing"))?;
-    let outbound = fields
-        .direction
-        .as_deref()
-        .is_some_and(|d| d.starts_with("outbound"));
+    let call_id = fields.call_sid.filter(|s| !s.is_empty()).ok_or(MalformedPayload("CallSid missing"))?;
+    let outbound = fields.direction.as_deref().is_some_and(|d| d.starts_with("outbound"));
     let number = if outbound { fields.from } else { fields.to };
     Ok(Routing {
         event_type: fields.call_status.unwrap_or_else(|| "request".to_owned()),
@@ -253,7 +232,8 @@ mod tests {
     const TOKEN: &str = "12345";
     const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
     const FORM: &str = "application/x-www-form-urlencoded";
-    const PARAMS: &str = "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
+    const PARAMS: &str =
+        "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
 
     #[test]
     fn official_vectors() {
@@ -270,19 +250,13 @@ mod tests {
                 case["body"].as_str().unwrap().as_bytes(),
                 case["signature"].as_str(),
             );
-            assert_eq!(
-                got.is_ok(),
-                case["valid"].as_bool().unwrap(),
-                "case {name:?}: {got:?}"
-            );
+            assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case {name:?}: {got:?}");
         }
     }
 
     #[test]
     fn json_tampering_is_a_body_hash_mismatch_and_missing_hash_is_unsigned() {
-        let url = format!(
-            "{URL}&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
-        );
+        let url = format!("{URL}&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620");
         let got = verify(
             &[TOKEN],
             &url,
@@ -293,26 +267,16 @@ mod tests {
         assert_eq!(got, Err(VerifyError::BodyHashMismatch));
         // A JSON body without bodySHA256 is not covered by any signature.
         let sig = sign(TOKEN.as_bytes(), URL, None, b"");
-        assert_eq!(
-            verify(&[TOKEN], URL, Some("application/json"), b"{}", Some(&sig)),
-            Err(VerifyError::UnsignedBody)
-        );
+        assert_eq!(verify(&[TOKEN], URL, Some("application/json"), b"{}", Some(&sig)), Err(VerifyError::UnsignedBody));
     }
 
     #[test]
     fn historical_docs_vectors() {
-        for (number, sig) in [
-            ("%2B12349013030", "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-            ("%2B14158675310", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
-        ] {
-            let body = format!(
-                "CallSid=CA1234567890ABCDE&Caller={number}&Digits=1234&From={number}&To=%2B18005551212"
-            );
-            assert_eq!(
-                verify(&[TOKEN], URL, Some(FORM), body.as_bytes(), Some(sig)),
-                Ok(()),
-                "{number}"
-            );
+        for (number, sig) in
+            [("%2B12349013030", "0/KCTR6DLpKmkAf8muzZqo1nDgQ="), ("%2B14158675310", "GvWf1cFY/Q7PnoempGyD5oXAezc=")]
+        {
+            let body = format!("CallSid=CA1234567890ABCDE&Caller={number}&Digits=1234&From={number}&To=%2B18005551212");
+            assert_eq!(verify(&[TOKEN], URL, Some(FORM), body.as_bytes(), Some(sig)), Ok(()), "{number}");
         }
     }
 
@@ -320,48 +284,27 @@ mod tests {
     fn repeated_values_are_deduplicated_and_sorted() {
         // Python: for value in sorted(set(values)); Node: Array.from(new Set(v)).sort().
         assert_eq!(sorted_params(b"b=2&a=y&a=x&a=y"), "axayb2");
-        assert_eq!(
-            sorted_params(b"CallbackSource=c&CallStatus=s&CallSid=i"),
-            "CallSidiCallStatussCallbackSourcec"
-        );
+        assert_eq!(sorted_params(b"CallbackSource=c&CallStatus=s&CallSid=i"), "CallSidiCallStatussCallbackSourcec");
         assert_eq!(sorted_params(b"To=%2B1+2"), "To+1 2");
         let body = b"Digits=1&Digits=2&Digits=1&To=%2B18005551212";
         let sig = sign(TOKEN.as_bytes(), URL, Some(FORM), body);
         let reordered = b"Digits=2&To=%2B18005551212&Digits=1";
-        assert_eq!(
-            verify(&[TOKEN], URL, Some(FORM), reordered, Some(&sig)),
-            Ok(())
-        );
+        assert_eq!(verify(&[TOKEN], URL, Some(FORM), reordered, Some(&sig)), Ok(()));
     }
 
     #[test]
     fn port_variants_respect_credentials_and_ipv6() {
         assert_eq!(
             url_variants("https://user:pass@mycompany.com/x?a=1"),
-            [
-                "https://user:pass@mycompany.com/x?a=1",
-                "https://user:pass@mycompany.com:443/x?a=1"
-            ]
+            ["https://user:pass@mycompany.com/x?a=1", "https://user:pass@mycompany.com:443/x?a=1"]
         );
         assert_eq!(
             url_variants("https://user:pass@mycompany.com:8443/x"),
-            [
-                "https://user:pass@mycompany.com:8443/x",
-                "https://user:pass@mycompany.com/x"
-            ]
+            ["https://user:pass@mycompany.com:8443/x", "https://user:pass@mycompany.com/x"]
         );
-        assert_eq!(
-            url_variants("http://[::1]/x"),
-            ["http://[::1]/x", "http://[::1]:80/x"]
-        );
-        assert_eq!(
-            url_variants("http://[::1]:9/x"),
-            ["http://[::1]:9/x", "http://[::1]/x"]
-        );
-        assert_eq!(
-            url_variants("https://h.com"),
-            ["https://h.com", "https://h.com:443"]
-        );
+        assert_eq!(url_variants("http://[::1]/x"), ["http://[::1]/x", "http://[::1]:80/x"]);
+        assert_eq!(url_variants("http://[::1]:9/x"), ["http://[::1]:9/x", "http://[::1]/x"]);
+        assert_eq!(url_variants("https://h.com"), ["https://h.com", "https://h.com:443"]);
     }
 
     #[test]
@@ -369,57 +312,24 @@ mod tests {
         let url = "https://mycompany.com/myapp.php?name=O'Brien";
         let node_signed = "https://mycompany.com/myapp.php?name=O%27Brien";
         let sig = sign(TOKEN.as_bytes(), node_signed, Some(FORM), PARAMS.as_bytes());
-        assert_eq!(
-            verify(&[TOKEN], url, Some(FORM), PARAMS.as_bytes(), Some(&sig)),
-            Ok(())
-        );
+        assert_eq!(verify(&[TOKEN], url, Some(FORM), PARAMS.as_bytes(), Some(&sig)), Ok(()));
         let sig = sign(TOKEN.as_bytes(), url, Some(FORM), PARAMS.as_bytes());
-        assert_eq!(
-            verify(
-                &[TOKEN],
-                node_signed,
-                Some(FORM),
-                PARAMS.as_bytes(),
-                Some(&sig)
-            ),
-            Ok(())
-        );
+        assert_eq!(verify(&[TOKEN], node_signed, Some(FORM), PARAMS.as_bytes(), Some(&sig)), Ok(()));
     }
 
     #[test]
     fn missing_and_wrong_signatures_and_rotation() {
         let body = PARAMS.as_bytes();
-        assert_eq!(
-            verify(&[TOKEN], URL, Some(FORM), body, None),
-            Err(VerifyError::MissingSignature)
-        );
-        assert_eq!(
-            verify(&[TOKEN], URL, Some(FORM), body, Some("")),
-            Err(VerifyError::MissingSignature)
-        );
-        assert_eq!(
-            verify(&[TOKEN], URL, Some(FORM), body, Some("WRONG SIGNATURE")),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(verify(&[TOKEN], URL, Some(FORM), body, None), Err(VerifyError::MissingSignature));
+        assert_eq!(verify(&[TOKEN], URL, Some(FORM), body, Some("")), Err(VerifyError::MissingSignature));
+        assert_eq!(verify(&[TOKEN], URL, Some(FORM), body, Some("WRONG SIGNATURE")), Err(VerifyError::Mismatch));
         let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
-        assert_eq!(
-            verify(&["67890", TOKEN], URL, Some(FORM), body, Some(sig)),
-            Ok(())
-        );
-        assert_eq!(
-            verify(&["67890"], URL, Some(FORM), body, Some(sig)),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(verify(&["67890", TOKEN], URL, Some(FORM), body, Some(sig)), Ok(()));
+        assert_eq!(verify(&["67890"], URL, Some(FORM), body, Some(sig)), Err(VerifyError::Mismatch));
         // The node unit spec: a different query value must not verify.
         let sig = sign(b"s3cr3t", "https://example.com/path?test=param", None, b"");
         assert_eq!(
-            verify(
-                &["s3cr3t"],
-                "https://example.com/path?test=param2",
-                None,
-                b"",
-                Some(&sig)
-            ),
+            verify(&["s3cr3t"], "https://example.com/path?test=param2", None, b"", Some(&sig)),
             Err(VerifyError::Mismatch)
         );
     }
@@ -428,31 +338,19 @@ mod tests {
     fn content_type_parameters_and_case_are_tolerated() {
         let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
         let ct = Some("Application/X-WWW-Form-Urlencoded; charset=utf-8");
-        assert_eq!(
-            verify(&[TOKEN], URL, ct, PARAMS.as_bytes(), Some(sig)),
-            Ok(())
-        );
+        assert_eq!(verify(&[TOKEN], URL, ct, PARAMS.as_bytes(), Some(sig)), Ok(()));
     }
 
     #[test]
     fn routing_by_direction() {
         let inbound = b"CallSid=CA1&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B14155550199";
         let r = routing(Some(FORM), inbound).unwrap();
-        assert_eq!(
-            (r.call_id.as_str(), r.event_type.as_str()),
-            ("CA1", "ringing")
-        );
+        assert_eq!((r.call_id.as_str(), r.event_type.as_str()), ("CA1", "ringing"));
         assert_eq!(r.number.as_deref(), Some("+14155550199"));
         let outbound = b"CallSid=CA1&CallStatus=completed&Direction=outbound-api&From=%2B14155550100&To=%2B14155550199";
-        assert_eq!(
-            routing(Some(FORM), outbound).unwrap().number.as_deref(),
-            Some("+14155550100")
-        );
+        assert_eq!(routing(Some(FORM), outbound).unwrap().number.as_deref(), Some("+14155550100"));
         let json = br#"{"CallSid":"CA2","CallStatus":"completed","To":"+14155550199"}"#;
-        assert_eq!(
-            routing(Some("application/json"), json).unwrap().call_id,
-            "CA2"
-        );
+        assert_eq!(routing(Some("application/json"), json).unwrap().call_id, "CA2");
         assert!(routing(Some(FORM), b"CallStatus=completed").is_err());
         assert!(routing(Some("application/json"), b"[1]").is_err());
     }

@@ -35,9 +35,7 @@ pub enum VapiAuth {
 
 impl Default for VapiAuth {
     fn default() -> Self {
-        VapiAuth::Secret {
-            header: default_secret_header(),
-        }
+        VapiAuth::Secret { header: default_secret_header() }
     }
 }
 
@@ -130,38 +128,24 @@ pub fn verify<'a, S: AsRef<[u8]>, H: Fn(&str) -> Option<&'a str>>(
         }
         VapiAuth::Bearer { header, prefix } => {
             let got = present(&request.header, header)?;
-            let token =
-                strip_prefix_ignore_case(got, prefix).ok_or(VerifyError::MalformedSignature)?;
+            let token = strip_prefix_ignore_case(got, prefix).ok_or(VerifyError::MalformedSignature)?;
             any_secret(secrets, |s| ct_eq(token.as_bytes(), s))
         }
         VapiAuth::Hmac(settings) => verify_hmac(settings, secrets, request),
     }
 }
 
-fn present<'a, H: Fn(&str) -> Option<&'a str>>(
-    header: &H,
-    name: &str,
-) -> Result<&'a str, VerifyError> {
-    header(name)
-        .filter(|v| !v.is_empty())
-        .ok_or(VerifyError::MissingSignature)
+fn present<'a, H: Fn(&str) -> Option<&'a str>>(header: &H, name: &str) -> Result<&'a str, VerifyError> {
+    header(name).filter(|v| !v.is_empty()).ok_or(VerifyError::MissingSignature)
 }
 
-fn any_secret<S: AsRef<[u8]>>(
-    secrets: &[S],
-    mut ok: impl FnMut(&[u8]) -> bool,
-) -> Result<(), VerifyError> {
-    if secrets.iter().any(|s| ok(s.as_ref())) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+fn any_secret<S: AsRef<[u8]>>(secrets: &[S], mut ok: impl FnMut(&[u8]) -> bool) -> Result<(), VerifyError> {
+    if secrets.iter().any(|s| ok(s.as_ref())) { Ok(()) } else { Err(VerifyError::Mismatch) }
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
 }
 
 fn verify_hmac<'a, S: AsRef<[u8]>, H: Fn(&str) -> Option<&'a str>>(
@@ -170,14 +154,10 @@ fn verify_hmac<'a, S: AsRef<[u8]>, H: Fn(&str) -> Option<&'a str>>(
     request: &Request<'a, H>,
 ) -> Result<(), VerifyError> {
     let header = present(&request.header, &settings.signature_header)?;
-    let encoded = header
-        .strip_prefix(settings.signature_prefix.as_str())
-        .ok_or(VerifyError::MalformedSignature)?;
+    let encoded = header.strip_prefix(settings.signature_prefix.as_str()).ok_or(VerifyError::MalformedSignature)?;
     let received = match settings.signature_encoding {
         SignatureEncoding::Hex => hex::decode(encoded),
-        SignatureEncoding::Base64 => B64
-            .decode(encoded)
-            .map_err(|_| hex::FromHexError::InvalidStringLength),
+        SignatureEncoding::Base64 => B64.decode(encoded).map_err(|_| hex::FromHexError::InvalidStringLength),
     }
     .map_err(|_| VerifyError::MalformedSignature)?;
 
@@ -193,16 +173,13 @@ fn verify_hmac<'a, S: AsRef<[u8]>, H: Fn(&str) -> Option<&'a str>>(
     let mut keys = Vec::with_capacity(secrets.len());
     for secret in secrets {
         keys.push(if settings.secret_is_base64 {
-            B64.decode(secret.as_ref()).map_err(|_| {
-                VerifyError::NotConfigured("secret_is_base64 but the secret is not base64")
-            })?
+            B64.decode(secret.as_ref())
+                .map_err(|_| VerifyError::NotConfigured("secret_is_base64 but the secret is not base64"))?
         } else {
             secret.as_ref().to_vec()
         });
     }
-    any_secret(&keys, |key| {
-        ct_eq(&settings.algorithm.mac(key, &[&message]), &received)
-    })
+    any_secret(&keys, |key| ct_eq(&settings.algorithm.mac(key, &[&message]), &received))
 }
 
 /// Expands the payload template. Unknown `{…}` text is kept literally.
@@ -219,29 +196,21 @@ fn render<'a, H: Fn(&str) -> Option<&'a str>>(
         let Some(close) = rest.find('}') else { break };
         match &rest[1..close] {
             "body" => out.extend_from_slice(request.body),
-            "timestamp" => {
-                out.extend_from_slice(timestamp.ok_or(VerifyError::MalformedSignature)?.as_bytes())
-            }
+            "timestamp" => out.extend_from_slice(timestamp.ok_or(VerifyError::MalformedSignature)?.as_bytes()),
             "method" => out.extend_from_slice(b"POST"),
             "url" => {
-                let url =
-                    settings
-                        .url
-                        .as_deref()
-                        .or(request.url)
-                        .ok_or(VerifyError::NotConfigured(
-                            "{url} used but no public URL is configured",
-                        ))?;
+                let url = settings
+                    .url
+                    .as_deref()
+                    .or(request.url)
+                    .ok_or(VerifyError::NotConfigured("{url} used but no public URL is configured"))?;
                 out.extend_from_slice(url.as_bytes());
             }
             "svix-id" => {
-                let name =
-                    settings
-                        .message_id_header
-                        .as_deref()
-                        .ok_or(VerifyError::NotConfigured(
-                            "{svix-id} used without message_id_header",
-                        ))?;
+                let name = settings
+                    .message_id_header
+                    .as_deref()
+                    .ok_or(VerifyError::NotConfigured("{svix-id} used without message_id_header"))?;
                 let id = (request.header)(name).ok_or(VerifyError::MalformedSignature)?;
                 out.extend_from_slice(id.as_bytes());
             }
@@ -259,11 +228,7 @@ fn parse_timestamp_ms(value: &str) -> Option<u64> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         let n: u64 = value.parse().ok()?;
-        return Some(if n >= 100_000_000_000 {
-            n
-        } else {
-            n.checked_mul(1000)?
-        });
+        return Some(if n >= 100_000_000_000 { n } else { n.checked_mul(1000)? });
     }
     let parsed = chrono::DateTime::parse_from_rfc3339(value).ok()?;
     u64::try_from(parsed.timestamp_millis()).ok()
@@ -281,28 +246,15 @@ pub fn sign_hmac(
     let header = |name: &str| -> Option<&str> {
         if name.eq_ignore_ascii_case(&settings.timestamp_header) {
             Some(timestamp)
-        } else if settings
-            .message_id_header
-            .as_deref()
-            .is_some_and(|h| h.eq_ignore_ascii_case(name))
-        {
+        } else if settings.message_id_header.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(name)) {
             message_id
         } else {
             None
         }
     };
-    let request = Request {
-        header,
-        body,
-        url: Some(url),
-        now_ms: 0,
-    };
+    let request = Request { header, body, url: Some(url), now_ms: 0 };
     let message = render(settings, &request, Some(timestamp)).unwrap_or_default();
-    let key = if settings.secret_is_base64 {
-        B64.decode(secret).unwrap_or_default()
-    } else {
-        secret.to_vec()
-    };
+    let key = if settings.secret_is_base64 { B64.decode(secret).unwrap_or_default() } else { secret.to_vec() };
     let mac = settings.algorithm.mac(&key, &[&message]);
     let encoded = match settings.signature_encoding {
         SignatureEncoding::Hex => hex::encode(mac),
@@ -351,21 +303,12 @@ pub const ASSISTANT_REQUEST: &str = "assistant-request";
 /// Reads `message.type`, `message.call.id` and the number: `message.phoneNumber.number`,
 /// with the phone number id (`phoneNumber.id`, else `call.phoneNumberId`) as fallback key.
 pub fn routing(body: &[u8]) -> Result<Routing, MalformedPayload> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body)
-        .map_err(|_| MalformedPayload("body is not a Vapi server message"))?;
-    let message = envelope
-        .message
-        .ok_or(MalformedPayload("message missing"))?;
-    let event_type = message
-        .kind
-        .ok_or(MalformedPayload("message.type missing"))?;
-    let call = message
-        .call
-        .ok_or(MalformedPayload("message.call missing"))?;
-    let call_id = call
-        .id
-        .filter(|id| !id.is_empty())
-        .ok_or(MalformedPayload("message.call.id missing"))?;
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(body).map_err(|_| MalformedPayload("body is not a Vapi server message"))?;
+    let message = envelope.message.ok_or(MalformedPayload("message missing"))?;
+    let event_type = message.kind.ok_or(MalformedPayload("message.type missing"))?;
+    let call = message.call.ok_or(MalformedPayload("message.call missing"))?;
+    let call_id = call.id.filter(|id| !id.is_empty()).ok_or(MalformedPayload("message.call.id missing"))?;
     let (number, number_id) = match message.phone_number {
         Some(p) => (p.number, p.id),
         None => (None, None),
@@ -379,13 +322,8 @@ pub fn routing(body: &[u8]) -> Result<Routing, MalformedPayload> {
 }
 
 /// Credential fields Vapi is known to echo inside `phoneNumber` objects.
-const SENSITIVE_KEYS: [&str; 5] = [
-    "twilioAuthToken",
-    "twilioApiSecret",
-    "twilioApiKey",
-    "vonageApiSecret",
-    "credentialSecret",
-];
+const SENSITIVE_KEYS: [&str; 5] =
+    ["twilioAuthToken", "twilioApiSecret", "twilioApiKey", "vonageApiSecret", "credentialSecret"];
 
 /// Returns the body with embedded provider credentials replaced by `"[redacted]"`, or `None`
 /// when it carries none (the common case: then the raw bytes are kept untouched).
@@ -418,95 +356,39 @@ pub fn redact(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] =
-        br#"{"message":{"type":"status-update","status":"ended","call":{"id":"call-1"}}}"#;
+    const BODY: &[u8] = br#"{"message":{"type":"status-update","status":"ended","call":{"id":"call-1"}}}"#;
     const URL: &str = "https://hooks.example.com/v1/webhooks/vapi";
     const NOW_MS: u64 = 1_784_000_000_000;
 
     fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| *v)
-        }
+        move |name| pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
-    fn check(
-        auth: &VapiAuth,
-        secrets: &[&str],
-        pairs: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(), VerifyError> {
-        verify(
-            auth,
-            secrets,
-            &Request {
-                header: headers(pairs),
-                body,
-                url: Some(URL),
-                now_ms: NOW_MS,
-            },
-        )
+    fn check(auth: &VapiAuth, secrets: &[&str], pairs: &[(&str, &str)], body: &[u8]) -> Result<(), VerifyError> {
+        verify(auth, secrets, &Request { header: headers(pairs), body, url: Some(URL), now_ms: NOW_MS })
     }
 
     #[test]
     fn secret_mode() {
         let auth = VapiAuth::default();
-        assert_eq!(
-            check(&auth, &["s3"], &[("X-Vapi-Secret", "s3")], BODY),
-            Ok(())
-        );
-        assert_eq!(
-            check(&auth, &["s3"], &[("x-vapi-secret", "s4")], BODY),
-            Err(VerifyError::Mismatch)
-        );
-        assert_eq!(
-            check(&auth, &["s3"], &[("x-vapi-secret", "s")], BODY),
-            Err(VerifyError::Mismatch)
-        );
-        assert_eq!(
-            check(&auth, &["s3"], &[], BODY),
-            Err(VerifyError::MissingSignature)
-        );
-        assert_eq!(
-            check(&auth, &["new", "s3"], &[("x-vapi-secret", "s3")], BODY),
-            Ok(())
-        );
-        let custom = VapiAuth::Secret {
-            header: "x-vapi-signature".into(),
-        };
-        assert_eq!(
-            check(&custom, &["s3"], &[("X-Vapi-Signature", "s3")], BODY),
-            Ok(())
-        );
+        assert_eq!(check(&auth, &["s3"], &[("X-Vapi-Secret", "s3")], BODY), Ok(()));
+        assert_eq!(check(&auth, &["s3"], &[("x-vapi-secret", "s4")], BODY), Err(VerifyError::Mismatch));
+        assert_eq!(check(&auth, &["s3"], &[("x-vapi-secret", "s")], BODY), Err(VerifyError::Mismatch));
+        assert_eq!(check(&auth, &["s3"], &[], BODY), Err(VerifyError::MissingSignature));
+        assert_eq!(check(&auth, &["new", "s3"], &[("x-vapi-secret", "s3")], BODY), Ok(()));
+        let custom = VapiAuth::Secret { header: "x-vapi-signature".into() };
+        assert_eq!(check(&custom, &["s3"], &[("X-Vapi-Signature", "s3")], BODY), Ok(()));
     }
 
     #[test]
     fn bearer_mode_with_default_and_custom_prefix() {
         let auth: VapiAuth = serde_json::from_str(r#"{"mode":"bearer"}"#).unwrap();
-        assert_eq!(
-            check(&auth, &["tok"], &[("Authorization", "Bearer tok")], BODY),
-            Ok(())
-        );
-        assert_eq!(
-            check(&auth, &["tok"], &[("Authorization", "bearer tok")], BODY),
-            Ok(())
-        );
-        assert_eq!(
-            check(&auth, &["tok"], &[("Authorization", "tok")], BODY),
-            Err(VerifyError::MalformedSignature)
-        );
-        assert_eq!(
-            check(&auth, &["tok"], &[("Authorization", "Bearer nope")], BODY),
-            Err(VerifyError::Mismatch)
-        );
-        let custom: VapiAuth =
-            serde_json::from_str(r#"{"mode":"bearer","header":"x-api-key","prefix":""}"#).unwrap();
-        assert_eq!(
-            check(&custom, &["tok"], &[("x-api-key", "tok")], BODY),
-            Ok(())
-        );
+        assert_eq!(check(&auth, &["tok"], &[("Authorization", "Bearer tok")], BODY), Ok(()));
+        assert_eq!(check(&auth, &["tok"], &[("Authorization", "bearer tok")], BODY), Ok(()));
+        assert_eq!(check(&auth, &["tok"], &[("Authorization", "tok")], BODY), Err(VerifyError::MalformedSignature));
+        assert_eq!(check(&auth, &["tok"], &[("Authorization", "Bearer nope")], BODY), Err(VerifyError::Mismatch));
+        let custom: VapiAuth = serde_json::from_str(r#"{"mode":"bearer","header":"x-api-key","prefix":""}"#).unwrap();
+        assert_eq!(check(&custom, &["tok"], &[("x-api-key", "tok")], BODY), Ok(()));
     }
 
     #[test]
@@ -521,16 +403,10 @@ mod tests {
         assert_eq!(sign_hmac(&settings, b"k", BODY, URL, &ts, None), expected);
 
         let auth = VapiAuth::Hmac(settings);
-        let ok = [
-            ("x-signature", expected.as_str()),
-            ("x-timestamp", ts.as_str()),
-        ];
+        let ok = [("x-signature", expected.as_str()), ("x-timestamp", ts.as_str())];
         assert_eq!(check(&auth, &["k"], &ok, BODY), Ok(()));
         assert_eq!(check(&auth, &["k"], &ok, b"{}"), Err(VerifyError::Mismatch));
-        assert_eq!(
-            check(&auth, &["other"], &ok, BODY),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(check(&auth, &["other"], &ok, BODY), Err(VerifyError::Mismatch));
         assert_eq!(
             check(&auth, &["k"], &[("x-signature", expected.as_str())], BODY),
             Err(VerifyError::MalformedSignature)
@@ -538,15 +414,7 @@ mod tests {
         let stale = (NOW_MS / 1000 - 301).to_string();
         let sig = sign_hmac(&HmacSettings::default(), b"k", BODY, URL, &stale, None);
         assert_eq!(
-            check(
-                &auth,
-                &["k"],
-                &[
-                    ("x-signature", sig.as_str()),
-                    ("x-timestamp", stale.as_str())
-                ],
-                BODY
-            ),
+            check(&auth, &["k"], &[("x-signature", sig.as_str()), ("x-timestamp", stale.as_str())], BODY),
             Err(VerifyError::StaleTimestamp)
         );
     }
@@ -561,74 +429,34 @@ mod tests {
         .unwrap();
         let secret = B64.encode(b"raw secret bytes");
         let ts_ms = NOW_MS.to_string();
-        let sig = sign_hmac(
-            &settings,
-            secret.as_bytes(),
-            BODY,
-            URL,
-            &ts_ms,
-            Some("msg_1"),
-        );
+        let sig = sign_hmac(&settings, secret.as_bytes(), BODY, URL, &ts_ms, Some("msg_1"));
         assert!(sig.starts_with("sha512="));
         let mut msg = format!("POST {URL}|msg_1|{ts_ms}|").into_bytes();
         msg.extend_from_slice(BODY);
-        assert_eq!(
-            sig,
-            format!(
-                "sha512={}",
-                B64.encode(HmacAlgorithm::Sha512.mac(b"raw secret bytes", &[&msg]))
-            )
-        );
+        assert_eq!(sig, format!("sha512={}", B64.encode(HmacAlgorithm::Sha512.mac(b"raw secret bytes", &[&msg]))));
         let auth = VapiAuth::Hmac(settings);
-        let pairs = [
-            ("x-vapi-signature", sig.as_str()),
-            ("x-ts", ts_ms.as_str()),
-            ("svix-id", "msg_1"),
-        ];
+        let pairs = [("x-vapi-signature", sig.as_str()), ("x-ts", ts_ms.as_str()), ("svix-id", "msg_1")];
         assert_eq!(check(&auth, &[secret.as_str()], &pairs, BODY), Ok(()));
-        let other_id = [
-            ("x-vapi-signature", sig.as_str()),
-            ("x-ts", ts_ms.as_str()),
-            ("svix-id", "msg_2"),
-        ];
-        assert_eq!(
-            check(&auth, &[secret.as_str()], &other_id, BODY),
-            Err(VerifyError::Mismatch)
-        );
+        let other_id = [("x-vapi-signature", sig.as_str()), ("x-ts", ts_ms.as_str()), ("svix-id", "msg_2")];
+        assert_eq!(check(&auth, &[secret.as_str()], &other_id, BODY), Err(VerifyError::Mismatch));
         let no_prefix = sig.trim_start_matches("sha512=");
-        let pairs = [
-            ("x-vapi-signature", no_prefix),
-            ("x-ts", ts_ms.as_str()),
-            ("svix-id", "msg_1"),
-        ];
-        assert_eq!(
-            check(&auth, &[secret.as_str()], &pairs, BODY),
-            Err(VerifyError::MalformedSignature)
-        );
+        let pairs = [("x-vapi-signature", no_prefix), ("x-ts", ts_ms.as_str()), ("svix-id", "msg_1")];
+        assert_eq!(check(&auth, &[secret.as_str()], &pairs, BODY), Err(VerifyError::MalformedSignature));
     }
 
     #[test]
     fn hmac_without_timestamp_signs_body_only() {
-        let settings = HmacSettings {
-            include_timestamp: false,
-            ..HmacSettings::default()
-        };
+        let settings = HmacSettings { include_timestamp: false, ..HmacSettings::default() };
         let sig = hex::encode(HmacAlgorithm::Sha256.mac(b"k", &[BODY]));
         let auth = VapiAuth::Hmac(settings);
-        assert_eq!(
-            check(&auth, &["k"], &[("x-signature", sig.as_str())], BODY),
-            Ok(())
-        );
+        assert_eq!(check(&auth, &["k"], &[("x-signature", sig.as_str())], BODY), Ok(()));
     }
 
     #[test]
     fn timestamps_in_seconds_millis_and_rfc3339() {
         assert_eq!(parse_timestamp_ms("1784000000"), Some(1_784_000_000_000));
         assert_eq!(parse_timestamp_ms("1784000000123"), Some(1_784_000_000_123));
-        assert_eq!(
-            parse_timestamp_ms("2026-07-16T18:00:00.000Z"),
-            Some(1_784_224_800_000)
-        );
+        assert_eq!(parse_timestamp_ms("2026-07-16T18:00:00.000Z"), Some(1_784_224_800_000));
         assert_eq!(parse_timestamp_ms("yesterday"), None);
     }
 
@@ -642,24 +470,13 @@ mod tests {
     fn routing_with_number_and_id_fallback() {
         let body = br#"{"message":{"type":"assistant-request","call":{"id":"c1","phoneNumberId":"pn-call"},"phoneNumber":{"id":"pn-1","number":"+14155550100"}}}"#;
         let r = routing(body).unwrap();
-        assert_eq!(
-            (r.event_type.as_str(), r.call_id.as_str()),
-            ("assistant-request", "c1")
-        );
+        assert_eq!((r.event_type.as_str(), r.call_id.as_str()), ("assistant-request", "c1"));
         assert_eq!(r.number.as_deref(), Some("+14155550100"));
         assert_eq!(r.provider_number_id.as_deref(), Some("pn-1"));
-        let only_id =
-            br#"{"message":{"type":"status-update","call":{"id":"c1","phoneNumberId":"pn-call"}}}"#;
+        let only_id = br#"{"message":{"type":"status-update","call":{"id":"c1","phoneNumberId":"pn-call"}}}"#;
         let r = routing(only_id).unwrap();
-        assert_eq!(
-            (r.number, r.provider_number_id.as_deref()),
-            (None, Some("pn-call"))
-        );
-        for bad in [
-            &b"[]"[..],
-            br#"{"message":{"call":{"id":"c"}}}"#,
-            br#"{"message":{"type":"x"}}"#,
-        ] {
+        assert_eq!((r.number, r.provider_number_id.as_deref()), (None, Some("pn-call")));
+        for bad in [&b"[]"[..], br#"{"message":{"call":{"id":"c"}}}"#, br#"{"message":{"type":"x"}}"#] {
             assert!(routing(bad).is_err());
         }
     }
