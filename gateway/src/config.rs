@@ -21,6 +21,8 @@ pub enum Command {
     /// Check one webhook's signature with the server's own verifier, offline.
     /// Prints `valid` (exit 0) or `invalid: <reason>` (exit 1).
     Verify(VerifyArgs),
+    /// Sign a body as the provider would; prints the signature header's value.
+    Sign(MessageArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,21 +128,20 @@ pub enum VerifyProvider {
     Twilio,
 }
 
+/// One webhook message, as `verify` and `sign` see it.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Which provider's scheme to check.
+pub struct MessageArgs {
+    /// Which provider's scheme.
     #[arg(long, value_enum)]
     pub provider: VerifyProvider,
     /// The signing secret (Retell API key, Twilio auth token).
     #[arg(long)]
     pub secret: String,
-    /// The signature header's value as received.
-    #[arg(long)]
-    pub signature: String,
     /// File holding the raw request body.
     #[arg(long)]
     pub body_file: PathBuf,
-    /// Retell: the clock to judge the timestamp by, in Unix milliseconds (default: now).
+    /// Retell: the clock in Unix milliseconds (verify: to judge the timestamp by; sign: the
+    /// timestamp to sign with). Default: now.
     #[arg(long)]
     pub now_ms: Option<u64>,
     /// Twilio: the full URL Twilio requested, query included.
@@ -149,6 +150,15 @@ pub struct VerifyArgs {
     /// Twilio: the request's Content-Type.
     #[arg(long)]
     pub content_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub message: MessageArgs,
+    /// The signature header's value as received.
+    #[arg(long)]
+    pub signature: String,
 }
 
 /// A configuration value that may carry a credential: usable, never printed by `Debug`.

@@ -9,8 +9,12 @@ use clap::Parser as _;
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sign(message) => {
+            writeln!(std::io::stdout().lock(), "{}", verify_cli::sign(&message)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => {
-            let verdict = verify_cli::run(&args)?;
+            let verdict = verify_cli::verify(&args)?;
             let mut out = std::io::stdout().lock();
             Ok(match verdict {
                 Ok(()) => {

@@ -1,30 +1,48 @@
-//! `callgate-gateway verify`: answers "why was this webhook refused?" offline, with the very
-//! verifier functions the server uses.
+//! `callgate-gateway verify` and `sign`: answer "why was this webhook refused?" offline, and
+//! make genuine test requests, with the very functions the server uses.
 
-use crate::config::{VerifyArgs, VerifyProvider};
+use crate::config::{MessageArgs, VerifyArgs, VerifyProvider};
 use crate::providers::{VerifyError, retell, twilio};
 
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyCliError {
+pub enum CliError {
     #[error("cannot read body file: {0}")]
     Body(#[from] std::io::Error),
     #[error("{0}")]
     Usage(&'static str),
 }
 
+fn now_ms(message: &MessageArgs) -> u64 {
+    message.now_ms.unwrap_or_else(|| u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0))
+}
+
+fn twilio_url(message: &MessageArgs) -> Result<&str, CliError> {
+    message.url.as_deref().ok_or(CliError::Usage("--url is required for twilio"))
+}
+
 /// `Ok(Ok(()))`: valid; `Ok(Err(reason))`: invalid.
-pub fn run(args: &VerifyArgs) -> Result<Result<(), VerifyError>, VerifyCliError> {
-    let body = std::fs::read(&args.body_file)?;
-    let secrets = [args.secret.as_bytes()];
-    Ok(match args.provider {
-        VerifyProvider::Retell => {
-            let now_ms =
-                args.now_ms.unwrap_or_else(|| u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0));
-            retell::verify(&secrets, &body, Some(&args.signature), now_ms)
-        }
-        VerifyProvider::Twilio => {
-            let url = args.url.as_deref().ok_or(VerifyCliError::Usage("--url is required for twilio"))?;
-            twilio::verify(&secrets, url, args.content_type.as_deref(), &body, Some(&args.signature))
-        }
+pub fn verify(args: &VerifyArgs) -> Result<Result<(), VerifyError>, CliError> {
+    let message = &args.message;
+    let body = std::fs::read(&message.body_file)?;
+    let secrets = [message.secret.as_bytes()];
+    Ok(match message.provider {
+        VerifyProvider::Retell => retell::verify(&secrets, &body, Some(&args.signature), now_ms(message)),
+        VerifyProvider::Twilio => twilio::verify(
+            &secrets,
+            twilio_url(message)?,
+            message.content_type.as_deref(),
+            &body,
+            Some(&args.signature),
+        ),
+    })
+}
+
+/// The signature header's value for this message.
+pub fn sign(message: &MessageArgs) -> Result<String, CliError> {
+    let body = std::fs::read(&message.body_file)?;
+    let secret = message.secret.as_bytes();
+    Ok(match message.provider {
+        VerifyProvider::Retell => retell::sign(secret, &body, now_ms(message)),
+        VerifyProvider::Twilio => twilio::sign(secret, twilio_url(message)?, message.content_type.as_deref(), &body),
     })
 }

@@ -126,7 +126,7 @@ impl Loader {
         let accounts = self.accounts(None).await?;
         let rows = sqlx::query_as::<_, NumberRow>(NUMBERS_SQL).fetch(&self.pool);
         let entries = self.entries(rows, &accounts.valid).await?;
-        Ok(Directory::from_entries(entries, accounts.invalid))
+        Ok(Directory::from_entries(entries, accounts.valid.len(), accounts.invalid))
     }
 
     /// `current` with the rows inside `changes` re-read.
@@ -161,7 +161,10 @@ impl Loader {
             invalid.remove(id);
         }
         invalid.extend(accounts.invalid);
-        Ok(current.with_changes(changes, fresh, invalid))
+        let active: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM ({ACCOUNTS_SQL}) a")).fetch_one(&self.pool).await?;
+        let loaded = usize::try_from(active).unwrap_or(0).saturating_sub(invalid.len());
+        Ok(current.with_changes(changes, fresh, loaded, invalid))
     }
 
     async fn accounts(&self, only: Option<Vec<Uuid>>) -> Result<LoadedAccounts, LoadError> {

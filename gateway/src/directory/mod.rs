@@ -66,34 +66,61 @@ pub struct NumberEntry {
     pub provider_number_id: Option<Arc<str>>,
 }
 
+/// Shards of a snapshot. A change copies only the shards it touches (copy-on-write), so
+/// applying one change to a million-number directory costs a few thousand entries, not a
+/// million.
+const SHARDS: usize = 256;
+
+type Shard = HashMap<E164, Arc<NumberEntry>>;
+type IdShard = HashMap<Arc<str>, E164>;
+
+fn shard_of_number(number: E164) -> usize {
+    // Fibonacci hashing: numbers are often consecutive, the top bits of the product are not.
+    (number.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SHARDS
+}
+
+fn shard_of_id(id: &str) -> usize {
+    // FNV-1a: provider ids are short strings.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash >> 56) as usize % SHARDS
+}
+
 /// An immutable snapshot.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Directory {
-    numbers: HashMap<E164, NumberEntry>,
-    by_provider_number_id: HashMap<Arc<str>, E164>,
+    numbers: Vec<Arc<Shard>>,
+    by_provider_number_id: Vec<Arc<IdShard>>,
+    len: usize,
     accounts: usize,
     /// Accounts left out because their secret or settings would not load.
     invalid_accounts: HashSet<Uuid>,
 }
 
+impl Default for Directory {
+    fn default() -> Self {
+        Self::from_entries(Vec::new(), 0, HashSet::new())
+    }
+}
+
 impl Directory {
     pub fn lookup(&self, number: E164) -> Option<&NumberEntry> {
-        self.numbers.get(&number)
+        self.numbers[shard_of_number(number)].get(&number).map(Arc::as_ref)
     }
 
     /// Fallback by the provider's own id of the number (Vapi `phoneNumberId`).
     pub fn lookup_provider_number_id(&self, id: &str) -> Option<&NumberEntry> {
-        self.by_provider_number_id.get(id).and_then(|n| self.numbers.get(n))
+        self.by_provider_number_id[shard_of_id(id)].get(id).and_then(|n| self.lookup(*n))
     }
 
     pub fn len(&self) -> usize {
-        self.numbers.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.numbers.is_empty()
+        self.len == 0
     }
 
+    /// Provider accounts loaded (with their secrets open).
     pub fn account_count(&self) -> usize {
         self.accounts
     }
@@ -107,35 +134,85 @@ impl Directory {
     }
 
     /// Builds a snapshot from loaded entries (also used by benchmarks).
-    pub fn from_entries(entries: impl IntoIterator<Item = NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
-        let mut numbers = HashMap::new();
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = NumberEntry>,
+        accounts: usize,
+        invalid_accounts: HashSet<Uuid>,
+    ) -> Self {
+        let mut numbers: Vec<Shard> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        let mut ids: Vec<IdShard> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        let mut len = 0;
         for entry in entries {
-            numbers.insert(entry.route.number, entry);
-        }
-        Self::index(numbers, invalid_accounts)
-    }
-
-    fn index(numbers: HashMap<E164, NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
-        let mut by_provider_number_id = HashMap::new();
-        let mut accounts = HashSet::new();
-        for (number, entry) in &numbers {
-            accounts.insert(entry.route.provider_account_id);
+            let number = entry.route.number;
             if let Some(id) = &entry.provider_number_id {
-                by_provider_number_id.insert(id.clone(), *number);
+                ids[shard_of_id(id)].insert(id.clone(), number);
+            }
+            if numbers[shard_of_number(number)].insert(number, Arc::new(entry)).is_none() {
+                len += 1;
             }
         }
-        Self { numbers, by_provider_number_id, accounts: accounts.len(), invalid_accounts }
+        Self {
+            numbers: numbers.into_iter().map(Arc::new).collect(),
+            by_provider_number_id: ids.into_iter().map(Arc::new).collect(),
+            len,
+            accounts,
+            invalid_accounts,
+        }
     }
 
     /// A new snapshot with every entry inside `changed` replaced by `fresh` (the rows the
-    /// database now has for that scope; an entry absent from `fresh` was deleted).
-    pub fn with_changes(&self, changed: &ChangeSet, fresh: Vec<NumberEntry>, invalid_accounts: HashSet<Uuid>) -> Self {
-        let mut numbers = self.numbers.clone();
-        numbers.retain(|_, entry| !changed.covers(entry));
-        for entry in fresh {
-            numbers.insert(entry.route.number, entry);
+    /// database now has for that scope; an entry absent from `fresh` was deleted). Shards the
+    /// change does not touch are shared with `self`.
+    pub fn with_changes(
+        &self,
+        changed: &ChangeSet,
+        fresh: Vec<NumberEntry>,
+        accounts: usize,
+        invalid_accounts: HashSet<Uuid>,
+    ) -> Self {
+        let mut next = Self {
+            numbers: self.numbers.clone(),
+            by_provider_number_id: self.by_provider_number_id.clone(),
+            len: self.len,
+            accounts,
+            invalid_accounts,
+        };
+        // Read-only pass to find what the change covers; only those shards get copied.
+        let covered: Vec<E164> = self
+            .numbers
+            .iter()
+            .flat_map(|shard| shard.iter())
+            .filter(|(_, entry)| changed.covers(entry))
+            .map(|(number, _)| *number)
+            .collect();
+        for number in covered {
+            next.remove(number);
         }
-        Self::index(numbers, invalid_accounts)
+        for entry in fresh {
+            next.insert(entry);
+        }
+        next
+    }
+
+    fn remove(&mut self, number: E164) {
+        let shard = Arc::make_mut(&mut self.numbers[shard_of_number(number)]);
+        if let Some(old) = shard.remove(&number) {
+            self.len -= 1;
+            if let Some(id) = &old.provider_number_id {
+                Arc::make_mut(&mut self.by_provider_number_id[shard_of_id(id)]).remove(id);
+            }
+        }
+    }
+
+    fn insert(&mut self, entry: NumberEntry) {
+        // Whatever held the number before (even outside the change's scope) gives way.
+        self.remove(entry.route.number);
+        if let Some(id) = &entry.provider_number_id {
+            Arc::make_mut(&mut self.by_provider_number_id[shard_of_id(id)]).insert(id.clone(), entry.route.number);
+        }
+        Arc::make_mut(&mut self.numbers[shard_of_number(entry.route.number)])
+            .insert(entry.route.number, Arc::new(entry));
+        self.len += 1;
     }
 }
 
@@ -158,13 +235,22 @@ impl ChangeSet {
             && self.companies.is_empty()
     }
 
+    /// Called for every entry of the directory on each change: empty scopes cost nothing and
+    /// small ones (the usual case) are compared directly instead of hashed.
     fn covers(&self, entry: &NumberEntry) -> bool {
+        fn hit(set: &HashSet<Uuid>, id: &Uuid) -> bool {
+            match set.len() {
+                0 => false,
+                1..=16 => set.iter().any(|x| x == id),
+                _ => set.contains(id),
+            }
+        }
         let r = &entry.route;
         self.all
-            || self.numbers.contains(&r.phone_number_id.0)
-            || self.accounts.contains(&r.provider_account_id.0)
-            || self.branches.contains(&r.branch_id.0)
-            || self.companies.contains(&r.company_id.0)
+            || hit(&self.numbers, &r.phone_number_id.0)
+            || hit(&self.accounts, &r.provider_account_id.0)
+            || hit(&self.branches, &r.branch_id.0)
+            || hit(&self.companies, &r.company_id.0)
     }
 
     /// Adds one notification payload: `{"scope":"phone_numbers","ids":[…]}` or `{"scope":"all"}`.
@@ -251,6 +337,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let dir = Directory::from_entries(
             [entry("+14155550100", a, Some("pn-1")), entry("+14155550101", a, None), entry("+14155550102", b, None)],
+            3,
             HashSet::new(),
         );
         assert_eq!(dir.len(), 3);
@@ -259,7 +346,7 @@ mod tests {
 
         // Company a changed: the database now has only one of its numbers, a new one.
         let changed = ChangeSet { companies: [a].into(), ..ChangeSet::default() };
-        let next = dir.with_changes(&changed, vec![entry("+14155550109", a, None)], HashSet::new());
+        let next = dir.with_changes(&changed, vec![entry("+14155550109", a, None)], 3, HashSet::new());
         assert_eq!(next.len(), 2);
         assert!(next.lookup(E164::parse("+14155550100").unwrap()).is_none());
         assert!(next.lookup_provider_number_id("pn-1").is_none());
@@ -267,6 +354,29 @@ mod tests {
         assert!(next.lookup(E164::parse("+14155550109").unwrap()).is_some());
         // The old snapshot is untouched.
         assert_eq!(dir.len(), 3);
+        assert!(dir.lookup(E164::parse("+14155550100").unwrap()).is_some());
+        assert!(dir.lookup_provider_number_id("pn-1").is_some());
+    }
+
+    #[test]
+    fn a_number_moving_to_another_row_takes_its_provider_id_along() {
+        let a = Uuid::new_v4();
+        let dir = Directory::from_entries([entry("+14155550100", a, Some("pn-old"))], 1, HashSet::new());
+        // A new row for the same number arrives before the old row's deletion is seen.
+        let next =
+            dir.with_changes(&ChangeSet::default(), vec![entry("+14155550100", a, Some("pn-new"))], 1, HashSet::new());
+        assert_eq!(next.len(), 1);
+        assert!(next.lookup_provider_number_id("pn-old").is_none());
+        assert!(next.lookup_provider_number_id("pn-new").is_some());
+    }
+
+    #[test]
+    fn shards_spread_consecutive_numbers() {
+        let mut used = HashSet::new();
+        for i in 0..10_000u64 {
+            used.insert(shard_of_number(E164::parse(&format!("+1415555{i:04}")).unwrap()));
+        }
+        assert_eq!(used.len(), SHARDS);
     }
 
     #[test]

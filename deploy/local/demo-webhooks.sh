@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sends one signed webhook per provider to the gateway started by deploy/local/run.sh, with
+# the demo tenant's secrets, and shows what the gateway answered and counted.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BASE="${CALLGATE_URL:-http://127.0.0.1:8080}"
+BIN="$ROOT/target/release/callgate-gateway"
+[ -x "$BIN" ] || die "build first: deploy/local/run.sh"
+body="$(mktemp)"
+trap 'rm -f "$body"' EXIT
+call="demo-$(date +%s)"
+
+printf '{"event":"call_started","call":{"call_id":"%s","call_type":"phone_call","direction":"inbound","from_number":"+12025550123","to_number":"+14155550100","call_status":"ongoing"}}' "$call" >"$body"
+sig="$("$BIN" sign --provider retell --secret demo-retell-api-key --body-file "$body")"
+curl -sS -o /dev/null -w "retell  call_started      → %{http_code}\n" -H "x-retell-signature: $sig" \
+    -H 'content-type: application/json' --data-binary @"$body" "$BASE/v1/webhooks/retell"
+
+printf '{"message":{"type":"assistant-request","call":{"id":"%s"},"phoneNumber":{"number":"+14155550101"}}}' "$call" >"$body"
+printf 'vapi    assistant-request → '
+curl -sS -w " %{http_code}\n" -H 'x-vapi-secret: demo-vapi-secret' -H 'content-type: application/json' \
+    --data-binary @"$body" "$BASE/v1/webhooks/vapi"
+
+printf 'CallSid=CA%s&CallStatus=completed&Direction=inbound&From=%%2B12025550123&To=%%2B14155550102&CallDuration=42&SequenceNumber=0' "$call" >"$body"
+url="$BASE/v1/webhooks/twilio"
+sig="$("$BIN" sign --provider twilio --secret demo-twilio-auth-token --url "$url" \
+    --content-type application/x-www-form-urlencoded --body-file "$body")"
+curl -sS -o /dev/null -w "twilio  completed         → %{http_code}\n" -H "x-twilio-signature: $sig" \
+    -H 'content-type: application/x-www-form-urlencoded' --data-binary @"$body" "$url"
+
+curl -sS -o /dev/null -w "retell  forged signature  → %{http_code}\n" -H "x-retell-signature: v=$(($(date +%s%N) / 1000000)),d=$(printf '0%.0s' {1..64})" \
+    -H 'content-type: application/json' --data '{"event":"call_ended","call":{"call_id":"x","to_number":"+14155550100"}}' \
+    "$BASE/v1/webhooks/retell"
+
+echo
+curl -sS "$BASE/metrics" | grep '^callgate_gateway_requests_total'
