@@ -59,7 +59,8 @@ ensure_tansu() {
         || die "tansu build failed; see $CALLGATE_CACHE/tansu-build.log"
 }
 
-# stack_env NAME PG_PORT KAFKA_PORT: sets the variables describing one stack.
+# stack_env NAME PG_PORT KAFKA_PORT: sets the variables describing one stack. Ports are kept
+# below Linux's ephemeral range (32768+), where an outgoing connection could be holding them.
 stack_env() {
     STACK="$1"
     PG_PORT="$2"
@@ -87,11 +88,21 @@ wait_port() {
     done
 }
 
+wait_port_free() {
+    local port="$1" what="$2" tries=0
+    while port_open "$port"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 50 ] || die "port $port is taken by another process; set a different port for $what"
+        sleep 0.2
+    done
+}
+
 # A fresh cluster each start: local state is disposable, tests want a clean slate.
 start_postgres() {
     local bin
     bin="$(pg_bindir)"
     stop_postgres
+    wait_port_free "$PG_PORT" "Postgres"
     as_root rm -rf "$PG_DATA"
     as_root mkdir -p "$PG_DATA"
     as_root chown postgres:postgres "$PG_DATA"
@@ -115,6 +126,7 @@ stop_postgres() {
 
 start_tansu() {
     stop_tansu
+    wait_port_free "$KAFKA_PORT" "the broker"
     mkdir -p "$STATE"
     nohup "$TANSU_BIN" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \

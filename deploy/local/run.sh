@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
 ensure_packages
 ensure_tansu
-stack_env dev "${CALLGATE_DEV_PG_PORT:-55432}" "${CALLGATE_DEV_KAFKA_PORT:-19092}"
+stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
 trap 'stop_tansu; stop_postgres' EXIT
 start_postgres
 start_tansu

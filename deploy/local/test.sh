@@ -3,12 +3,12 @@
 #   formatting, clippy (warnings are errors), unit tests with the official vectors, and
 #   integration tests against a real Postgres and a real Kafka-protocol broker (tansu).
 # Installs what is missing, reuses what is there. The test stack has its own ports
-# (Postgres 55433, broker 19093) and is torn down on exit.
+# (Postgres 25433, broker 29093) and is torn down on exit.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages
 ensure_tansu
-stack_env test "${CALLGATE_TEST_PG_PORT:-55433}" "${CALLGATE_TEST_KAFKA_PORT:-19093}"
+stack_env test "${CALLGATE_TEST_PG_PORT:-25433}" "${CALLGATE_TEST_KAFKA_PORT:-29093}"
 trap 'stop_tansu; stop_postgres' EXIT
 start_postgres
 start_tansu
