@@ -43,6 +43,9 @@ ensure_packages() {
     pg_bindir >/dev/null || die "PostgreSQL server binaries not found after install"
 }
 
+# Runs a Postgres tool as `postgres`, from a directory that user can enter.
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+
 pg_bindir() {
     local dir
     dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
@@ -69,7 +72,7 @@ stack_env() {
     # Postgres runs as `postgres`, which must be able to reach its data directory; a checkout
     # under a private directory (mktemp -d) is not, so the cluster then lives in /var/tmp.
     PG_DATA="$STATE/pg"
-    if ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    if ! as_postgres test -x "$ROOT" 2>/dev/null; then
         PG_DATA="/var/tmp/callgate-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)-$STACK/pg"
     fi
     DATABASE_ADMIN_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
@@ -79,20 +82,14 @@ stack_env() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_port() {
-    local port="$1" what="$2" tries=0
-    until port_open "$port"; do
-        tries=$((tries + 1))
-        [ "$tries" -lt 150 ] || die "$what did not open port $port"
-        sleep 0.2
-    done
-}
+port_state() { if port_open "$1"; then echo open; else echo free; fi; }
 
-wait_port_free() {
-    local port="$1" what="$2" tries=0
-    while port_open "$port"; do
+# wait_port open|free PORT WHAT: waits up to 30 s for PORT to reach that state.
+wait_port() {
+    local want="$1" port="$2" what="$3" tries=0
+    until [ "$(port_state "$port")" = "$want" ]; do
         tries=$((tries + 1))
-        [ "$tries" -lt 50 ] || die "port $port is taken by another process; set a different port for $what"
+        [ "$tries" -lt 150 ] || die "port $port of $what is not $want after 30 s"
         sleep 0.2
     done
 }
@@ -102,16 +99,16 @@ start_postgres() {
     local bin
     bin="$(pg_bindir)"
     stop_postgres
-    wait_port_free "$PG_PORT" "Postgres"
+    wait_port free "$PG_PORT" "Postgres"
     as_root rm -rf "$PG_DATA"
     as_root mkdir -p "$PG_DATA"
     as_root chown postgres:postgres "$PG_DATA"
     as_root chmod 700 "$PG_DATA"
-    runuser -u postgres -- "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
-    runuser -u postgres -- "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
+    as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
+    as_postgres "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
         -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA -c fsync=off -c synchronous_commit=off -c max_connections=300" \
         start >/dev/null || { cat "$PG_DATA/server.log" >&2 || true; die "Postgres did not start"; }
-    runuser -u postgres -- "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
+    as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
         -c "CREATE DATABASE callgate" >/dev/null
     log "Postgres on 127.0.0.1:$PG_PORT (data $PG_DATA)"
 }
@@ -120,20 +117,20 @@ stop_postgres() {
     local bin
     bin="$(pg_bindir)" || return 0
     if [ -f "$PG_DATA/postmaster.pid" ]; then
-        runuser -u postgres -- "$bin/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+        as_postgres "$bin/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
     fi
 }
 
 start_tansu() {
     stop_tansu
-    wait_port_free "$KAFKA_PORT" "the broker"
+    wait_port free "$KAFKA_PORT" "the broker"
     mkdir -p "$STATE"
     nohup "$TANSU_BIN" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine "memory://tansu/" >"$STATE/tansu.log" 2>&1 &
     echo $! >"$STATE/tansu.pid"
-    wait_port "$KAFKA_PORT" "tansu"
+    wait_port open "$KAFKA_PORT" "tansu"
     log "Kafka-protocol broker (tansu) on 127.0.0.1:$KAFKA_PORT"
 }
 

@@ -36,28 +36,15 @@ fn verifiers(c: &mut Criterion) {
     group.bench_function("retell_48KiB", |b| {
         b.iter(|| retell::verify(&["test-api-key"], black_box(&big), Some(&big_sig), 1_700_000_000_000))
     });
-    group.bench_function("twilio_form_vector1_first_variant", |b| {
-        b.iter(|| {
-            twilio::verify(
-                &["12345"],
-                TWILIO_URL,
-                Some(FORM),
-                TWILIO_BODY.as_bytes(),
-                Some("RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-            )
-        })
-    });
-    group.bench_function("twilio_form_vector4_port_variant", |b| {
-        b.iter(|| {
-            twilio::verify(
-                &["12345"],
-                TWILIO_URL,
-                Some(FORM),
-                TWILIO_BODY.as_bytes(),
-                Some("kvajT1Ptam85bY51eRf/AJRuM3w="),
-            )
-        })
-    });
+    // Vector 1 matches the URL as given; vector 4 only its ":443" spelling.
+    for (name, signature) in [
+        ("twilio_form_vector1_first_variant", "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
+        ("twilio_form_vector4_port_variant", "kvajT1Ptam85bY51eRf/AJRuM3w="),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| twilio::verify(&["12345"], TWILIO_URL, Some(FORM), TWILIO_BODY.as_bytes(), Some(signature)))
+        });
+    }
     let json_url = format!("{TWILIO_URL}&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620");
     group.bench_function("twilio_json_vector12", |b| {
         b.iter(|| {

@@ -237,20 +237,21 @@ mod tests {
 
     #[test]
     fn official_vectors() {
-        let vectors = super::super::vectors::load("twilio.json");
-        let token = vectors["auth_token"].as_str().unwrap();
-        let cases = vectors["cases"].as_array().expect("cases");
-        assert!(cases.len() >= 9, "expected the full official set");
-        for case in cases {
-            let name = case["name"].as_str().unwrap();
-            let got = verify(
-                &[token],
-                case["url"].as_str().unwrap(),
-                case["content_type"].as_str(),
-                case["body"].as_str().unwrap().as_bytes(),
-                case["signature"].as_str(),
-            );
-            assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case {name:?}: {got:?}");
+        for vectors in super::super::vectors::load("twilio.json") {
+            let token = vectors["auth_token"].as_str().unwrap();
+            let cases = vectors["cases"].as_array().expect("cases");
+            assert!(cases.len() >= 9, "expected the full official set");
+            for case in cases {
+                let name = case["name"].as_str().unwrap();
+                let got = verify(
+                    &[token],
+                    case["url"].as_str().unwrap(),
+                    case["content_type"].as_str(),
+                    case["body"].as_str().unwrap().as_bytes(),
+                    case["signature"].as_str(),
+                );
+                assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case {name:?}: {got:?}");
+            }
         }
     }
 
