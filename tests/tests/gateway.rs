@@ -399,3 +399,48 @@ async fn an_account_whose_secret_does_not_open_is_left_out_and_counted() {
     let sig = signed::retell_signature(&app.tenant.retell_key, &ok);
     assert_eq!(app.retell(&ok, Some(sig)).await.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn formatted_and_national_numbers_route_like_e164() {
+    let app = spawn_app(&[]).await;
+    for (call_id, to_number) in
+        [("c_fmt", "+1 (415) 555-0100"), ("c_nat", "(415) 555-0100"), ("c_dash", "1-415-555-0100")]
+    {
+        let body = serde_json::json!({
+            "event": "call_started",
+            "call": { "call_id": call_id, "direction": "inbound", "from_number": CALLER, "to_number": to_number }
+        })
+        .to_string();
+        let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{to_number}");
+    }
+    let records = app.records(3).await;
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        assert_route(&record.value, &app.tenant, app.tenant.retell_number);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_the_last_good_snapshot() {
+    let app = spawn_app(&[]).await;
+    // Break the loader's query: the table is no longer where it reads it. The change
+    // notification (the triggers moved with the table) makes the gateway try to reload.
+    sqlx::query("ALTER TABLE phone_numbers RENAME TO phone_numbers_moved").execute(&app.db.pool).await.unwrap();
+    sqlx::query("UPDATE phone_numbers_moved SET label = 'touched'").execute(&app.db.pool).await.unwrap();
+    let failed = poll_until(|| async {
+        let metrics = app.gw.metrics().await;
+        metrics.contains(r#"callgate_directory_reloads_total{kind="delta",result="error"} 1"#)
+            && metrics.contains(r#"callgate_directory_reloads_total{kind="full",result="error"} 1"#)
+    })
+    .await;
+    assert!(failed.is_some(), "{}", app.gw.metrics().await);
+
+    // Still serving every number from the last good snapshot, and still ready.
+    let body = signed::retell_body("call_started", "c_after", app.tenant.retell_number.1, CALLER);
+    let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(app.gw.metrics().await.contains("callgate_directory_numbers 3"));
+    let ready = app.gw.client.get(app.gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
