@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod ids;
 pub mod provider;
 pub mod secrets;
+pub mod settings;
 
 pub use e164::{E164, E164Error};
 pub use envelope::{EventEnvelope, Payload, Route};

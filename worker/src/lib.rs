@@ -3,6 +3,7 @@
 //! For now: the migrations ([`MIGRATOR`]), onboarding of tenants ([`tenants`]) and the local demo
 //! tenant ([`demo`]). The Kafka consumers land with the worker issue.
 
+pub mod cli;
 pub mod demo;
 pub mod tenants;
 

@@ -5,6 +5,7 @@
 //! numbers normalised to E.164, secrets sealed and bound to their row.
 
 use callgate_contract::secrets::row_binding;
+use callgate_contract::settings::parse_settings;
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -17,6 +18,10 @@ pub enum TenantError {
     Secret(#[from] callgate_contract::SecretError),
     #[error("provider account {0} not found")]
     AccountNotFound(ProviderAccountId),
+    #[error("settings invalid for this provider: {0}")]
+    Settings(serde_json::Error),
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 pub async fn create_company(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<CompanyId, TenantError> {
@@ -35,6 +40,23 @@ pub async fn find_company(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<
         .fetch_optional(db)
         .await?;
     Ok(id.map(CompanyId))
+}
+
+/// The active company with this slug, or `NotFound`.
+pub async fn company(db: impl PgExecutor<'_>, slug: &str) -> Result<CompanyId, TenantError> {
+    find_company(db, slug).await?.ok_or_else(|| TenantError::NotFound(format!("company {slug:?}")))
+}
+
+/// The active branch of `company` with this name (case-insensitive), or `NotFound`.
+pub async fn branch(db: impl PgExecutor<'_>, company: CompanyId, name: &str) -> Result<BranchId, TenantError> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM branches WHERE company_id = $1 AND lower(name) = lower($2) AND deleted_at IS NULL",
+    )
+    .bind(company.0)
+    .bind(name)
+    .fetch_optional(db)
+    .await?;
+    id.map(BranchId).ok_or_else(|| TenantError::NotFound(format!("branch {name:?}")))
 }
 
 /// `timezone` is an IANA name; the schema refuses names Postgres does not know.
@@ -64,6 +86,7 @@ pub async fn create_provider_account(
     secret: &[u8],
     settings: &serde_json::Value,
 ) -> Result<ProviderAccountId, TenantError> {
+    parse_settings(provider, settings).map_err(TenantError::Settings)?;
     // The id is chosen here because the sealed secret is bound to it.
     let id = Uuid::new_v4();
     let sealed = cipher.seal(secret, &row_binding("provider_accounts", id, "signing_secret"));
@@ -150,6 +173,99 @@ pub async fn add_phone_number(
     .fetch_one(db)
     .await?;
     Ok(PhoneNumberId(id))
+}
+
+/// Soft-deletes the active row of a number; false when no active row has it.
+pub async fn remove_number(db: impl PgExecutor<'_>, number: E164) -> Result<bool, TenantError> {
+    let done = sqlx::query("UPDATE phone_numbers SET deleted_at = now() WHERE e164 = $1 AND deleted_at IS NULL")
+        .bind(number.to_string())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(sqlx::FromRow)]
+struct BranchLine {
+    id: Uuid,
+    name: String,
+    timezone: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountLine {
+    id: Uuid,
+    provider: String,
+    external_account_id: String,
+    has_previous: bool,
+    previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    settings: serde_json::Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberLine {
+    id: Uuid,
+    e164: String,
+    branch: String,
+    provider: String,
+    provider_number_id: Option<String>,
+    provider_agent_id: Option<String>,
+}
+
+/// One line per branch, account (never its secret) and active number of a company.
+pub async fn describe(db: &sqlx::PgPool, company: CompanyId) -> Result<Vec<String>, TenantError> {
+    let branches: Vec<BranchLine> = sqlx::query_as(
+        "SELECT id, name, timezone FROM branches WHERE company_id = $1 AND deleted_at IS NULL ORDER BY name",
+    )
+    .bind(company.0)
+    .fetch_all(db)
+    .await?;
+    let accounts: Vec<AccountLine> = sqlx::query_as(
+        "SELECT id, provider, external_account_id, previous_signing_secret IS NOT NULL AS has_previous,
+                previous_secret_expires_at, settings
+         FROM provider_accounts WHERE company_id = $1 AND deleted_at IS NULL ORDER BY provider, created_at",
+    )
+    .bind(company.0)
+    .fetch_all(db)
+    .await?;
+    let numbers: Vec<NumberLine> = sqlx::query_as(
+        "SELECT pn.id, pn.e164, b.name AS branch, pa.provider, pn.provider_number_id, pn.provider_agent_id
+         FROM phone_numbers pn
+         JOIN branches b ON b.company_id = pn.company_id AND b.id = pn.branch_id
+         JOIN provider_accounts pa ON pa.company_id = pn.company_id AND pa.id = pn.provider_account_id
+         WHERE pn.company_id = $1 AND pn.deleted_at IS NULL ORDER BY pn.e164",
+    )
+    .bind(company.0)
+    .fetch_all(db)
+    .await?;
+
+    let mut lines = Vec::new();
+    for b in branches {
+        lines.push(format!("branch  {}  {}  {}", b.id, b.name, b.timezone));
+    }
+    for a in accounts {
+        let previous = match (a.has_previous, a.previous_secret_expires_at) {
+            (false, _) => String::from("no previous secret"),
+            (true, None) => String::from("previous secret accepted until removed"),
+            (true, Some(at)) => format!("previous secret accepted until {}", at.to_rfc3339()),
+        };
+        lines.push(format!(
+            "account {}  {}  {}  {previous}  settings {}",
+            a.id, a.provider, a.external_account_id, a.settings
+        ));
+    }
+    for n in numbers {
+        let dash = || String::from("-");
+        lines.push(format!(
+            "number  {}  {}  {}  {}  number-id {}  agent {}",
+            n.id,
+            n.e164,
+            n.branch,
+            n.provider,
+            n.provider_number_id.unwrap_or_else(dash),
+            n.provider_agent_id.unwrap_or_else(dash)
+        ));
+    }
+    Ok(lines)
 }
 
 /// Soft-deletes a number: it stops routing, its history stays.

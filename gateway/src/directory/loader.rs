@@ -8,12 +8,12 @@ use callgate_contract::secrets::row_binding;
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Account, AccountSettings, ChangeSet, Directory, NumberEntry};
-use crate::providers::vapi::VapiAuth;
+use callgate_contract::settings::parse_settings;
+
+use super::{Account, ChangeSet, Directory, NumberEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -71,39 +71,6 @@ const NUMBERS_SQL: &str = "
     JOIN provider_accounts pa ON pa.company_id = pn.company_id AND pa.id = pn.provider_account_id
     WHERE pn.deleted_at IS NULL AND b.deleted_at IS NULL AND c.deleted_at IS NULL
       AND pa.deleted_at IS NULL";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetellSettings {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VapiSettings {
-    #[serde(default)]
-    auth: VapiAuth,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TwilioSettings {
-    #[serde(default)]
-    public_base_url: Option<String>,
-}
-
-/// Validates `provider_accounts.settings` for a provider. Also used by onboarding tools, so a
-/// bad setting is refused before it reaches the database.
-pub fn parse_settings(provider: Provider, settings: &serde_json::Value) -> Result<AccountSettings, serde_json::Error> {
-    Ok(match provider {
-        Provider::Retell => {
-            RetellSettings::deserialize(settings)?;
-            AccountSettings::Retell
-        }
-        Provider::Vapi => AccountSettings::Vapi { auth: VapiSettings::deserialize(settings)?.auth },
-        Provider::Twilio => {
-            AccountSettings::Twilio { public_base_url: TwilioSettings::deserialize(settings)?.public_base_url }
-        }
-    })
-}
 
 /// Loads the directory, whole or in part.
 #[derive(Debug, Clone)]
@@ -255,26 +222,4 @@ impl Loader {
 struct LoadedAccounts {
     valid: HashMap<Uuid, Arc<Account>>,
     invalid: HashSet<Uuid>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_are_validated_per_provider() {
-        assert_eq!(parse_settings(Provider::Retell, &serde_json::json!({})).unwrap(), AccountSettings::Retell);
-        assert!(parse_settings(Provider::Retell, &serde_json::json!({"x": 1})).is_err());
-        assert_eq!(
-            parse_settings(Provider::Vapi, &serde_json::json!({})).unwrap(),
-            AccountSettings::Vapi { auth: VapiAuth::default() }
-        );
-        assert!(
-            parse_settings(Provider::Vapi, &serde_json::json!({"auth": {"mode": "hmac", "algorithm": "md5"}})).is_err()
-        );
-        assert_eq!(
-            parse_settings(Provider::Twilio, &serde_json::json!({"public_base_url": "https://h"})).unwrap(),
-            AccountSettings::Twilio { public_base_url: Some("https://h".into()) }
-        );
-    }
 }

@@ -17,7 +17,7 @@ use callgate_contract::{CompanyId, E164, Provider, ProviderAccountId, Route};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::providers::vapi::VapiAuth;
+pub use callgate_contract::settings::AccountSettings;
 
 pub use loader::{LoadError, Loader};
 pub use refresh::{NOTIFY_CHANNEL, run_refresh};
@@ -46,14 +46,6 @@ impl Account {
         }
         out
     }
-}
-
-/// Per-provider settings from `provider_accounts.settings`, validated on load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccountSettings {
-    Retell,
-    Vapi { auth: VapiAuth },
-    Twilio { public_base_url: Option<String> },
 }
 
 /// One active number.

@@ -8,10 +8,7 @@ pub mod retell;
 pub mod twilio;
 pub mod vapi;
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-use sha2::{Sha256, Sha512};
+pub use callgate_contract::settings::HmacAlgorithm;
 
 /// Why a request's signature was refused. The reason is safe to log and to use as a metric
 /// label: it never contains the secret, the expected digest or the received one.
@@ -65,33 +62,6 @@ pub struct Routing {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct MalformedPayload(pub &'static str);
-
-/// HMAC algorithms providers use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HmacAlgorithm {
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-impl HmacAlgorithm {
-    /// HMAC of the concatenation of `parts`.
-    pub fn mac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-            let mut mac = <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
-            for part in parts {
-                mac.update(part);
-            }
-            mac.finalize().into_bytes().to_vec()
-        }
-        match self {
-            HmacAlgorithm::Sha1 => run::<Hmac<Sha1>>(key, parts),
-            HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
-            HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
-        }
-    }
-}
 
 /// Constant-time equality of two byte strings (length is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -12,98 +12,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{HmacAlgorithm, MalformedPayload, Routing, VerifyError, ct_eq};
+pub use callgate_contract::settings::{HmacSettings, SignatureEncoding, VapiAuth};
 
-/// How a Vapi account's webhooks authenticate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
-pub enum VapiAuth {
-    Secret {
-        #[serde(default = "default_secret_header")]
-        header: String,
-    },
-    Bearer {
-        #[serde(default = "default_bearer_header")]
-        header: String,
-        #[serde(default = "default_bearer_prefix")]
-        prefix: String,
-    },
-    Hmac(HmacSettings),
-}
-
-impl Default for VapiAuth {
-    fn default() -> Self {
-        VapiAuth::Secret { header: default_secret_header() }
-    }
-}
-
-fn default_secret_header() -> String {
-    "x-vapi-secret".into()
-}
-fn default_bearer_header() -> String {
-    "authorization".into()
-}
-fn default_bearer_prefix() -> String {
-    "Bearer ".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureEncoding {
-    #[default]
-    Hex,
-    Base64,
-}
-
-/// The fields of Vapi's HMAC credential, with Vapi's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HmacSettings {
-    pub algorithm: HmacAlgorithm,
-    pub signature_header: String,
-    pub timestamp_header: String,
-    pub signature_prefix: String,
-    pub include_timestamp: bool,
-    /// `None`: `{timestamp}.{body}` when `include_timestamp`, else `{body}`.
-    pub payload_format: Option<String>,
-    pub message_id_header: Option<String>,
-    pub signature_encoding: SignatureEncoding,
-    pub secret_is_base64: bool,
-    /// What `{url}` expands to; `None`: the public URL the request was sent to.
-    pub url: Option<String>,
-    /// Replay window in seconds around the timestamp header; 0 turns it off.
-    pub tolerance_secs: u64,
-}
-
-impl Default for HmacSettings {
-    fn default() -> Self {
-        Self {
-            algorithm: HmacAlgorithm::Sha256,
-            signature_header: "x-signature".into(),
-            timestamp_header: "x-timestamp".into(),
-            signature_prefix: String::new(),
-            include_timestamp: true,
-            payload_format: None,
-            message_id_header: None,
-            signature_encoding: SignatureEncoding::Hex,
-            secret_is_base64: false,
-            url: None,
-            tolerance_secs: 300,
-        }
-    }
-}
-
-impl HmacSettings {
-    fn template(&self) -> &str {
-        match (&self.payload_format, self.include_timestamp) {
-            (Some(format), _) => format,
-            (None, true) => "{timestamp}.{body}",
-            (None, false) => "{body}",
-        }
-    }
-}
+use super::{MalformedPayload, Routing, VerifyError, ct_eq};
 
 /// A request as the verifier sees it.
 #[derive(Debug)]
@@ -355,6 +268,7 @@ pub fn redact(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::HmacAlgorithm;
 
     const BODY: &[u8] = br#"{"message":{"type":"status-update","status":"ended","call":{"id":"call-1"}}}"#;
     const URL: &str = "https://hooks.example.com/v1/webhooks/vapi";

@@ -1,0 +1,299 @@
+//! `callgate-worker`'s commands: migrations, onboarding, the demo tenant.
+//!
+//! Onboarding commands print what they created (an id) on stdout, so scripts can capture it.
+//! Secrets are read from standard input, never from arguments (they would show in `ps` and in
+//! shell history).
+
+use std::io::Read as _;
+
+use callgate_contract::{E164, Provider, ProviderAccountId, SecretCipher};
+use clap::{Args, Parser, Subcommand};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::tenants::{self, NumberDetails, TenantError};
+use crate::{MIGRATOR, demo};
+
+#[derive(Debug, Parser)]
+#[command(name = "callgate-worker", version, about = "callgate's database side: migrations, onboarding, consumers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the schema migrations (safe to run again: applied ones are skipped).
+    Migrate(Database),
+    /// Register businesses, their branches, provider accounts and numbers.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create the local demo tenant unless it exists.
+    DemoTenant(DemoArgs),
+    /// Print a fresh random master key for CALLGATE_SECRET_KEY.
+    GenerateSecretKey,
+}
+
+#[derive(Debug, Args)]
+pub struct Database {
+    /// Postgres URL.
+    #[arg(long, env = "CALLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MasterKey {
+    /// Master key sealing provider secrets (base64, 32 bytes).
+    #[arg(long, env = "CALLGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a company; prints its id.
+    AddCompany {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        name: String,
+        /// Lowercase letters, digits and dashes; unique among active companies.
+        #[arg(long)]
+        slug: String,
+    },
+    /// Create a branch of a company; prints its id.
+    AddBranch {
+        #[command(flatten)]
+        database: Database,
+        /// The company's slug.
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        name: String,
+        /// IANA time zone, e.g. America/Chicago.
+        #[arg(long)]
+        timezone: String,
+    },
+    /// Register a provider account; its signing secret is read from standard input. Prints its id.
+    AddAccount {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        key: MasterKey,
+        #[arg(long)]
+        company: String,
+        /// retell, vapi or twilio.
+        #[arg(long)]
+        provider: Provider,
+        /// How the provider names the account (Retell workspace, Vapi org id, Twilio AccountSid).
+        #[arg(long)]
+        external_id: String,
+        /// Provider settings as JSON (see the README), validated before anything is written.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+    },
+    /// Add a number; any common format is normalised to E.164. Prints its id.
+    AddNumber {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        company: String,
+        /// The branch's name.
+        #[arg(long)]
+        branch: String,
+        /// The provider account (id printed by add-account).
+        #[arg(long)]
+        account: uuid::Uuid,
+        #[arg(long)]
+        number: String,
+        /// Country calling code for national-format numbers.
+        #[arg(long, default_value_t = 1)]
+        default_country_code: u16,
+        /// The provider's id of the number (Vapi phoneNumberId, Twilio PN sid).
+        #[arg(long)]
+        provider_number_id: Option<String>,
+        /// The agent answering it (Retell agent id, Vapi assistant id).
+        #[arg(long)]
+        agent_id: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Stop routing a number (soft delete).
+    RemoveNumber {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        number: String,
+        #[arg(long, default_value_t = 1)]
+        default_country_code: u16,
+    },
+    /// Rotate an account's signing secret; the new one is read from standard input. The old
+    /// one stays accepted for the given hours (0: refused at once).
+    RotateSecret {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        key: MasterKey,
+        #[arg(long)]
+        account: uuid::Uuid,
+        #[arg(long, default_value_t = 24)]
+        keep_previous_hours: u32,
+    },
+    /// List a company's branches, accounts (never their secrets) and numbers.
+    Show {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        company: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub database: Database,
+    #[command(flatten)]
+    pub key: MasterKey,
+    /// The demo Retell API key.
+    #[arg(long, env = "CALLGATE_DEMO_RETELL_KEY", default_value = "demo-retell-api-key")]
+    pub retell_api_key: String,
+    /// The demo Vapi server secret (x-vapi-secret).
+    #[arg(long, env = "CALLGATE_DEMO_VAPI_SECRET", default_value = "demo-vapi-secret")]
+    pub vapi_secret: String,
+    /// The demo Twilio auth token.
+    #[arg(long, env = "CALLGATE_DEMO_TWILIO_TOKEN", default_value = "demo-twilio-auth-token")]
+    pub twilio_auth_token: String,
+    /// The gateway's public base URL, as Twilio would be configured with it.
+    #[arg(long, env = "CALLGATE_PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_base_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error("CALLGATE_SECRET_KEY: {0}")]
+    Key(#[from] callgate_contract::SecretError),
+    #[error("not a phone number: {0}")]
+    Number(#[from] callgate_contract::E164Error),
+    #[error("--settings is not JSON: {0}")]
+    SettingsJson(serde_json::Error),
+    #[error("no secret on standard input")]
+    NoSecret,
+    #[error("reading standard input: {0}")]
+    Stdin(#[from] std::io::Error),
+    #[error("no active row has the number {0}")]
+    NumberNotFound(E164),
+}
+
+async fn pool(database: &Database) -> Result<PgPool, CliError> {
+    PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.map_err(CliError::Connect)
+}
+
+fn cipher(key: &MasterKey) -> Result<SecretCipher, CliError> {
+    Ok(SecretCipher::from_base64::<&str>(&key.secret_key, &[])?)
+}
+
+/// The secret piped in, without the line ending a shell adds.
+fn secret_from_stdin() -> Result<Vec<u8>, CliError> {
+    let mut secret = Vec::new();
+    std::io::stdin().read_to_end(&mut secret)?;
+    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        secret.pop();
+    }
+    if secret.is_empty() { Err(CliError::NoSecret) } else { Ok(secret) }
+}
+
+/// Runs one command; returns the lines to print.
+pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
+    match command {
+        Command::Migrate(database) => {
+            MIGRATOR.run(&pool(&database).await?).await?;
+            Ok(vec![format!("schema up to date ({} migrations)", MIGRATOR.iter().count())])
+        }
+        Command::Tenant(command) => tenant(command).await,
+        Command::DemoTenant(args) => {
+            let pool = pool(&args.database).await?;
+            let secrets = demo::DemoSecrets {
+                retell_api_key: args.retell_api_key,
+                vapi_secret: args.vapi_secret,
+                twilio_auth_token: args.twilio_auth_token,
+                public_base_url: args.public_base_url,
+            };
+            let created = demo::ensure(&pool, &cipher(&args.key)?, &secrets).await?;
+            Ok(vec![format!("demo tenant {} {}", demo::SLUG, if created { "created" } else { "already there" })])
+        }
+        Command::GenerateSecretKey => Ok(vec![SecretCipher::generate_key()]),
+    }
+}
+
+async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
+    let id = match command {
+        TenantCommand::AddCompany { database, name, slug } => {
+            tenants::create_company(&pool(&database).await?, &name, &slug).await?.to_string()
+        }
+        TenantCommand::AddBranch { database, company, name, timezone } => {
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            tenants::create_branch(&pool, company, &name, &timezone).await?.to_string()
+        }
+        TenantCommand::AddAccount { database, key, company, provider, external_id, settings } => {
+            let settings: serde_json::Value = serde_json::from_str(&settings).map_err(CliError::SettingsJson)?;
+            let cipher = cipher(&key)?;
+            let secret = secret_from_stdin()?;
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            tenants::create_provider_account(&pool, &cipher, company, provider, &external_id, &secret, &settings)
+                .await?
+                .to_string()
+        }
+        TenantCommand::AddNumber {
+            database,
+            company,
+            branch,
+            account,
+            number,
+            default_country_code,
+            provider_number_id,
+            agent_id,
+            label,
+        } => {
+            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            let branch = tenants::branch(&pool, company, &branch).await?;
+            let details = NumberDetails {
+                provider_number_id: provider_number_id.as_deref(),
+                provider_agent_id: agent_id.as_deref(),
+                label: label.as_deref(),
+            };
+            tenants::add_phone_number(&pool, company, branch, ProviderAccountId(account), number, &details)
+                .await?
+                .to_string()
+        }
+        TenantCommand::RemoveNumber { database, number, default_country_code } => {
+            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+            if !tenants::remove_number(&pool(&database).await?, number).await? {
+                return Err(CliError::NumberNotFound(number));
+            }
+            format!("removed {number}")
+        }
+        TenantCommand::RotateSecret { database, key, account, keep_previous_hours } => {
+            let cipher = cipher(&key)?;
+            let secret = secret_from_stdin()?;
+            let until = chrono::Utc::now() + chrono::Duration::hours(i64::from(keep_previous_hours));
+            let pool = pool(&database).await?;
+            tenants::rotate_secret(&pool, &cipher, ProviderAccountId(account), &secret, Some(until)).await?;
+            format!("rotated; previous secret accepted until {}", until.to_rfc3339())
+        }
+        TenantCommand::Show { database, company } => {
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            return Ok(tenants::describe(&pool, company).await?);
+        }
+    };
+    Ok(vec![id])
+}

@@ -1,0 +1,135 @@
+//! The onboarding commands, run as an engineer runs them, against a real Postgres.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use callgate_contract::SecretCipher;
+use callgate_contract::secrets::row_binding;
+use sqlx::postgres::PgPoolOptions;
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn worker(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callgate-worker"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+async fn fresh_database() -> String {
+    let admin = std::env::var("CALLGATE_TEST_DATABASE_URL")
+        .expect("CALLGATE_TEST_DATABASE_URL is not set: run the suite with deploy/local/test.sh");
+    let name = format!("cg_{}", uuid::Uuid::new_v4().simple());
+    let pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+async fn sealed(url: &str, account: &str, column: &str) -> Vec<u8> {
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let id: uuid::Uuid = account.parse().unwrap();
+    sqlx::query_scalar(&format!("SELECT {column} FROM provider_accounts WHERE id = $1"))
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_engineer_onboards_a_business_from_the_command_line() {
+    let url = fresh_database().await;
+    let key = SecretCipher::generate_key();
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str())];
+    let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+
+    assert!(worker(&env, &["migrate"], "").ok);
+    assert!(worker(&env, &["migrate"], "").ok, "migrating twice is a no-op");
+    let company = worker(&env, &["tenant", "add-company", "--name", "Acme Dental", "--slug", "acme"], "");
+    assert!(company.ok, "{}", company.stderr);
+    assert!(company.stdout.parse::<uuid::Uuid>().is_ok(), "prints the id: {}", company.stdout);
+    let branch = ["tenant", "add-branch", "--company", "acme", "--name", "Downtown", "--timezone", "America/Chicago"];
+    assert!(worker(&env, &branch, "").ok);
+
+    let account_args = |settings: &'static str| {
+        vec![
+            "tenant",
+            "add-account",
+            "--company",
+            "acme",
+            "--provider",
+            "twilio",
+            "--external-id",
+            "AC1",
+            "--settings",
+            settings,
+        ]
+    };
+    // Bad settings and a missing secret are refused before anything is written.
+    let bad = worker(&env, &account_args(r#"{"public_url":"https://hooks.acme.test"}"#), "tok-123\n");
+    assert!(!bad.ok && bad.stderr.contains("settings invalid"), "{}", bad.stderr);
+    let no_secret = worker(&env, &account_args("{}"), "\n");
+    assert!(!no_secret.ok && no_secret.stderr.contains("no secret"), "{}", no_secret.stderr);
+    let account = worker(&env, &account_args(r#"{"public_base_url":"https://hooks.acme.test"}"#), "tok-123\n");
+    assert!(account.ok, "{}", account.stderr);
+    let account_id = account.stdout.clone();
+
+    // The secret is sealed and bound to its row: it opens to exactly what was piped in.
+    let current = sealed(&url, &account_id, "signing_secret").await;
+    let binding = row_binding("provider_accounts", account_id.parse().unwrap(), "signing_secret");
+    assert_eq!(cipher.open(&current, &binding).unwrap().expose(), b"tok-123");
+
+    let number = [
+        "tenant",
+        "add-number",
+        "--company",
+        "acme",
+        "--branch",
+        "downtown",
+        "--account",
+        &account_id,
+        "--number",
+        "(415) 555-0100",
+    ];
+    assert!(worker(&env, &number, "").ok);
+    let again = worker(&env, &number, "");
+    assert!(!again.ok && again.stderr.contains("phone_numbers_e164_active"), "{}", again.stderr);
+
+    let show = worker(&env, &["tenant", "show", "--company", "acme"], "");
+    assert!(show.ok);
+    for expected in ["Downtown", "America/Chicago", "twilio", "AC1", "+14155550100", "hooks.acme.test"] {
+        assert!(show.stdout.contains(expected), "missing {expected}: {}", show.stdout);
+    }
+    assert!(!show.stdout.contains("tok-123"));
+
+    let rotate = worker(&env, &["tenant", "rotate-secret", "--account", &account_id], "tok-456\n");
+    assert!(rotate.ok, "{}", rotate.stderr);
+    let current = sealed(&url, &account_id, "signing_secret").await;
+    assert_eq!(cipher.open(&current, &binding).unwrap().expose(), b"tok-456");
+    let previous = sealed(&url, &account_id, "previous_signing_secret").await;
+    let previous_binding = row_binding("provider_accounts", account_id.parse().unwrap(), "previous_signing_secret");
+    assert_eq!(cipher.open(&previous, &previous_binding).unwrap().expose(), b"tok-123");
+
+    let remove = ["tenant", "remove-number", "--number", "+1 415 555 0100"];
+    assert!(worker(&env, &remove, "").ok);
+    let gone = worker(&env, &remove, "");
+    assert!(!gone.ok && gone.stderr.contains("no active row"), "{}", gone.stderr);
+    let unknown = worker(&env, &["tenant", "show", "--company", "nobody"], "");
+    assert!(!unknown.ok && unknown.stderr.contains("company \"nobody\" not found"), "{}", unknown.stderr);
+}
