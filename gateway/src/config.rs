@@ -100,6 +100,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// How long a sender may take to deliver the body before it is answered 408 (a slow or
+    /// stalled client must not hold a request open).
+    #[arg(long, env = "CALLGATE_BODY_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub body_read_timeout: Duration,
+
     /// Public base URL Twilio is configured with (scheme://host[:port][/prefix]); the request's
     /// path and query are appended to rebuild the signed URL. A provider account's
     /// `settings.public_base_url` overrides it.

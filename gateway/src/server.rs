@@ -71,6 +71,7 @@ impl Gateway {
             metrics: metrics.clone(),
             edge: Arc::new(EdgeConfig {
                 max_body_bytes: config.max_body_bytes,
+                body_read_timeout: config.body_read_timeout,
                 public_base_url: config.public_base_url.clone(),
                 default_country_code: config.default_country_code,
             }),

@@ -444,3 +444,54 @@ async fn a_failed_reload_keeps_the_last_good_snapshot() {
     let ready = app.gw.client.get(app.gw.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn twilio_callbacks_configured_with_get_verify_over_the_url() {
+    let app = spawn_app(&[]).await;
+    let query = signed::twilio_form("CA0009", "completed", app.tenant.twilio_number.1, CALLER, 4);
+    let path = format!("/v1/webhooks/twilio?{query}");
+    // With GET every parameter is in the URL, so the signature covers the URL alone.
+    let signature = signed::twilio_signature(&app.tenant.twilio_token, &format!("{TWILIO_PUBLIC}{path}"), None, "");
+    let get = |sig: String| app.gw.client.get(app.gw.url(&path)).header("x-twilio-signature", sig).send();
+    assert_eq!(get(signature.clone()).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let other = signed::twilio_signature(&app.tenant.twilio_token, &format!("{TWILIO_PUBLIC}/elsewhere"), None, "");
+    assert_eq!(get(other).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let records = app.records(1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key, "twilio:CA0009");
+    assert_eq!(records[0].value["payload"], serde_json::json!({"format": "form", "body": query}));
+    assert_route(&records[0].value, &app.tenant, app.tenant.twilio_number);
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_stalled_bodies_are_refused_and_counted() {
+    let app = spawn_app(&["--body-read-timeout", "1s"]).await;
+    let wrong_method = app.gw.client.get(app.gw.url("/v1/webhooks/retell")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let unknown = app.gw.client.post(app.gw.url("/v1/webhooks/sinch?token=s3cr3t")).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.text().await.unwrap(), r#"{"error":"not found"}"#);
+
+    // A client that sends the start of a body and then nothing.
+    let first: Result<Vec<u8>, std::io::Error> = Ok(br#"{"event":"call_ended","#.to_vec());
+    let stalled = futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let response = app
+        .gw
+        .client
+        .post(app.gw.url("/v1/webhooks/retell"))
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+
+    let metrics = app.gw.metrics().await;
+    for line in [
+        r#"callgate_gateway_requests_total{outcome="method_not_allowed",provider="none"} 1"#,
+        r#"callgate_gateway_requests_total{outcome="unknown_route",provider="none"} 1"#,
+        r#"callgate_gateway_requests_total{outcome="body_timeout",provider="retell"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line}\n{metrics}");
+    }
+}

@@ -16,6 +16,8 @@ pub enum WebhookError {
     TooLarge,
     #[error("body could not be read")]
     BodyUnreadable,
+    #[error("body not received within the read timeout")]
+    BodyTimeout,
     #[error("malformed payload: {0}")]
     Malformed(#[from] MalformedPayload),
     #[error("number not in the directory")]
@@ -44,6 +46,7 @@ impl WebhookError {
         match self {
             WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::UnknownNumber => StatusCode::NOT_FOUND,
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,6 +59,7 @@ impl WebhookError {
         match self {
             WebhookError::TooLarge => "payload_too_large",
             WebhookError::BodyUnreadable => "body_unreadable",
+            WebhookError::BodyTimeout => "body_timeout",
             WebhookError::Malformed(_) => "malformed",
             WebhookError::UnknownNumber => "unknown_number",
             WebhookError::Unauthorized(reason) => reason.reason(),
@@ -70,6 +74,7 @@ impl WebhookError {
         match self {
             WebhookError::TooLarge => "payload too large",
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => "malformed request",
+            WebhookError::BodyTimeout => "request timeout",
             WebhookError::UnknownNumber => "not found",
             WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::Misconfigured(_) => "internal error",

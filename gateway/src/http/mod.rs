@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use error::WebhookError;
@@ -21,6 +21,7 @@ use crate::publish::Publisher;
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     pub max_body_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
     pub public_base_url: Option<String>,
     pub default_country_code: u16,
 }
@@ -39,9 +40,27 @@ pub fn router(state: AppState, with_ops: bool) -> Router {
     let webhooks = Router::new()
         .route("/v1/webhooks/retell", post(webhook::retell))
         .route("/v1/webhooks/vapi", post(webhook::vapi))
-        .route("/v1/webhooks/twilio", post(webhook::twilio));
+        // Twilio lets a status callback be configured with method GET.
+        .route("/v1/webhooks/twilio", post(webhook::twilio).get(webhook::twilio));
     let router = if with_ops { webhooks.merge(ops_routes()) } else { webhooks.route("/healthz", get(healthz)) };
-    router.with_state(state)
+    router.fallback(unknown_route).method_not_allowed_fallback(method_not_allowed).with_state(state)
+}
+
+/// A path we do not serve: counted and logged like every other refusal.
+async fn unknown_route(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
+    refuse(&state, StatusCode::NOT_FOUND, "unknown_route", &method, &uri)
+}
+
+async fn method_not_allowed(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
+    refuse(&state, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &method, &uri)
+}
+
+fn refuse(state: &AppState, status: StatusCode, outcome: &'static str, method: &Method, uri: &Uri) -> Response {
+    // The path only: a query string may carry anything.
+    tracing::warn!(outcome, %method, path = uri.path(), "request refused");
+    state.metrics.requests.with_label_values(&["none", outcome]).inc();
+    let body = serde_json::json!({ "error": status.canonical_reason().unwrap_or("error").to_ascii_lowercase() });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// Health, readiness and metrics, for a separate ops listener or the main one.

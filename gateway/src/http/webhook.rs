@@ -7,14 +7,14 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use callgate_contract::envelope::{self, ENVELOPE_VERSION, headers as record_headers};
 use callgate_contract::{E164, EventEnvelope, Payload, Provider};
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
-use super::{AppState, WebhookError};
+use super::{AppState, EdgeConfig, WebhookError};
 use crate::directory::{AccountSettings, NumberEntry};
 use crate::providers::{MalformedPayload, Routing, retell, twilio, vapi};
 use crate::publish::Record;
@@ -83,8 +83,14 @@ async fn process(
     body: Body,
     trace_id: &str,
 ) -> Result<Accepted, WebhookError> {
-    let body = read_body(&parts.headers, body, state.edge.max_body_bytes).await?;
+    let body = read_body(&parts.headers, body, &state.edge).await?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    // What the event is made of: the body, except for a Twilio callback configured with
+    // method GET, whose parameters are the query string (and are signed as part of the URL).
+    let (event, event_content_type) = match twilio_get_parameters(provider, parts) {
+        Some(query) => (query, Some(twilio::FORM_CONTENT_TYPE)),
+        None => (body.clone(), content_type),
+    };
 
     let routing = match provider {
         Provider::Retell => {
@@ -96,7 +102,7 @@ async fn process(
             routing
         }
         Provider::Vapi => vapi::routing(&body)?,
-        Provider::Twilio => twilio::routing(content_type, &body)?,
+        Provider::Twilio => twilio::routing(event_content_type, &event)?,
     };
 
     if !state.directory.is_loaded() {
@@ -111,8 +117,8 @@ async fn process(
     verify(provider, &entry, parts, &body, content_type, public_url.as_deref())?;
     observe_stage(state, "verify", verify_started);
 
-    let event_id = envelope::event_id(provider, &routing.call_id, &routing.event_type, &body);
-    let (payload, redacted) = payload(provider, content_type, body)?;
+    let event_id = envelope::event_id(provider, &routing.call_id, &routing.event_type, &event);
+    let (payload, redacted) = payload(provider, event_content_type, event)?;
     if redacted {
         state.metrics.payload_quirks.with_label_values(&[provider.as_str(), "credentials_redacted"]).inc();
     }
@@ -149,15 +155,25 @@ fn observe_stage(state: &AppState, stage: &str, started: Instant) {
     state.metrics.stage_duration.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
-/// the sender declares it).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, WebhookError> {
+/// The query string of a Twilio request made with method GET.
+fn twilio_get_parameters(provider: Provider, parts: &Parts) -> Option<bytes::Bytes> {
+    (provider == Provider::Twilio && parts.method == Method::GET)
+        .then(|| bytes::Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()))
+}
+
+/// Reads the whole body, refusing more than the limit (early, from Content-Length, when the
+/// sender declares it) and a sender too slow to finish within the read timeout.
+async fn read_body(headers: &HeaderMap, body: Body, edge: &EdgeConfig) -> Result<bytes::Bytes, WebhookError> {
+    let limit = edge.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(WebhookError::TooLarge);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let read = tokio::time::timeout(edge.body_read_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| WebhookError::BodyTimeout)?;
+    read.map_err(|error| {
         let too_large =
             std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large { WebhookError::TooLarge } else { WebhookError::BodyUnreadable }

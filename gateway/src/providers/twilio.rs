@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{HmacAlgorithm, MalformedPayload, Routing, VerifyError, ct_eq};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
+pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 const BODY_HASH_PARAM: &str = "bodySHA256";
 
 /// What the signature covers besides the URL.
@@ -98,31 +99,65 @@ fn port_colon(host_port: &str) -> Option<usize> {
     (is_port && bracket_ok).then_some(colon)
 }
 
-/// The spellings of `url` the official SDKs would accept, the given one first.
+/// The spellings of `url` the official SDKs would accept, the given one first: as given and
+/// as node's WHATWG `URL` serialises it; each with its port as given, removed, or the scheme's
+/// default added; each of those with `'` and `%27` swapped in the query.
 pub fn url_variants(url: &str) -> Vec<String> {
-    let mut bases = vec![url.to_owned()];
-    if let Some((start, end)) = host_port_span(url) {
-        let host_port = &url[start..end];
-        match port_colon(host_port) {
-            Some(colon) => bases.push(format!("{}{}", &url[..start + colon], &url[end..])),
-            None => {
-                let default = if url[..start].starts_with("https:") { ":443" } else { ":80" };
-                bases.push(format!("{}{default}{}", &url[..end], &url[end..]));
+    let mut variants: Vec<String> = Vec::with_capacity(6);
+    for spelling in std::iter::once(url.to_owned()).chain(whatwg(url)) {
+        for base in port_spellings(&spelling) {
+            for variant in quote_spellings(&base) {
+                if !variants.contains(&variant) {
+                    variants.push(variant);
+                }
             }
         }
     }
-    let mut variants = Vec::with_capacity(bases.len() * 3);
-    for base in bases {
-        let query_start = base.find('?');
-        let (head, tail) = query_start.map_or((base.as_str(), ""), |i| base.split_at(i));
-        let quoted = (tail.contains('\'')).then(|| format!("{head}{}", tail.replace('\'', "%27")));
-        let unquoted = (tail.contains("%27")).then(|| format!("{head}{}", tail.replace("%27", "'")));
-        variants.push(base.clone());
-        variants.extend(quoted);
-        variants.extend(unquoted);
-    }
-    variants.dedup();
     variants
+}
+
+/// As given, then without its explicit port, or with the scheme's default port added.
+fn port_spellings(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_owned()];
+    if let Some((start, end)) = host_port_span(url) {
+        match port_colon(&url[start..end]) {
+            Some(colon) => out.push(format!("{}{}", &url[..start + colon], &url[end..])),
+            None => {
+                let default = if url[..start].starts_with("https:") { ":443" } else { ":80" };
+                out.push(format!("{}{default}{}", &url[..end], &url[end..]));
+            }
+        }
+    }
+    out
+}
+
+/// As given, then with `'` percent-encoded in the query (WHATWG), or decoded (node's legacy
+/// querystring).
+fn quote_spellings(url: &str) -> Vec<String> {
+    let (head, query) = url.find('?').map_or((url, ""), |i| url.split_at(i));
+    let mut out = vec![url.to_owned()];
+    if query.contains('\'') {
+        out.push(format!("{head}{}", query.replace('\'', "%27")));
+    }
+    if query.contains("%27") {
+        out.push(format!("{head}{}", query.replace("%27", "'")));
+    }
+    out
+}
+
+/// What node's `new URL(url).toString()` changes that matters here: a lowercase scheme and
+/// host, and `/` for an empty path. None when that is the URL as given.
+fn whatwg(url: &str) -> Option<String> {
+    let (host_start, end) = host_port_span(url)?;
+    let scheme_end = url.find("://")?;
+    let mut out = url[..scheme_end].to_ascii_lowercase();
+    out.push_str(&url[scheme_end..host_start]);
+    out.push_str(&url[host_start..end].to_ascii_lowercase());
+    if !url[end..].starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(&url[end..]);
+    (out != url).then_some(out)
 }
 
 fn signature_of(secret: &[u8], url: &str, params: &str) -> String {
@@ -305,7 +340,22 @@ mod tests {
         );
         assert_eq!(url_variants("http://[::1]/x"), ["http://[::1]/x", "http://[::1]:80/x"]);
         assert_eq!(url_variants("http://[::1]:9/x"), ["http://[::1]:9/x", "http://[::1]/x"]);
-        assert_eq!(url_variants("https://h.com"), ["https://h.com", "https://h.com:443"]);
+        assert_eq!(url_variants("https://h.com/"), ["https://h.com/", "https://h.com:443/"]);
+    }
+
+    #[test]
+    fn node_normalised_spellings_verify() {
+        // node signs over new URL(url).toString(): lowercase host, "/" for an empty path.
+        let sig = sign(TOKEN.as_bytes(), "https://mycompany.com/?foo=1", Some(FORM), PARAMS.as_bytes());
+        for given in ["https://MyCompany.com?foo=1", "HTTPS://mycompany.com?foo=1", "https://mycompany.com:443?foo=1"] {
+            assert_eq!(verify(&[TOKEN], given, Some(FORM), PARAMS.as_bytes(), Some(&sig)), Ok(()), "{given}");
+        }
+        // python signs the string as given: the no-slash spelling still verifies as itself.
+        let sig = sign(TOKEN.as_bytes(), "https://mycompany.com?foo=1", Some(FORM), PARAMS.as_bytes());
+        assert_eq!(verify(&[TOKEN], "https://mycompany.com?foo=1", Some(FORM), PARAMS.as_bytes(), Some(&sig)), Ok(()));
+        // Credentials keep their case; only the host is lowercased.
+        assert_eq!(whatwg("https://User:Pw@Host.COM/x").as_deref(), Some("https://User:Pw@host.com/x"));
+        assert_eq!(whatwg("https://host.com/x"), None);
     }
 
     #[test]
