@@ -94,14 +94,14 @@ async fn process(
 
     let routing = match provider {
         Provider::Retell => {
-            let (routing, legacy) = retell::routing(&body)?;
+            let (routing, legacy) = retell::routing(&event)?;
             if legacy {
                 tracing::warn!("Retell payload used the legacy `data` key");
                 state.metrics.payload_quirks.with_label_values(&["retell", "legacy_data_key"]).inc();
             }
             routing
         }
-        Provider::Vapi => vapi::routing(&body)?,
+        Provider::Vapi => vapi::routing(&event)?,
         Provider::Twilio => twilio::routing(event_content_type, &event)?,
     };
 
