@@ -123,7 +123,7 @@ fn lookups(c: &mut Criterion, directory: &Directory) {
     });
     group.sample_size(10);
     group.bench_function("apply_one_change", |b| {
-        let some = directory.lookup(number(12_345)).unwrap().clone();
+        let some = NumberEntry::clone(directory.lookup(number(12_345)).unwrap());
         let changes = ChangeSet { numbers: [some.route.phone_number_id.0].into(), ..ChangeSet::default() };
         b.iter(|| black_box(directory.with_changes(&changes, vec![some.clone()], 1, HashSet::new())))
     });

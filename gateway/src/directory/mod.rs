@@ -95,12 +95,12 @@ impl Default for Directory {
 }
 
 impl Directory {
-    pub fn lookup(&self, number: E164) -> Option<&NumberEntry> {
-        self.numbers[shard_of_number(number)].get(&number).map(Arc::as_ref)
+    pub fn lookup(&self, number: E164) -> Option<&Arc<NumberEntry>> {
+        self.numbers[shard_of_number(number)].get(&number)
     }
 
     /// Fallback by the provider's own id of the number (Vapi `phoneNumberId`).
-    pub fn lookup_provider_number_id(&self, id: &str) -> Option<&NumberEntry> {
+    pub fn lookup_provider_number_id(&self, id: &str) -> Option<&Arc<NumberEntry>> {
         self.by_provider_number_id[shard_of_id(id)].get(id).and_then(|n| self.lookup(*n))
     }
 

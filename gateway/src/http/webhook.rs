@@ -2,6 +2,7 @@
 //! read the body (bounded) → extract routing fields → look the number up → verify the
 //! signature with that account's secrets → publish the envelope → answer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -34,7 +35,7 @@ pub async fn twilio(State(state): State<AppState>, request: Request) -> Response
 /// What an accepted webhook produced, for the log line and the answer.
 struct Accepted {
     routing: Routing,
-    entry: NumberEntry,
+    entry: Arc<NumberEntry>,
     event_id: uuid::Uuid,
 }
 
@@ -180,7 +181,7 @@ async fn read_body(headers: &HeaderMap, body: Body, edge: &EdgeConfig) -> Result
     })
 }
 
-fn lookup(state: &AppState, provider: Provider, routing: &Routing) -> Result<NumberEntry, WebhookError> {
+fn lookup(state: &AppState, provider: Provider, routing: &Routing) -> Result<Arc<NumberEntry>, WebhookError> {
     let directory = state.directory.snapshot();
     let by_number = routing
         .number
