@@ -424,10 +424,11 @@ async fn formatted_and_national_numbers_route_like_e164() {
 #[tokio::test]
 async fn a_failed_reload_keeps_the_last_good_snapshot() {
     let app = spawn_app(&[]).await;
-    // Break the loader's query: the table is no longer where it reads it. The change
-    // notification (the triggers moved with the table) makes the gateway try to reload.
-    sqlx::query("ALTER TABLE phone_numbers RENAME TO phone_numbers_moved").execute(&app.db.pool).await.unwrap();
-    sqlx::query("UPDATE phone_numbers_moved SET label = 'touched'").execute(&app.db.pool).await.unwrap();
+    // Break the loader's queries (they join branches, which is no longer where they read
+    // it), then change numbers: the delta reload fails, and so does the full one it falls
+    // back to.
+    sqlx::query("ALTER TABLE branches RENAME TO branches_moved").execute(&app.db.pool).await.unwrap();
+    sqlx::query("UPDATE phone_numbers SET label = 'touched'").execute(&app.db.pool).await.unwrap();
     let failed = poll_until(|| async {
         let metrics = app.gw.metrics().await;
         metrics.contains(r#"callgate_directory_reloads_total{kind="delta",result="error"} 1"#)

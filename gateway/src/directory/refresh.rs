@@ -127,6 +127,11 @@ impl Refresher {
         if changes.is_empty() {
             return;
         }
+        if changes.all {
+            // A bulk statement: reload everything, logged and counted as a full reload.
+            self.full().await;
+            return;
+        }
         let current = self.handle.snapshot();
         match self.loader.load_changes(&current, changes).await {
             Ok(directory) => {
