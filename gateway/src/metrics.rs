@@ -23,6 +23,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Whole request, by provider.
     pub request_duration: HistogramVec,
+    /// Webhooks being handled right now.
+    pub requests_in_flight: IntGauge,
     /// `stage`: lookup, verify, produce.
     pub stage_duration: HistogramVec,
     /// `reason`: timeout, queue_full, broker.
@@ -60,6 +62,9 @@ impl Metrics {
             &["provider"],
         )
         .expect("valid metric");
+        let requests_in_flight =
+            IntGauge::new("callgate_gateway_requests_in_flight", "Webhooks being handled right now.")
+                .expect("valid metric");
         let stage_duration = HistogramVec::new(
             HistogramOpts::new(
                 "callgate_gateway_stage_duration_seconds",
@@ -120,6 +125,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            requests_in_flight,
             stage_duration,
             produce_errors,
             broker_up,
@@ -132,9 +138,10 @@ impl Metrics {
             directory_last_success,
             directory_age,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.requests_in_flight.clone()),
             Box::new(metrics.stage_duration.clone()),
             Box::new(metrics.produce_errors.clone()),
             Box::new(metrics.broker_up.clone()),

@@ -39,7 +39,24 @@ struct Accepted {
     event_id: uuid::Uuid,
 }
 
+/// Counts a request in flight for as long as it lives, even if the client goes away mid-way.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn start(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 async fn handle(state: AppState, provider: Provider, request: Request) -> Response {
+    let _in_flight = InFlight::start(&state.metrics.requests_in_flight);
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let trace_id = trace_id(&parts.headers);
