@@ -75,6 +75,32 @@ pub fn secret_key() -> String {
     callgate_contract::SecretCipher::generate_key()
 }
 
+/// A migrated database holding the "acme" tenant, a fresh topic, and a gateway serving both.
+#[derive(Debug)]
+pub struct Stack {
+    pub gw: TestGateway,
+    pub db: TestDb,
+    pub topic: String,
+    pub tenant: Tenant,
+    /// The master key the gateway opens secrets with, and its cipher.
+    pub secret_key: String,
+    pub cipher: callgate_contract::SecretCipher,
+}
+
+/// Starts a [`Stack`]: `twilio_public_base_url` is what the tenant's Twilio account is
+/// configured with, `extra` are additional `serve` flags. Logging is the caller's choice.
+pub async fn spawn_stack(twilio_public_base_url: &str, partitions: u32, extra: &[&str]) -> Stack {
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+    let vapi_auth = serde_json::json!({"mode": "secret"});
+    let tenant = seed_tenant(&db, &cipher, "acme", "+1415555", twilio_public_base_url, vapi_auth).await;
+    let topic = fresh_topic();
+    create_topic(&kafka_brokers(), &topic, partitions);
+    let gw = TestGateway::start(serve_config(&db, &kafka_brokers(), &topic, &key, extra)).await;
+    Stack { gw, db, topic, tenant, secret_key: key, cipher }
+}
+
 /// A gateway running in this process.
 #[derive(Debug)]
 pub struct TestGateway {

@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use callgate_contract::{E164, SecretCipher};
 use callgate_tests::signed::{self, FORM};
 use callgate_tests::tenant::{VAPI_ASSISTANT, VAPI_NUMBER_ID};
-use callgate_tests::{
-    Tenant, TestDb, TestGateway, consume, create_topic, fresh_topic, init_logs, kafka_brokers, seed_tenant,
-    serve_config,
-};
+use callgate_tests::{Stack, Tenant, TestDb, TestGateway, consume, init_logs, kafka_brokers, spawn_stack};
 use reqwest::StatusCode;
 
 /// What Twilio is configured with: the gateway behind a TLS-terminating proxy.
@@ -29,14 +26,7 @@ struct App {
 
 async fn spawn_app(extra: &[&str]) -> App {
     init_logs();
-    let db = TestDb::create().await;
-    let key = callgate_tests::secret_key();
-    let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant =
-        seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, serde_json::json!({"mode": "secret"})).await;
-    let topic = fresh_topic();
-    create_topic(&kafka_brokers(), &topic, 3);
-    let gw = TestGateway::start(serve_config(&db, &kafka_brokers(), &topic, &key, extra)).await;
+    let Stack { gw, db, topic, tenant, cipher, .. } = spawn_stack(TWILIO_PUBLIC, 3, extra).await;
     App { gw, db, topic, tenant, cipher }
 }
 

@@ -5,10 +5,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use callgate_contract::SecretCipher;
-use callgate_tests::{
-    TestDb, TestGateway, create_topic, fresh_topic, kafka_brokers, seed_tenant, serve_config, signed,
-};
+use callgate_tests::{Stack, signed, spawn_stack};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -35,14 +32,7 @@ async fn logs_carry_outcomes_but_no_secret_signature_or_body() {
     // The test runs on one thread (current-thread runtime), so every gateway task logs here.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let db = TestDb::create().await;
-    let key = callgate_tests::secret_key();
-    let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant =
-        seed_tenant(&db, &cipher, "acme", "+1415555", "https://h", serde_json::json!({"mode": "secret"})).await;
-    let topic = fresh_topic();
-    create_topic(&kafka_brokers(), &topic, 1);
-    let gw = TestGateway::start(serve_config(&db, &kafka_brokers(), &topic, &key, &[])).await;
+    let Stack { gw, tenant, secret_key: key, .. } = spawn_stack("https://h", 1, &[]).await;
 
     let body = signed::retell_body("call_ended", "call_log", tenant.retell_number.1, "+12025550123");
     let good = signed::retell_signature(&tenant.retell_key, &body);

@@ -4,11 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use callgate_contract::SecretCipher;
-use callgate_tests::{
-    TestDb, TestGateway, consume, create_topic, fresh_topic, init_logs, kafka_brokers, seed_tenant, serve_config,
-    signed,
-};
+use callgate_tests::{Stack, TestGateway, consume, init_logs, kafka_brokers, signed, spawn_stack};
 use reqwest::StatusCode;
 
 async fn eventually<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, check: F) {
@@ -22,15 +18,8 @@ async fn eventually<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(wha
 #[tokio::test]
 async fn shutdown_stops_accepting_finishes_the_request_in_flight_and_flushes() {
     init_logs();
-    let db = TestDb::create().await;
-    let key = callgate_tests::secret_key();
-    let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant =
-        seed_tenant(&db, &cipher, "acme", "+1415555", "https://h", serde_json::json!({"mode": "secret"})).await;
-    let topic = fresh_topic();
-    create_topic(&kafka_brokers(), &topic, 1);
-    let TestGateway { gateway, base_url, client } =
-        TestGateway::start(serve_config(&db, &kafka_brokers(), &topic, &key, &[])).await;
+    let Stack { gw, tenant, topic, .. } = spawn_stack("https://h", 1, &[]).await;
+    let TestGateway { gateway, base_url, client } = gw;
     let addr = gateway.local_addr();
 
     // A request whose body arrives in two parts, the second only after shutdown has begun.
