@@ -125,6 +125,17 @@ pub fn row_binding(table: &str, id: uuid::Uuid, column: &str) -> Vec<u8> {
     format!("callgate:{table}:{id}:{column}").into_bytes()
 }
 
+/// The binding of `provider_accounts.signing_secret`: the writer and every reader use this, so
+/// they cannot disagree on the spelling.
+pub fn signing_secret_binding(account: uuid::Uuid) -> Vec<u8> {
+    row_binding("provider_accounts", account, "signing_secret")
+}
+
+/// The binding of `provider_accounts.previous_signing_secret`.
+pub fn previous_signing_secret_binding(account: uuid::Uuid) -> Vec<u8> {
+    row_binding("provider_accounts", account, "previous_signing_secret")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

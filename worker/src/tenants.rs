@@ -4,7 +4,7 @@
 //! load generator's seed mode all go through them, so every row is written the same way:
 //! numbers normalised to E.164, secrets sealed and bound to their row.
 
-use callgate_contract::secrets::row_binding;
+use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
 use callgate_contract::settings::parse_settings;
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
 use sqlx::PgExecutor;
@@ -89,7 +89,7 @@ pub async fn create_provider_account(
     parse_settings(provider, settings).map_err(TenantError::Settings)?;
     // The id is chosen here because the sealed secret is bound to it.
     let id = Uuid::new_v4();
-    let sealed = cipher.seal(secret, &row_binding("provider_accounts", id, "signing_secret"));
+    let sealed = cipher.seal(secret, &signing_secret_binding(id));
     sqlx::query(
         "INSERT INTO provider_accounts (id, company_id, provider, external_account_id, signing_secret, settings)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -121,9 +121,9 @@ pub async fn rotate_secret(
             .fetch_optional(&mut *tx)
             .await?;
     let sealed = sealed.ok_or(TenantError::AccountNotFound(account))?;
-    let old = cipher.open(&sealed, &row_binding("provider_accounts", account.0, "signing_secret"))?;
-    let previous = cipher.seal(old.expose(), &row_binding("provider_accounts", account.0, "previous_signing_secret"));
-    let current = cipher.seal(new_secret, &row_binding("provider_accounts", account.0, "signing_secret"));
+    let old = cipher.open(&sealed, &signing_secret_binding(account.0))?;
+    let previous = cipher.seal(old.expose(), &previous_signing_secret_binding(account.0));
+    let current = cipher.seal(new_secret, &signing_secret_binding(account.0));
     sqlx::query(
         "UPDATE provider_accounts
          SET signing_secret = $2, previous_signing_secret = $3,

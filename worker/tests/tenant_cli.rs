@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use callgate_contract::SecretCipher;
-use callgate_contract::secrets::row_binding;
+use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
 use sqlx::postgres::PgPoolOptions;
 
 struct Run {
@@ -92,7 +92,7 @@ async fn an_engineer_onboards_a_business_from_the_command_line() {
 
     // The secret is sealed and bound to its row: it opens to exactly what was piped in.
     let current = sealed(&url, &account_id, "signing_secret").await;
-    let binding = row_binding("provider_accounts", account_id.parse().unwrap(), "signing_secret");
+    let binding = signing_secret_binding(account_id.parse().unwrap());
     assert_eq!(cipher.open(&current, &binding).unwrap().expose(), b"tok-123");
 
     let number = [
@@ -123,7 +123,7 @@ async fn an_engineer_onboards_a_business_from_the_command_line() {
     let current = sealed(&url, &account_id, "signing_secret").await;
     assert_eq!(cipher.open(&current, &binding).unwrap().expose(), b"tok-456");
     let previous = sealed(&url, &account_id, "previous_signing_secret").await;
-    let previous_binding = row_binding("provider_accounts", account_id.parse().unwrap(), "previous_signing_secret");
+    let previous_binding = previous_signing_secret_binding(account_id.parse().unwrap());
     assert_eq!(cipher.open(&previous, &previous_binding).unwrap().expose(), b"tok-123");
 
     let remove = ["tenant", "remove-number", "--number", "+1 415 555 0100"];

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use callgate_contract::secrets::row_binding;
+use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -163,11 +163,10 @@ impl Loader {
     fn account(&self, row: AccountRow) -> Result<Account, AccountError> {
         let provider: Provider = row.provider.parse().map_err(|_| AccountError::Provider(row.provider.clone()))?;
         let settings = parse_settings(provider, &row.settings)?;
-        let current_secret =
-            self.cipher.open(&row.signing_secret, &row_binding("provider_accounts", row.id, "signing_secret"))?;
+        let current_secret = self.cipher.open(&row.signing_secret, &signing_secret_binding(row.id))?;
         let previous_secret = match row.previous_signing_secret {
             Some(sealed) => Some((
-                self.cipher.open(&sealed, &row_binding("provider_accounts", row.id, "previous_signing_secret"))?,
+                self.cipher.open(&sealed, &previous_signing_secret_binding(row.id))?,
                 row.previous_secret_expires_at,
             )),
             None => None,
