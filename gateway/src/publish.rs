@@ -147,7 +147,8 @@ impl Publisher {
         match &result {
             Ok(()) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                self.metrics.broker_up.set(1);
+                // An acknowledgement is proof of reachability too.
+                self.set_reachable(true);
             }
             Err(error) => {
                 self.metrics.produce_errors.with_label_values(&[error.reason()]).inc();
@@ -207,15 +208,18 @@ impl Publisher {
         })
         .await
         .unwrap_or(false);
-        if up && !self.reachable.swap(true, Ordering::AcqRel) {
+        self.set_reachable(up);
+        up
+    }
+
+    /// The one place broker reachability changes: the flag `/readyz` reads and its gauge.
+    fn set_reachable(&self, up: bool) {
+        let was = self.reachable.swap(up, Ordering::AcqRel);
+        if up && !was {
             // Failures during the outage say nothing about the producer's health.
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        if !up {
-            self.reachable.store(false, Ordering::Release);
-        }
         self.metrics.broker_up.set(i64::from(up));
-        up
     }
 
     /// Waits for records still in flight (on shutdown).
