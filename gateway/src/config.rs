@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use callgate_ops::{LogConfig, LogFormat, SecretString, parse_duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -23,23 +24,6 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Sign a body as the provider would; prints the signature header's value.
     Sign(MessageArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logging, shared by every subcommand that logs.
-#[derive(Debug, Clone, Args)]
-pub struct LogConfig {
-    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,callgate_gateway=debug`).
-    #[arg(long, env = "CALLGATE_LOG", default_value = "info")]
-    pub log: String,
-    /// Log line format.
-    #[arg(long, env = "CALLGATE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,50 +150,6 @@ pub struct VerifyArgs {
     pub signature: String,
 }
 
-/// A configuration value that may carry a credential: usable, never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(pub String);
-
-impl SecretString {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for SecretString {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl AsRef<str> for SecretString {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Parses `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 250ms, 3s, 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,14 +173,5 @@ mod tests {
         .unwrap();
         let text = format!("{cli:?}");
         assert!(!text.contains("hunter2") && !text.contains("c2VjcmV0"), "{text}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("ms").is_err());
     }
 }

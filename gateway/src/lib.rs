@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod providers;
 pub mod publish;
 pub mod server;
-pub mod telemetry;
 pub mod verify_cli;
 
 pub use server::Gateway;

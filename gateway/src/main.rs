@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use callgate_gateway::config::{Cli, Command};
-use callgate_gateway::{Gateway, telemetry, verify_cli};
+use callgate_gateway::{Gateway, verify_cli};
+use callgate_ops::{init_logs, shutdown_signal};
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -28,7 +29,7 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve(config) => {
-            telemetry::init(&config.log);
+            init_logs(&config.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
                 let gateway = Gateway::start(*config).await.context("starting the gateway")?;
@@ -39,19 +40,4 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
