@@ -4,6 +4,7 @@
 //! phone number, a sealed provider secret) is defined here once, so the gateway that writes a
 //! record and the worker that reads it cannot drift apart.
 
+pub mod call;
 pub mod e164;
 pub mod envelope;
 pub mod ids;

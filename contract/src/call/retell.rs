@@ -1,0 +1,97 @@
+//! Retell: `{"event": …, "call": {…}}` (the legacy demo's `data` is accepted too).
+
+use serde_json::Value;
+
+use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, millis, non_empty, object};
+
+pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
+    let order = match event_type {
+        "call_started" => 0,
+        "call_ended" => 1,
+        "call_analyzed" => 2,
+        _ => return Ok(Normalized::Ignored),
+    };
+    let root: Value = serde_json::from_str(body).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    let call = root.get("call").or_else(|| root.get("data")).ok_or(NormalizeError::Missing("call"))?;
+    let status = match (order, call.get("call_status").and_then(Value::as_str)) {
+        (0, Some("registered")) => CallStatus::Queued,
+        (0, _) => CallStatus::InProgress,
+        _ => CallStatus::Ended,
+    };
+    let progress = if order == 2 { Progress::analysed(0) } else { Progress::of(status, 0) };
+    let mut update = CallUpdate::new(status, progress);
+    update.direction = match call.get("direction").and_then(Value::as_str) {
+        Some("inbound") => Some(Direction::Inbound),
+        Some("outbound") => Some(Direction::Outbound),
+        _ => None,
+    };
+    // The other party: who called in, or whom the agent called.
+    update.caller = match update.direction {
+        Some(Direction::Outbound) => non_empty(call.get("to_number")),
+        _ => non_empty(call.get("from_number")),
+    };
+    update.started_at = millis(call.get("start_timestamp"));
+    update.ended_at = millis(call.get("end_timestamp"));
+    update.duration_ms = call.get("duration_ms").and_then(Value::as_i64).filter(|d| *d >= 0);
+    update.transcript = non_empty(call.get("transcript"));
+    update.disconnection_reason = non_empty(call.get("disconnection_reason"));
+    // Retell reports cost in cents.
+    update.cost_usd = call.pointer("/call_cost/combined_cost").and_then(Value::as_f64).map(|cents| cents / 100.0);
+    if let Some(analysis) = call.get("call_analysis").filter(|a| a.is_object()) {
+        update.summary = non_empty(analysis.get("call_summary"));
+        update.structured_data = object(analysis.get("custom_analysis_data"));
+        update.analysis = Some(analysis.clone());
+    }
+    Ok(Normalized::Call(Box::new(update)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The payload of providers.md §1.8, built from Retell's SDK types.
+    const ANALYZED: &str = r#"{"event":"call_analyzed","call":{"call_id":"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6","agent_id":"oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD","agent_version":1,"call_type":"phone_call","call_status":"ended","direction":"inbound","from_number":"+12137771234","to_number":"+12137771235","start_timestamp":1714608475945,"end_timestamp":1714608491736,"duration_ms":15791,"disconnection_reason":"user_hangup","transcript":"Agent: hi how are you doing?\nUser: Doing pretty well. How are you?\n","transcript_object":[{"role":"agent","content":"hi how are you doing?","words":[{"word":"hi","start":0.7,"end":1.3}]}],"metadata":{"crm_id":"123"},"retell_llm_dynamic_variables":{"customer_name":"John Doe"},"call_analysis":{"call_summary":"...","user_sentiment":"Positive","call_successful":true,"in_voicemail":false,"custom_analysis_data":{"appointment_booked":true}}}}"#;
+
+    fn call(event: &str, body: &str) -> CallUpdate {
+        match normalize(event, body).unwrap() {
+            Normalized::Call(update) => *update,
+            Normalized::Ignored => panic!("{event} was ignored"),
+        }
+    }
+
+    #[test]
+    fn analyzed_call_carries_everything() {
+        let u = call("call_analyzed", ANALYZED);
+        assert_eq!((u.status, u.progress), (CallStatus::Ended, Progress::analysed(0)));
+        assert_eq!(u.direction, Some(Direction::Inbound));
+        assert_eq!(u.caller.as_deref(), Some("+12137771234"));
+        assert_eq!(u.started_at.unwrap().timestamp_millis(), 1714608475945);
+        assert_eq!(u.ended_at.unwrap().timestamp_millis(), 1714608491736);
+        assert_eq!(u.duration_ms, Some(15791));
+        assert_eq!(u.disconnection_reason.as_deref(), Some("user_hangup"));
+        assert_eq!(u.summary.as_deref(), Some("..."));
+        assert_eq!(u.structured_data.unwrap()["appointment_booked"], true);
+        assert_eq!(u.analysis.unwrap()["user_sentiment"], "Positive");
+    }
+
+    #[test]
+    fn started_and_ended_calls() {
+        let started = r#"{"event":"call_started","call":{"call_id":"c","call_status":"ongoing","direction":"outbound","from_number":"+12137771235","to_number":"+12137771234"}}"#;
+        let u = call("call_started", started);
+        assert_eq!((u.status, u.caller.as_deref()), (CallStatus::InProgress, Some("+12137771234")));
+        let ended = r#"{"event":"call_ended","call":{"call_id":"c","call_status":"not_connected","disconnection_reason":"dial_busy","call_cost":{"combined_cost":12.5}}}"#;
+        let u = call("call_ended", ended);
+        assert_eq!(u.status, CallStatus::Ended);
+        assert_eq!(u.cost_usd, Some(0.125));
+        assert_eq!(u.disconnection_reason.as_deref(), Some("dial_busy"));
+        assert!(u.analysis.is_none() && u.caller.is_none());
+        assert!(call("call_ended", &ended.replace("\"call\"", "\"data\"")).status == CallStatus::Ended);
+    }
+
+    #[test]
+    fn other_events_are_ignored_and_garbage_is_an_error() {
+        assert_eq!(normalize("transcript_updated", "{}").unwrap(), Normalized::Ignored);
+        assert!(matches!(normalize("call_ended", "nope"), Err(NormalizeError::Json(_))));
+        assert_eq!(normalize("call_ended", r#"{"event":"call_ended"}"#), Err(NormalizeError::Missing("call")));
+    }
+}

@@ -1,0 +1,97 @@
+//! Twilio: form-encoded status callbacks (`CallStatus`, `CallDuration`, `SequenceNumber`).
+
+use chrono::{DateTime, Utc};
+
+use super::{CallStatus, CallUpdate, Direction, Normalized, Progress};
+
+pub(super) fn normalize(form: &str) -> Normalized {
+    let mut fields = Fields::default();
+    for (name, value) in form_urlencoded::parse(form.as_bytes()) {
+        let value = value.trim().to_owned();
+        match name.as_ref() {
+            "CallStatus" => fields.status = Some(value),
+            "Direction" => fields.direction = Some(value),
+            "From" => fields.from = Some(value),
+            "To" => fields.to = Some(value),
+            "CallDuration" => fields.duration_secs = value.parse().ok(),
+            "SequenceNumber" => fields.sequence = value.parse().ok(),
+            "Timestamp" => fields.timestamp = DateTime::parse_from_rfc2822(&value).ok().map(|t| t.with_timezone(&Utc)),
+            _ => {}
+        }
+    }
+    let Some(raw_status) = fields.status else {
+        return Normalized::Ignored;
+    };
+    let status = match raw_status.as_str() {
+        "queued" | "initiated" => CallStatus::Queued,
+        "ringing" => CallStatus::Ringing,
+        "in-progress" => CallStatus::InProgress,
+        "completed" | "busy" | "no-answer" | "canceled" | "failed" => CallStatus::Ended,
+        _ => return Normalized::Ignored,
+    };
+    let mut update = CallUpdate::new(status, Progress::of(status, fields.sequence.unwrap_or(0)));
+    update.direction = fields.direction.as_deref().map(|d| match d {
+        "inbound" => Direction::Inbound,
+        _ => Direction::Outbound, // outbound-api, outbound-dial
+    });
+    update.caller = match update.direction {
+        Some(Direction::Outbound) => fields.to,
+        _ => fields.from,
+    };
+    match status {
+        CallStatus::InProgress => update.started_at = fields.timestamp,
+        CallStatus::Ended => {
+            update.ended_at = fields.timestamp;
+            update.disconnection_reason = Some(raw_status.clone());
+        }
+        _ => {}
+    }
+    update.duration_ms = fields.duration_secs.map(|s: i64| s.saturating_mul(1000)).filter(|d| *d >= 0);
+    Normalized::Call(Box::new(update))
+}
+
+#[derive(Default)]
+struct Fields {
+    status: Option<String>,
+    direction: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    duration_secs: Option<i64>,
+    sequence: Option<i64>,
+    timestamp: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(form: &str) -> CallUpdate {
+        match normalize(form) {
+            Normalized::Call(update) => *update,
+            Normalized::Ignored => panic!("ignored"),
+        }
+    }
+
+    #[test]
+    fn completed_callback() {
+        let form = "AccountSid=AC1&CallSid=CA1&CallStatus=completed&CallDuration=42&Direction=inbound\
+                    &From=%2B14158675309&To=%2B18005551212&SequenceNumber=3\
+                    &Timestamp=Mon%2C+16+Aug+2010+03%3A45%3A01+%2B0000&CallbackSource=call-progress-events";
+        let u = call(form);
+        assert_eq!((u.status, u.progress), (CallStatus::Ended, Progress::of(CallStatus::Ended, 3)));
+        assert_eq!(u.caller.as_deref(), Some("+14158675309"));
+        assert_eq!(u.duration_ms, Some(42_000));
+        assert_eq!(u.ended_at.unwrap().to_rfc3339(), "2010-08-16T03:45:01+00:00");
+        assert_eq!(u.disconnection_reason.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn outbound_and_in_progress() {
+        let u = call("CallStatus=in-progress&Direction=outbound-api&From=%2B1800&To=%2B14158675309&SequenceNumber=1");
+        assert_eq!((u.status, u.direction), (CallStatus::InProgress, Some(Direction::Outbound)));
+        assert_eq!(u.caller.as_deref(), Some("+14158675309"));
+        assert!(call("CallStatus=busy").status == CallStatus::Ended);
+        assert_eq!(normalize("CallSid=CA1"), Normalized::Ignored);
+        assert_eq!(normalize("CallStatus=teleporting"), Normalized::Ignored);
+    }
+}

@@ -1,0 +1,103 @@
+//! Vapi: `{"message": {"type": …, "call": {…}, …}}`.
+
+use serde_json::Value;
+
+use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, non_empty, object, rfc3339};
+
+pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
+    if !matches!(event_type, "status-update" | "end-of-call-report" | "assistant-request") {
+        return Ok(Normalized::Ignored);
+    }
+    let root: Value = serde_json::from_str(body).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    let message = root.get("message").ok_or(NormalizeError::Missing("message"))?;
+    let call = message.get("call").unwrap_or(&Value::Null);
+    // Vapi stamps every message (ms since the epoch): it orders two messages of one rank.
+    let seq = message.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+    let (status, progress) = match event_type {
+        "status-update" => {
+            let status = match message.get("status").and_then(Value::as_str) {
+                Some("scheduled" | "queued") => CallStatus::Queued,
+                Some("ringing") => CallStatus::Ringing,
+                Some("in-progress" | "forwarding") => CallStatus::InProgress,
+                Some("ended" | "not-found" | "deletion-failed") => CallStatus::Ended,
+                _ => return Err(NormalizeError::Missing("message.status")),
+            };
+            (status, Progress::of(status, seq))
+        }
+        "end-of-call-report" => (CallStatus::Ended, Progress::analysed(seq)),
+        // Asked for before the call is answered.
+        _ => (CallStatus::Ringing, Progress::of(CallStatus::Ringing, seq)),
+    };
+    let mut update = CallUpdate::new(status, progress);
+    update.direction = match call.get("type").and_then(Value::as_str) {
+        Some("inboundPhoneCall") => Some(Direction::Inbound),
+        Some("outboundPhoneCall") => Some(Direction::Outbound),
+        _ => None,
+    };
+    update.caller =
+        non_empty(message.pointer("/customer/number")).or_else(|| non_empty(call.pointer("/customer/number")));
+    update.started_at = rfc3339(message.get("startedAt")).or_else(|| rfc3339(call.get("startedAt")));
+    update.ended_at = rfc3339(message.get("endedAt")).or_else(|| rfc3339(call.get("endedAt")));
+    if let (Some(start), Some(end)) = (update.started_at, update.ended_at) {
+        update.duration_ms = Some((end - start).num_milliseconds()).filter(|d| *d >= 0);
+    }
+    update.disconnection_reason = non_empty(message.get("endedReason")).or_else(|| non_empty(call.get("endedReason")));
+    update.cost_usd = message.get("cost").or_else(|| call.get("cost")).and_then(Value::as_f64);
+    update.transcript = non_empty(message.pointer("/artifact/transcript"));
+    if let Some(analysis) = message.get("analysis").filter(|a| a.is_object()) {
+        update.summary = non_empty(analysis.get("summary"));
+        update.structured_data = object(analysis.get("structuredData"));
+        update.analysis = Some(analysis.clone());
+    }
+    Ok(Normalized::Call(Box::new(update)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The official (abbreviated) example of providers.md §2.4.
+    const REPORT: &str = r#"{"message":{"type":"end-of-call-report","endedReason":"customer-ended-call","call":{"id":"call-uuid","type":"outboundPhoneCall","status":"ended"},"artifact":{"transcript":"Full conversation transcript...","recording":{},"messages":[{"role":"assistant","message":"Hello! How can I help?"},{"role":"user","message":"I need to check my order."}]},"analysis":{"summary":"AI-generated summary of the call"},"cost":0.15,"startedAt":"2026-07-16T18:00:00.000Z","endedAt":"2026-07-16T18:03:00.000Z"}}"#;
+
+    fn call(event: &str, body: &str) -> CallUpdate {
+        match normalize(event, body).unwrap() {
+            Normalized::Call(update) => *update,
+            Normalized::Ignored => panic!("{event} was ignored"),
+        }
+    }
+
+    #[test]
+    fn end_of_call_report() {
+        let u = call("end-of-call-report", REPORT);
+        assert_eq!((u.status, u.progress), (CallStatus::Ended, Progress::analysed(0)));
+        assert_eq!(u.direction, Some(Direction::Outbound));
+        assert_eq!(u.duration_ms, Some(180_000));
+        assert_eq!(u.cost_usd, Some(0.15));
+        assert_eq!(u.transcript.as_deref(), Some("Full conversation transcript..."));
+        assert_eq!(u.summary.as_deref(), Some("AI-generated summary of the call"));
+        assert_eq!(u.disconnection_reason.as_deref(), Some("customer-ended-call"));
+        assert!(u.structured_data.is_none());
+    }
+
+    #[test]
+    fn status_updates_follow_the_status() {
+        let body = |status: &str| {
+            format!(
+                r#"{{"message":{{"type":"status-update","status":"{status}","timestamp":1700000000123,"customer":{{"number":"+12025550123"}},"call":{{"id":"c","type":"inboundPhoneCall"}}}}}}"#
+            )
+        };
+        let ringing = call("status-update", &body("ringing"));
+        assert_eq!((ringing.status, ringing.progress.seq), (CallStatus::Ringing, 1700000000123));
+        assert_eq!(ringing.caller.as_deref(), Some("+12025550123"));
+        assert_eq!(call("status-update", &body("in-progress")).status, CallStatus::InProgress);
+        assert_eq!(call("status-update", &body("ended")).status, CallStatus::Ended);
+        assert_eq!(normalize("status-update", &body("teleporting")), Err(NormalizeError::Missing("message.status")));
+        assert_eq!(normalize("hang", "{}").unwrap(), Normalized::Ignored);
+    }
+
+    #[test]
+    fn structured_data_is_the_appointment_source() {
+        let body = r#"{"message":{"type":"end-of-call-report","endedReason":"customer-ended-call","call":{"id":"c"},"analysis":{"summary":"s","structuredData":{"service":"Cleaning"}}}}"#;
+        assert_eq!(call("end-of-call-report", body).structured_data.unwrap()["service"], "Cleaning");
+    }
+}
