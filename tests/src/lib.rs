@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 pub mod broker;
+pub mod calls;
 pub mod signed;
 pub mod tenant;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 

@@ -70,7 +70,7 @@ pub fn twilio_form(call_sid: &str, status: &str, business: E164, caller: &str, s
     ])
 }
 
-fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+pub fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 

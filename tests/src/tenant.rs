@@ -1,7 +1,7 @@
 //! A tenant with one account and one number per provider, through the onboarding functions.
 
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
-use callgate_worker::tenants::{self, NumberDetails};
+use callgate_worker::tenants::{self, NumberDetails, ServiceDetails};
 
 use crate::TestDb;
 
@@ -19,6 +19,10 @@ pub struct Tenant {
     pub vapi_secret: String,
     pub twilio_token: String,
 }
+
+/// The branch's services: name, aliases, minutes, Cal.com event type.
+pub const SERVICES: &[(&str, &[&str], i32, i64)] =
+    &[("Teeth Cleaning", &["cleaning", "hygiene visit"], 45, 101), ("Check-up", &["checkup", "exam"], 30, 102)];
 
 pub const VAPI_ASSISTANT: &str = "asst-test-1";
 pub const VAPI_NUMBER_ID: &str = "vapi-pn-1";
@@ -92,6 +96,16 @@ pub async fn seed_tenant(
     .unwrap();
     let twilio_id =
         tenants::add_phone_number(pool, company, branch, twilio_account, tn, &NumberDetails::default()).await.unwrap();
+    for (name, aliases, minutes, event_type) in SERVICES {
+        let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
+        let details = ServiceDetails {
+            name,
+            aliases: &aliases,
+            duration_minutes: *minutes,
+            calcom_event_type_id: Some(*event_type),
+        };
+        tenants::add_service(pool, company, branch, &details).await.unwrap();
+    }
     Tenant {
         company,
         branch,

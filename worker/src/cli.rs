@@ -1,4 +1,4 @@
-//! `callgate-worker`'s commands: migrations, onboarding, the demo tenant.
+//! `callgate-worker`'s commands: the consumer (`run`), migrations, onboarding, the demo tenant.
 //!
 //! Onboarding commands print what they created (an id) on stdout, so scripts can capture it.
 //! Secrets are read from standard input, never from arguments (they would show in `ps` and in
@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::tenants::{self, NumberDetails, TenantError};
-use crate::{MIGRATOR, demo};
+use crate::config::RunConfig;
+use crate::tenants::{self, NumberDetails, ServiceDetails, TenantError};
+use crate::{MIGRATOR, Worker, demo};
 
 #[derive(Debug, Parser)]
 #[command(name = "callgate-worker", version, about = "callgate's database side: migrations, onboarding, consumers")]
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Consume call events into Postgres (runs until SIGTERM or Ctrl-C).
+    Run(Box<RunConfig>),
     /// Apply the schema migrations (safe to run again: applied ones are skipped).
     Migrate(Database),
     /// Register businesses, their branches, provider accounts and numbers.
@@ -117,6 +120,37 @@ pub enum TenantCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Add a service a branch offers; prints its id.
+    AddService {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        company: String,
+        /// The branch's name.
+        #[arg(long)]
+        branch: String,
+        #[arg(long)]
+        name: String,
+        /// Other names callers use, comma-separated ("cleaning,hygiene visit").
+        #[arg(long, value_delimiter = ',')]
+        aliases: Vec<String>,
+        #[arg(long)]
+        duration_minutes: i32,
+        /// The Cal.com event type this service is booked as.
+        #[arg(long)]
+        calcom_event_type_id: Option<i64>,
+    },
+    /// Name the analysis fields holding appointment requests, as JSON, e.g.
+    /// '{"start":"slot","service":"treatment"}'. Keys: start, service, customer_name,
+    /// customer_email, notes; unset keys keep their defaults (appointment_start, service, …).
+    SetAppointmentFields {
+        #[command(flatten)]
+        database: Database,
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        fields: String,
+    },
     /// Stop routing a number (soft delete).
     RemoveNumber {
         #[command(flatten)]
@@ -181,6 +215,10 @@ pub enum CliError {
     Number(#[from] callgate_contract::E164Error),
     #[error("--settings is not JSON: {0}")]
     SettingsJson(serde_json::Error),
+    #[error("--fields is not JSON: {0}")]
+    FieldsJson(serde_json::Error),
+    #[error("cannot start the worker: {0}")]
+    Start(#[from] crate::server::StartError),
     #[error("no secret on standard input")]
     NoSecret,
     #[error("reading standard input: {0}")]
@@ -210,6 +248,13 @@ fn secret_from_stdin() -> Result<Vec<u8>, CliError> {
 /// Runs one command; returns the lines to print.
 pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
     match command {
+        Command::Run(config) => {
+            let worker = Worker::start(*config).await?;
+            callgate_ops::shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            worker.shutdown().await;
+            Ok(Vec::new())
+        }
         Command::Migrate(database) => {
             MIGRATOR.run(&pool(&database).await?).await?;
             Ok(vec![format!("schema up to date ({} migrations)", MIGRATOR.iter().count())])
@@ -273,6 +318,30 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             tenants::add_phone_number(&pool, company, branch, ProviderAccountId(account), number, &details)
                 .await?
                 .to_string()
+        }
+        TenantCommand::AddService {
+            database,
+            company,
+            branch,
+            name,
+            aliases,
+            duration_minutes,
+            calcom_event_type_id,
+        } => {
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            let branch = tenants::branch(&pool, company, &branch).await?;
+            let aliases: Vec<String> =
+                aliases.into_iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+            let details = ServiceDetails { name: &name, aliases: &aliases, duration_minutes, calcom_event_type_id };
+            tenants::add_service(&pool, company, branch, &details).await?.to_string()
+        }
+        TenantCommand::SetAppointmentFields { database, company, fields } => {
+            let fields: serde_json::Value = serde_json::from_str(&fields).map_err(CliError::FieldsJson)?;
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            tenants::set_appointment_fields(&pool, company, &fields).await?;
+            String::from("appointment fields set")
         }
         TenantCommand::RemoveNumber { database, number, default_country_code } => {
             let number = E164::parse_with_default(&number, Some(default_country_code))?;

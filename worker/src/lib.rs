@@ -1,11 +1,21 @@
 //! callgate's worker side: everything that writes the database.
 //!
-//! For now: the migrations ([`MIGRATOR`]), onboarding of tenants ([`tenants`]) and the local demo
-//! tenant ([`demo`]). The Kafka consumers land with the worker issue.
+//! - [`consumer`]: the Kafka consumer group turning `call-events.v1` into rows, exactly once
+//!   in effect ([`apply`] does one event, [`appointments`] reads the analysis).
+//! - [`server`]: the running worker (consumer, health and metrics endpoints, shutdown).
+//! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local [`demo`] tenant.
 
+pub mod apply;
+pub mod appointments;
 pub mod cli;
+pub mod config;
+pub mod consumer;
 pub mod demo;
+pub mod metrics;
+pub mod server;
 pub mod tenants;
+
+pub use server::Worker;
 
 /// The schema, embedded at build time from `migrations/`. Applying it twice is a no-op.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -22,6 +22,8 @@ pub enum TenantError {
     Settings(serde_json::Error),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub async fn create_company(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<CompanyId, TenantError> {
@@ -74,6 +76,52 @@ pub async fn create_branch(
             .fetch_one(db)
             .await?;
     Ok(BranchId(id))
+}
+
+/// What a branch offers, for matching the service a caller asks for. `aliases` are other names
+/// callers use; matching ignores case and accents.
+pub async fn add_service(
+    db: impl PgExecutor<'_>,
+    company: CompanyId,
+    branch: BranchId,
+    service: &ServiceDetails<'_>,
+) -> Result<Uuid, TenantError> {
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO services (company_id, branch_id, name, aliases, duration_minutes, calcom_event_type_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(company.0)
+    .bind(branch.0)
+    .bind(service.name)
+    .bind(service.aliases)
+    .bind(service.duration_minutes)
+    .bind(service.calcom_event_type_id)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDetails<'a> {
+    pub name: &'a str,
+    pub aliases: &'a [String],
+    pub duration_minutes: i32,
+    pub calcom_event_type_id: Option<i64>,
+}
+
+/// Which analysis fields hold a company's appointment requests (see `appointments::FieldMap`).
+pub async fn set_appointment_fields(
+    db: impl PgExecutor<'_>,
+    company: CompanyId,
+    fields: &serde_json::Value,
+) -> Result<(), TenantError> {
+    crate::appointments::FieldMap::validate_overrides(fields).map_err(TenantError::Invalid)?;
+    sqlx::query("UPDATE companies SET appointment_fields = $2 WHERE id = $1")
+        .bind(company.0)
+        .bind(fields)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// A provider login of a company. `secret` is sealed before it leaves this function.

@@ -1,0 +1,200 @@
+//! Whole calls as their providers deliver them: each a sequence of signed webhooks, which a test
+//! may send in order, repeated or shuffled.
+
+use callgate_contract::E164;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::signed::{self, FORM};
+use crate::{Tenant, TestGateway};
+
+/// What a tenant's Twilio account is configured with in these tests.
+pub const TWILIO_PUBLIC: &str = "https://hooks.callgate.test";
+const TWILIO_PATH: &str = "/v1/webhooks/twilio";
+
+/// One signed webhook, ready to send (and to send again: providers retry with the same body).
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Webhook {
+    pub async fn send(&self, gw: &TestGateway) -> StatusCode {
+        let mut request = gw.client.post(gw.url(self.path)).header("content-type", self.content_type);
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        request.body(self.body.clone()).send().await.unwrap().status()
+    }
+
+    /// Sends it and insists on the gateway's 2xx.
+    pub async fn deliver(&self, gw: &TestGateway) {
+        let status = self.send(gw).await;
+        assert!(status.is_success(), "{} answered {status} to {}", self.path, self.body);
+    }
+}
+
+/// A time far enough ahead for any test run, without an offset: read in the branch's zone.
+pub const FUTURE_LOCAL: &str = "2031-03-04T10:30";
+
+/// The analysis a caller asking for a cleaning produces, with the default field names.
+pub fn appointment_analysis(start: &str, service: &str) -> Value {
+    json!({
+        "appointment_start": start,
+        "service": service,
+        "customer_name": "Ana Lima",
+        "customer_email": "ana@example.com",
+        "notes": "prefers mornings",
+    })
+}
+
+fn retell(tenant: &Tenant, body: Value) -> Webhook {
+    let body = body.to_string();
+    let (name, value) = signed::retell_signature(&tenant.retell_key, &body);
+    Webhook { path: "/v1/webhooks/retell", content_type: "application/json", headers: vec![(name, value)], body }
+}
+
+/// Retell's call_started, call_ended and call_analyzed for one inbound call. `analysis` is the
+/// `custom_analysis_data` (none: the analysis has no custom data).
+pub fn retell_call(tenant: &Tenant, call_id: &str, caller: &str, analysis: Option<Value>) -> Vec<Webhook> {
+    let business = tenant.retell_number.1.to_string();
+    let base = json!({
+        "call_id": call_id,
+        "agent_id": "agent_1",
+        "agent_version": 1,
+        "call_type": "phone_call",
+        "direction": "inbound",
+        "from_number": caller,
+        "to_number": business,
+        "start_timestamp": 1_790_000_000_000_i64,
+    });
+    let with = |mut call: Value, extra: Value| {
+        for (k, v) in extra.as_object().unwrap() {
+            call[k] = v.clone();
+        }
+        call
+    };
+    let ended_fields = json!({
+        "call_status": "ended",
+        "end_timestamp": 1_790_000_095_500_i64,
+        "duration_ms": 95_500,
+        "disconnection_reason": "user_hangup",
+        "transcript": "Agent: Hi, how can I help? ☎\nUser: I'd like a cleaning.",
+        "call_cost": {"combined_cost": 11.0},
+    });
+    let started = with(base.clone(), json!({"call_status": "ongoing"}));
+    let ended = with(base.clone(), ended_fields.clone());
+    let mut call_analysis = json!({"call_summary": "The caller asked for a cleaning.", "user_sentiment": "Positive", "call_successful": true});
+    if let Some(data) = analysis {
+        call_analysis["custom_analysis_data"] = data;
+    }
+    let analyzed = with(with(base, ended_fields), json!({"call_analysis": call_analysis}));
+    vec![
+        retell(tenant, json!({"event": "call_started", "call": started})),
+        retell(tenant, json!({"event": "call_ended", "call": ended})),
+        retell(tenant, json!({"event": "call_analyzed", "call": analyzed})),
+    ]
+}
+
+fn vapi(tenant: &Tenant, message: Value) -> Webhook {
+    Webhook {
+        path: "/v1/webhooks/vapi",
+        content_type: "application/json",
+        headers: vec![("x-vapi-secret", tenant.vapi_secret.clone())],
+        body: json!({ "message": message }).to_string(),
+    }
+}
+
+/// Vapi's status updates (ringing, in-progress, ended) and end-of-call report for one inbound
+/// call. `structured` is the analysis' `structuredData`.
+pub fn vapi_call(tenant: &Tenant, call_id: &str, caller: &str, structured: Option<Value>) -> Vec<Webhook> {
+    let business = tenant.vapi_number.1.to_string();
+    let message = |kind: &str, ts: i64, extra: Value| {
+        let mut m = json!({
+            "type": kind,
+            "timestamp": ts,
+            "call": {"id": call_id, "orgId": "org-1", "type": "inboundPhoneCall"},
+            "phoneNumber": {"number": business},
+            "customer": {"number": caller},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        m
+    };
+    let mut analysis = json!({"summary": "Booked a check-up.", "successEvaluation": "true"});
+    if let Some(data) = structured {
+        analysis["structuredData"] = data;
+    }
+    vec![
+        vapi(tenant, message("status-update", 1_790_000_000_000, json!({"status": "ringing"}))),
+        vapi(tenant, message("status-update", 1_790_000_001_000, json!({"status": "in-progress"}))),
+        vapi(
+            tenant,
+            message(
+                "status-update",
+                1_790_000_060_000,
+                json!({"status": "ended", "endedReason": "customer-ended-call"}),
+            ),
+        ),
+        vapi(
+            tenant,
+            message(
+                "end-of-call-report",
+                1_790_000_061_000,
+                json!({
+                    "endedReason": "customer-ended-call",
+                    "startedAt": "2026-09-21T18:13:20.000Z",
+                    "endedAt": "2026-09-21T18:14:20.000Z",
+                    "cost": 0.15,
+                    "artifact": {"transcript": "AI: Hello.\nUser: A check-up, please.", "messages": []},
+                    "analysis": analysis,
+                }),
+            ),
+        ),
+    ]
+}
+
+/// Twilio's status callbacks (ringing, in-progress, completed) for one inbound call.
+pub fn twilio_call(tenant: &Tenant, call_sid: &str, caller: &str) -> Vec<Webhook> {
+    let business = tenant.twilio_number.1;
+    let url = format!("{TWILIO_PUBLIC}{TWILIO_PATH}");
+    let callback = |status: &str, sequence: u32, extra: &[(&str, &str)]| {
+        let body = twilio_form(call_sid, status, business, caller, sequence, extra);
+        let signature = signed::twilio_signature(&tenant.twilio_token, &url, Some(FORM), &body);
+        Webhook { path: TWILIO_PATH, content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
+    };
+    vec![
+        callback("ringing", 0, &[("Timestamp", "Mon, 21 Sep 2026 18:13:18 +0000")]),
+        callback("in-progress", 1, &[("Timestamp", "Mon, 21 Sep 2026 18:13:20 +0000")]),
+        callback("completed", 2, &[("Timestamp", "Mon, 21 Sep 2026 18:14:02 +0000"), ("CallDuration", "42")]),
+    ]
+}
+
+fn twilio_form(
+    call_sid: &str,
+    status: &str,
+    business: E164,
+    caller: &str,
+    sequence: u32,
+    extra: &[(&str, &str)],
+) -> String {
+    let sequence = sequence.to_string();
+    let business = business.to_string();
+    let mut pairs = vec![
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call_sid),
+        ("CallStatus", status),
+        ("CallbackSource", "call-progress-events"),
+        ("Direction", "inbound"),
+        ("From", caller),
+        ("SequenceNumber", sequence.as_str()),
+        ("To", business.as_str()),
+    ];
+    pairs.extend_from_slice(extra);
+    signed::form_urlencoded_pairs(&pairs)
+}

@@ -1,0 +1,206 @@
+//! The worker end to end: signed webhooks through the real gateway and broker become calls,
+//! customers and appointments in Postgres, once each.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use callgate_tests::calls::{FUTURE_LOCAL, TWILIO_PUBLIC, appointment_analysis, retell_call, twilio_call, vapi_call};
+use callgate_tests::worker::{count, metric_sum, ops_get, snapshot, start_worker, wait_count};
+use callgate_tests::{Stack, init_logs, spawn_stack};
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+
+const CALLER: &str = "+12025550123";
+
+async fn stack() -> Stack {
+    init_logs();
+    spawn_stack(TWILIO_PUBLIC, 3, &[]).await
+}
+
+#[tokio::test]
+async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
+    let stack = stack().await;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let analysis = appointment_analysis(FUTURE_LOCAL, "  teeth CLEANING ");
+    for webhook in retell_call(&stack.tenant, "call_r1", CALLER, Some(analysis)) {
+        webhook.deliver(&stack.gw).await;
+    }
+    let pool = &stack.db.pool;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 3).await;
+
+    let call = sqlx::query(
+        "SELECT c.status, c.direction, c.caller_e164, c.business_e164, c.duration_ms, c.transcript, c.summary,
+                c.cost::float8 AS cost, c.disconnection_reason, c.customer_link, c.review_reason, c.started_at,
+                c.analysis->>'user_sentiment' AS sentiment, cu.e164 AS customer, cu.name, cu.email, cu.company_id
+         FROM calls c JOIN customers cu ON cu.id = c.customer_id WHERE c.provider_call_id = 'call_r1'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(call.get::<String, _>("status"), "ended");
+    assert_eq!(call.get::<String, _>("direction"), "inbound");
+    assert_eq!(call.get::<String, _>("caller_e164"), CALLER);
+    assert_eq!(call.get::<String, _>("business_e164"), stack.tenant.retell_number.1.to_string());
+    assert_eq!(call.get::<i64, _>("duration_ms"), 95_500);
+    assert!(call.get::<String, _>("transcript").contains("cleaning"));
+    assert_eq!(call.get::<String, _>("summary"), "The caller asked for a cleaning.");
+    assert_eq!(call.get::<f64, _>("cost"), 0.11);
+    assert_eq!(call.get::<String, _>("disconnection_reason"), "user_hangup");
+    assert_eq!(call.get::<String, _>("sentiment"), "Positive");
+    assert_eq!(call.get::<DateTime<Utc>, _>("started_at").timestamp_millis(), 1_790_000_000_000);
+    assert_eq!(call.get::<String, _>("customer_link"), "created");
+    assert_eq!(call.get::<Option<String>, _>("review_reason"), None);
+    assert_eq!(call.get::<String, _>("customer"), CALLER);
+    assert_eq!(call.get::<String, _>("name"), "Ana Lima");
+    assert_eq!(call.get::<String, _>("email"), "ana@example.com");
+    assert_eq!(call.get::<uuid::Uuid, _>("company_id"), stack.tenant.company.0);
+
+    let appointment = sqlx::query(
+        "SELECT a.status, a.calcom_sync_status, a.starts_at, a.ends_at, a.timezone, a.notes, a.idempotency_key,
+                s.name AS service, a.customer_id IS NOT NULL AS has_customer
+         FROM appointments a JOIN services s ON s.id = a.service_id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(appointment.get::<String, _>("status"), "pending");
+    assert_eq!(appointment.get::<String, _>("calcom_sync_status"), "pending");
+    assert_eq!(appointment.get::<String, _>("service"), "Teeth Cleaning");
+    // 10:30 in New York on 2031-03-04 (EST, before the DST change) is 15:30 UTC.
+    let starts: DateTime<Utc> = appointment.get("starts_at");
+    assert_eq!(starts.to_rfc3339(), "2031-03-04T15:30:00+00:00");
+    assert_eq!((appointment.get::<DateTime<Utc>, _>("ends_at") - starts).num_minutes(), 45);
+    assert_eq!(appointment.get::<String, _>("timezone"), "America/New_York");
+    assert_eq!(appointment.get::<String, _>("notes"), "prefers mornings");
+    assert_eq!(appointment.get::<String, _>("idempotency_key").len(), 64);
+    assert!(appointment.get::<bool, _>("has_customer"));
+    let history: Vec<(Option<String>, String, Option<String>)> =
+        sqlx::query_as("SELECT from_status, to_status, reason FROM appointment_status_history")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].0.as_deref(), history[0].1.as_str()), (None, "pending"));
+    assert!(history[0].2.as_deref().unwrap().contains("call_r1"), "{history:?}");
+    assert_eq!(count(pool, "SELECT count(*) FROM customers").await, 1);
+
+    let (status, metrics) = ops_get(&worker, "/metrics").await;
+    assert_eq!(status, 200);
+    let applied = r#"callgate_worker_events_total{event_type="call_analyzed",outcome="applied",provider="retell"}"#;
+    assert_eq!(metric_sum(&metrics, applied), 1.0, "{metrics}");
+    assert_eq!(metric_sum(&metrics, "callgate_worker_appointments_created_total"), 1.0);
+    assert_eq!(ops_get(&worker, "/readyz").await.0, 200);
+    assert_eq!(ops_get(&worker, "/healthz").await.0, 200);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_vapi_call_becomes_one_call_one_customer_one_pending_appointment() {
+    let stack = stack().await;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let structured = appointment_analysis("2031-03-04T09:00:00-08:00", "Exam");
+    for webhook in vapi_call(&stack.tenant, "vapi-call-1", CALLER, Some(structured)) {
+        webhook.deliver(&stack.gw).await;
+    }
+    let pool = &stack.db.pool;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 4).await;
+    let (status, duration, summary, link, transcript): (String, i64, String, String, String) = sqlx::query_as(
+        "SELECT status, duration_ms, summary, customer_link, transcript FROM calls WHERE provider_call_id = 'vapi-call-1'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), duration, link.as_str()), ("ended", 60_000, "created"));
+    assert_eq!(summary, "Booked a check-up.");
+    assert!(transcript.contains("check-up"));
+    let (service, starts): (String, DateTime<Utc>) = sqlx::query_as(
+        "SELECT s.name, a.starts_at FROM appointments a JOIN services s ON s.id = a.service_id WHERE a.status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(service, "Check-up");
+    assert_eq!(starts.to_rfc3339(), "2031-03-04T17:00:00+00:00");
+    assert_eq!(count(pool, "SELECT count(*) FROM customers").await, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn twilio_callbacks_become_one_ended_call() {
+    let stack = stack().await;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    for webhook in twilio_call(&stack.tenant, "CA0000000000000000000000000000001", CALLER) {
+        webhook.deliver(&stack.gw).await;
+    }
+    let pool = &stack.db.pool;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 3).await;
+    let row = sqlx::query(
+        "SELECT status, progress_seq, duration_ms, started_at, ended_at, disconnection_reason, customer_link
+         FROM calls WHERE provider = 'twilio'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("status"), "ended");
+    assert_eq!(row.get::<i64, _>("progress_seq"), 2);
+    assert_eq!(row.get::<i64, _>("duration_ms"), 42_000);
+    assert_eq!(row.get::<DateTime<Utc>, _>("started_at").to_rfc3339(), "2026-09-21T18:13:20+00:00");
+    assert_eq!(row.get::<DateTime<Utc>, _>("ended_at").to_rfc3339(), "2026-09-21T18:14:02+00:00");
+    assert_eq!(row.get::<String, _>("disconnection_reason"), "completed");
+    assert_eq!(row.get::<String, _>("customer_link"), "created");
+    assert_eq!(count(pool, "SELECT count(*) FROM appointments").await, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn redelivered_shuffled_events_give_the_same_state_as_one_orderly_delivery() {
+    let orderly = stack().await;
+    let shuffled = stack().await;
+    let (w1, _) = start_worker(&orderly.db, &orderly.topic).await;
+    let (w2, _) = start_worker(&shuffled.db, &shuffled.topic).await;
+    let script = |stack: &Stack| {
+        let t = &stack.tenant;
+        let calls = [
+            retell_call(t, "call_a", "+12025550001", Some(appointment_analysis(FUTURE_LOCAL, "cleaning"))),
+            retell_call(t, "call_b", "anonymous", None),
+            vapi_call(t, "vapi-b", "+12025550002", Some(appointment_analysis("2031-05-06 14:00", "checkup"))),
+            twilio_call(t, "CA0000000000000000000000000000002", "+12025550003"),
+        ];
+        calls.into_iter().flatten().collect::<Vec<_>>()
+    };
+    let events = script(&orderly);
+    for webhook in &events {
+        webhook.deliver(&orderly.gw).await;
+    }
+    // Every event three times, in an order that puts late events first.
+    let mut again = script(&shuffled);
+    let n = again.len();
+    let mut deliveries: Vec<_> = again.drain(..).flat_map(|w| [w.clone(), w.clone(), w]).collect();
+    let mut state = 0x2545_f491_u64;
+    for i in (1..deliveries.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        deliveries.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    for webhook in &deliveries {
+        webhook.deliver(&shuffled.gw).await;
+    }
+    let done = "SELECT count(*) FROM processed_events";
+    wait_count(&orderly.db.pool, done, n as i64).await;
+    wait_count(&shuffled.db.pool, done, n as i64).await;
+    let duplicates = "callgate_worker_duplicates_skipped_total";
+    let deadline = std::time::Instant::now() + callgate_tests::worker::PATIENCE;
+    while metric_sum(&ops_get(&w2, "/metrics").await.1, duplicates) < (2 * n) as f64 {
+        assert!(std::time::Instant::now() < deadline, "the redeliveries were not all skipped");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (a, b) = (snapshot(&orderly.db.pool).await, snapshot(&shuffled.db.pool).await);
+    assert_eq!(a, b);
+    assert_eq!(count(&shuffled.db.pool, "SELECT count(*) FROM appointments").await, 2);
+    assert_eq!(count(&shuffled.db.pool, "SELECT count(*) FROM appointment_status_history").await, 2);
+    assert_eq!(count(&shuffled.db.pool, "SELECT count(*) FROM customers").await, 3);
+    let anonymous = "SELECT count(*) FROM calls WHERE customer_link = 'anonymous' AND customer_id IS NULL";
+    assert_eq!(count(&shuffled.db.pool, anonymous).await, 1);
+    w1.shutdown().await;
+    w2.shutdown().await;
+}

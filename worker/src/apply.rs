@@ -1,0 +1,451 @@
+//! Applying events to Postgres: dedupe, upsert the call, link the customer, create the
+//! appointment, all in the caller's transaction so that an event and its effects commit
+//! together or not at all.
+
+use std::sync::LazyLock;
+
+use callgate_contract::EventEnvelope;
+use callgate_contract::call::{CallUpdate, Caller, Normalized};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::appointments::{self, Contact, FieldMap, ReviewReason, Service};
+
+/// A decoded record, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub envelope: EventEnvelope,
+    pub normalized: Normalized,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(Effects),
+    /// Its event id was applied before.
+    Duplicate,
+    /// An event type the call model does not use; recorded in `processed_events`.
+    Ignored,
+    /// It names a call that belongs to another company; recorded, not applied.
+    Refused,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied(_) => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub customer_created: bool,
+    pub appointment_created: bool,
+    pub flagged: Option<ReviewReason>,
+}
+
+/// Applies `records` in one transaction, in order. Any error rolls all of them back.
+pub async fn apply_batch(pool: &PgPool, records: &[&Prepared]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(records.len());
+    for record in records {
+        outcomes.push(apply(&mut tx, record).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// True for failures that a later attempt can get past (connection lost, server shutting down,
+/// deadlock, serialization): the batch waits and retries. Anything else is about the record.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58")))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Applies one event.
+pub async fn apply(conn: &mut PgConnection, record: &Prepared) -> Result<Outcome, sqlx::Error> {
+    let env = &record.envelope;
+    let outcome = if matches!(record.normalized, Normalized::Ignored) { "ignored" } else { "applied" };
+    // First, so that a second worker holding the same event waits here for the first one's
+    // commit and then sees the id taken.
+    let fresh = sqlx::query(
+        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
+         kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(env.event_id)
+    .bind(env.route.company_id.0)
+    .bind(env.provider.as_str())
+    .bind(&env.event_type)
+    .bind(&env.provider_call_id)
+    .bind(outcome)
+    .bind(record.partition)
+    .bind(record.offset)
+    .bind(env.received_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(Outcome::Duplicate);
+    }
+    let Normalized::Call(update) = &record.normalized else {
+        return Ok(Outcome::Ignored);
+    };
+    let Some(call) = upsert_call(conn, env, update).await? else {
+        sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE event_id = $1")
+            .bind(env.event_id)
+            .bind("the call belongs to another company")
+            .execute(&mut *conn)
+            .await?;
+        tracing::error!(
+            event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider,
+            "event refused: its call id belongs to another company"
+        );
+        return Ok(Outcome::Refused);
+    };
+    let mut effects = Effects::default();
+    let company = env.route.company_id.0;
+    let analysis = match &update.structured_data {
+        Some(data) => Some((data, load_company_settings(conn, company, env.route.branch_id.0).await?)),
+        None => None,
+    };
+    let contact = analysis.as_ref().map(|(data, s)| appointments::contact(data, &s.fields)).unwrap_or_default();
+    let customer = link_customer(conn, company, &call, &contact, &mut effects).await?;
+    if let Some((data, settings)) = &analysis
+        && let Some(request) = appointments::request(data, &settings.fields)
+    {
+        let reference = call.ended_at.unwrap_or(env.received_at);
+        let result = create_appointment(conn, record, &call, customer, &contact, &request, settings, reference).await?;
+        match result {
+            Ok(created) => effects.appointment_created = created,
+            Err((reason, detail)) => {
+                flag_call(conn, call.id, reason, &detail).await?;
+                tracing::info!(
+                    event_id = %env.event_id, call_id = %env.provider_call_id, reason = reason.as_str(), %detail,
+                    "call flagged for review"
+                );
+                effects.flagged = Some(reason);
+            }
+        }
+    }
+    tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, event_type = %env.event_type, "applied");
+    Ok(Outcome::Applied(effects))
+}
+
+/// The call as it stands after an upsert.
+#[derive(Debug)]
+struct CallRow {
+    id: Uuid,
+    customer_id: Option<Uuid>,
+    customer_link: String,
+    caller_raw: Option<String>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+/// Columns an event may fill. A newer event (by progress) overwrites them with what it has; an
+/// older one only fills blanks. Neither ever writes NULL over a value.
+const DATA_COLUMNS: &[&str] = &[
+    "direction",
+    "caller_raw",
+    "caller_e164",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "transcript",
+    "summary",
+    "analysis",
+    "cost",
+    "disconnection_reason",
+];
+
+static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    let newer = "(EXCLUDED.progress, EXCLUDED.progress_seq) >= (c.progress, c.progress_seq)";
+    let mut sets = vec![
+        format!("status = CASE WHEN {newer} THEN EXCLUDED.status ELSE c.status END"),
+        format!("progress = CASE WHEN {newer} THEN EXCLUDED.progress ELSE c.progress END"),
+        format!("progress_seq = CASE WHEN {newer} THEN EXCLUDED.progress_seq ELSE c.progress_seq END"),
+        "first_event_at = LEAST(c.first_event_at, EXCLUDED.first_event_at)".to_owned(),
+        "last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at)".to_owned(),
+    ];
+    for column in DATA_COLUMNS {
+        sets.push(format!(
+            "{column} = CASE WHEN {newer} THEN COALESCE(EXCLUDED.{column}, c.{column}) \
+             ELSE COALESCE(c.{column}, EXCLUDED.{column}) END"
+        ));
+    }
+    format!(
+        "INSERT INTO calls AS c (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
+         status, progress, progress_seq, first_event_at, last_event_at, {columns}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20::float8, $21) \
+         ON CONFLICT (provider, provider_call_id) DO UPDATE SET {sets} \
+         WHERE c.company_id = EXCLUDED.company_id \
+         RETURNING id, customer_id, customer_link, caller_raw, ended_at",
+        columns = DATA_COLUMNS.join(", "),
+        sets = sets.join(", "),
+    )
+});
+
+/// Inserts or advances the call. `None`: the call id is another company's.
+async fn upsert_call(
+    conn: &mut PgConnection,
+    env: &EventEnvelope,
+    update: &CallUpdate,
+) -> Result<Option<CallRow>, sqlx::Error> {
+    let caller_e164 = match update.caller.as_deref().map(Caller::classify) {
+        Some(Caller::Number(number)) => Some(number.to_string()),
+        _ => None,
+    };
+    let row = sqlx::query(&UPSERT_CALL)
+        .bind(env.route.company_id.0)
+        .bind(env.route.branch_id.0)
+        .bind(env.route.phone_number_id.0)
+        .bind(env.provider.as_str())
+        .bind(&env.provider_call_id)
+        .bind(env.route.number.to_string())
+        .bind(update.status.as_str())
+        .bind(update.progress.rank)
+        .bind(update.progress.seq)
+        .bind(env.received_at)
+        .bind(update.direction.map(|d| d.as_str()))
+        .bind(update.caller.as_deref())
+        .bind(caller_e164)
+        .bind(update.started_at)
+        .bind(update.ended_at)
+        .bind(update.duration_ms)
+        .bind(update.transcript.as_deref())
+        .bind(update.summary.as_deref())
+        .bind(update.analysis.as_ref())
+        .bind(update.cost_usd)
+        .bind(update.disconnection_reason.as_deref())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| {
+        Ok(CallRow {
+            id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            customer_link: row.try_get("customer_link")?,
+            caller_raw: row.try_get("caller_raw")?,
+            ended_at: row.try_get("ended_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// The company's appointment settings and the branch's zone.
+#[derive(Debug)]
+struct CompanySettings {
+    fields: FieldMap,
+    timezone: String,
+}
+
+async fn load_company_settings(
+    conn: &mut PgConnection,
+    company: Uuid,
+    branch: Uuid,
+) -> Result<CompanySettings, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT c.appointment_fields, b.timezone FROM companies c JOIN branches b ON b.company_id = c.id \
+         WHERE c.id = $1 AND b.id = $2",
+    )
+    .bind(company)
+    .bind(branch)
+    .fetch_one(&mut *conn)
+    .await?;
+    let overrides: Value = row.try_get("appointment_fields")?;
+    Ok(CompanySettings { fields: FieldMap::with_overrides(&overrides), timezone: row.try_get("timezone")? })
+}
+
+/// Links the call to a customer of its own company, once; fills blank contact details.
+/// Returns the customer, if the call has one.
+async fn link_customer(
+    conn: &mut PgConnection,
+    company: Uuid,
+    call: &CallRow,
+    contact: &Contact,
+    effects: &mut Effects,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    if let Some(customer) = call.customer_id {
+        if contact.name.is_some() || contact.email.is_some() {
+            sqlx::query(
+                "UPDATE customers SET name = COALESCE(name, $3), email = COALESCE(email, $4) \
+                 WHERE company_id = $1 AND id = $2 AND (name IS NULL AND $3::text IS NOT NULL \
+                 OR email IS NULL AND $4::text IS NOT NULL)",
+            )
+            .bind(company)
+            .bind(customer)
+            .bind(contact.name.as_deref())
+            .bind(contact.email.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+        return Ok(Some(customer));
+    }
+    let number = match call.caller_raw.as_deref().map(Caller::classify) {
+        Some(Caller::Number(number)) => number,
+        other => {
+            let link = match other {
+                None => "no_number",
+                Some(Caller::Anonymous) => "anonymous",
+                _ => "unparseable",
+            };
+            if call.customer_link != link {
+                sqlx::query("UPDATE calls SET customer_link = $2 WHERE id = $1")
+                    .bind(call.id)
+                    .bind(link)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            return Ok(None);
+        }
+    };
+    // One statement whether the customer exists or not; concurrent callers serialise on the
+    // (company_id, e164) index.
+    let row = sqlx::query(
+        "INSERT INTO customers AS cu (company_id, e164, name, email) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (company_id, e164) WHERE deleted_at IS NULL DO UPDATE \
+         SET name = COALESCE(cu.name, EXCLUDED.name), email = COALESCE(cu.email, EXCLUDED.email) \
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(company)
+    .bind(number.to_string())
+    .bind(contact.name.as_deref())
+    .bind(contact.email.as_deref())
+    .fetch_one(&mut *conn)
+    .await?;
+    let customer: Uuid = row.try_get("id")?;
+    let created: bool = row.try_get("created")?;
+    effects.customer_created = created;
+    sqlx::query("UPDATE calls SET customer_id = $2, customer_link = $3 WHERE id = $1")
+        .bind(call.id)
+        .bind(customer)
+        .bind(if created { "created" } else { "exact_phone" })
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(customer))
+}
+
+/// Creates the requested appointment. `Ok(Ok(true))`: created; `Ok(Ok(false))`: it existed
+/// (same idempotency key); `Ok(Err(reason))`: the request cannot become an appointment.
+#[allow(clippy::too_many_arguments)]
+async fn create_appointment(
+    conn: &mut PgConnection,
+    record: &Prepared,
+    call: &CallRow,
+    customer: Option<Uuid>,
+    contact: &Contact,
+    request: &appointments::Request,
+    settings: &CompanySettings,
+    reference: DateTime<Utc>,
+) -> Result<Result<bool, (ReviewReason, String)>, sqlx::Error> {
+    let env = &record.envelope;
+    let start = match appointments::parse_start(&request.start, &settings.timezone) {
+        Ok(start) => start,
+        Err(reason) => {
+            let detail = match reason {
+                ReviewReason::NoTimezone => {
+                    format!("{} has no offset and the branch zone {:?} is unknown", request.start, settings.timezone)
+                }
+                _ => format!("cannot read {} as a time in {}", request.start, settings.timezone),
+            };
+            return Ok(Err((reason, detail)));
+        }
+    };
+    if start <= reference {
+        let detail = format!("{} is not after the call ({})", start.to_rfc3339(), reference.to_rfc3339());
+        return Ok(Err((ReviewReason::PastTime, detail)));
+    }
+    let Some(spoken) = request.service.as_deref() else {
+        return Ok(Err((ReviewReason::MissingService, "the analysis names no service".to_owned())));
+    };
+    let services = branch_services(conn, env.route.company_id.0, env.route.branch_id.0).await?;
+    let Some(service) = appointments::match_service(spoken, &services) else {
+        return Ok(Err((ReviewReason::UnknownService, format!("no service of the branch is called {spoken:?}"))));
+    };
+    let company = env.route.company_id.0;
+    let key = appointments::idempotency_key(company, call.id, start, service.id);
+    let end = start + chrono::Duration::minutes(i64::from(service.duration_minutes));
+    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)")
+        .bind(format!("created from the analysis of {} call {}", env.provider, env.provider_call_id))
+        .execute(&mut *conn)
+        .await?;
+    let created = sqlx::query(
+        "INSERT INTO appointments (company_id, branch_id, call_id, customer_id, service_id, starts_at, ends_at, \
+         timezone, customer_name, customer_email, notes, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (company_id, idempotency_key) DO NOTHING",
+    )
+    .bind(company)
+    .bind(env.route.branch_id.0)
+    .bind(call.id)
+    .bind(customer)
+    .bind(service.id)
+    .bind(start)
+    .bind(end)
+    .bind(&settings.timezone)
+    .bind(contact.name.as_deref())
+    .bind(contact.email.as_deref())
+    .bind(request.notes.as_deref())
+    .bind(&key)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if created {
+        tracing::info!(
+            event_id = %env.event_id, call_id = %env.provider_call_id, service = %service.name,
+            starts_at = %start.to_rfc3339(), "appointment created"
+        );
+    }
+    Ok(Ok(created))
+}
+
+async fn branch_services(conn: &mut PgConnection, company: Uuid, branch: Uuid) -> Result<Vec<Service>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, name, aliases, duration_minutes FROM services \
+         WHERE company_id = $1 AND branch_id = $2 AND deleted_at IS NULL ORDER BY created_at, id",
+    )
+    .bind(company)
+    .bind(branch)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Service {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                aliases: row.try_get("aliases")?,
+                duration_minutes: row.try_get("duration_minutes")?,
+            })
+        })
+        .collect()
+}
+
+async fn flag_call(conn: &mut PgConnection, call: Uuid, reason: ReviewReason, detail: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE calls SET review_reason = $2, review_detail = $3, flagged_at = now() WHERE id = $1")
+        .bind(call)
+        .bind(reason.as_str())
+        .bind(detail)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

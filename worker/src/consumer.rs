@@ -1,0 +1,434 @@
+//! The consumer loop: Kafka records in, transactions out, offsets committed only after the
+//! transactions that applied them.
+//!
+//! A batch is what one poll brings within `--batch-max-wait` (up to `--batch-max-records`). Its
+//! records are grouped by partition; each partition's group is applied in order in one
+//! transaction, and the groups run in parallel on their own connections. Then dead letters are
+//! published, then the offsets are committed. A crash anywhere before the commit means the
+//! batch is delivered again, and `processed_events` turns every record already applied into a
+//! no-op: at-least-once delivery, exactly-once effects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callgate_contract::call::normalize;
+use callgate_contract::envelope::ENVELOPE_VERSION;
+use callgate_contract::{EventEnvelope, Provider};
+use rand::Rng as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::apply::{self, Outcome, Prepared};
+use crate::config::RunConfig;
+use crate::metrics::{Metrics, event_type_label};
+
+/// Header names added to a dead-lettered record (the original headers are kept).
+pub mod dlq_headers {
+    /// envelope, version, payload or database.
+    pub const REASON: &str = "callgate-dlq-reason";
+    pub const ERROR: &str = "callgate-dlq-error";
+    /// `topic/partition/offset` of the original record.
+    pub const SOURCE: &str = "callgate-dlq-source";
+}
+
+/// Feeds librdkafka's statistics and rebalances into the metrics.
+#[derive(Debug)]
+pub struct WorkerContext {
+    metrics: Metrics,
+    topic: String,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.consumer_lag.reset();
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[self.topic.as_str(), &partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.metrics.assigned_partitions.set(i64::try_from(assigned).unwrap_or(i64::MAX));
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(partitions = ?partitions(list), "partitions assigned"),
+            Rebalance::Revoke(list) => tracing::info!(partitions = ?partitions(list), "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+pub type KafkaConsumer = StreamConsumer<WorkerContext>;
+
+fn client_config(config: &RunConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
+    for property in &config.kafka_properties {
+        if let Some((key, value)) = property.split_once('=') {
+            client.set(key.trim(), value.trim());
+        }
+    }
+    client
+}
+
+/// A consumer in the group, subscribed, committing only by hand.
+pub fn create_consumer(config: &RunConfig, metrics: Metrics) -> Result<KafkaConsumer, KafkaError> {
+    let mut client = client_config(config);
+    client
+        .set("group.id", &config.kafka_group_id)
+        .set("client.id", "callgate-worker")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A new group starts at the oldest record: nothing accepted before the first worker
+        // started is skipped.
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", config.kafka_stats_interval.as_millis().to_string());
+    let context = WorkerContext { metrics, topic: config.kafka_topic.clone() };
+    let consumer: KafkaConsumer = client.create_with_context(context)?;
+    consumer.subscribe(&[&config.kafka_topic])?;
+    Ok(consumer)
+}
+
+pub fn create_dlq_producer(config: &RunConfig) -> Result<FutureProducer, KafkaError> {
+    client_config(config)
+        .set("client.id", "callgate-worker-dlq")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+}
+
+/// A record that cannot be applied, on its way to the DLQ topic.
+#[derive(Debug)]
+struct DeadLetter {
+    partition: i32,
+    offset: i64,
+    reason: &'static str,
+    error: String,
+    provider: Option<Provider>,
+    event_type: Option<String>,
+}
+
+/// The batch was abandoned because shutdown was requested while it waited for a retry.
+#[derive(Debug)]
+struct Stopped;
+
+enum Failure {
+    Stopped,
+    Permanent(String),
+}
+
+pub struct Pipeline {
+    pub consumer: Arc<KafkaConsumer>,
+    pub dlq: FutureProducer,
+    pub pool: PgPool,
+    pub metrics: Metrics,
+    pub config: Arc<RunConfig>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("topic", &self.config.kafka_topic).finish_non_exhaustive()
+    }
+}
+
+/// Resolves once shutdown is requested (at once if it already was).
+pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+impl Pipeline {
+    /// Consumes until `shutdown`; the batch in hand is finished and committed first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let Some(batch) = self.take_batch(&mut shutdown).await else { break };
+            if self.process(batch, &shutdown).await.is_err() {
+                tracing::warn!("shutdown while a batch waited to be retried; it will be delivered again");
+                break;
+            }
+        }
+        // Leaves the group at once, so the partitions move to the other workers without
+        // waiting for the session timeout.
+        self.consumer.unsubscribe();
+        tracing::info!("consumer stopped");
+    }
+
+    async fn take_batch(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Vec<OwnedMessage>> {
+        let first = loop {
+            tokio::select! {
+                biased;
+                _ = stop_requested(shutdown) => return None,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => break message.detach(),
+                    Err(error) => {
+                        tracing::warn!(%error, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.batch_max_wait;
+        while batch.len() < self.config.batch_max_records.max(1) {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<(), Stopped> {
+        self.metrics.batch_records.observe(batch.len() as f64);
+        let mut groups: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
+        let mut dead = Vec::new();
+        for message in &batch {
+            match decode(message) {
+                Ok(prepared) => groups.entry(prepared.partition).or_default().push(prepared),
+                Err(letter) => dead.push(letter),
+            }
+        }
+        let applied =
+            futures::future::join_all(groups.values().map(|records| self.apply_partition(records, shutdown.clone())))
+                .await;
+        let mut outcomes = Vec::new();
+        for result in applied {
+            let (done, letters) = result?;
+            outcomes.extend(done);
+            dead.extend(letters);
+        }
+        for letter in &dead {
+            self.dead_letter(&batch, letter, shutdown.clone()).await?;
+        }
+        for (record, outcome) in &outcomes {
+            self.count(record, outcome);
+        }
+        self.commit(&batch).await;
+        Ok(())
+    }
+
+    /// One partition's records in one transaction; if a record makes the transaction fail for
+    /// good, each record gets a transaction of its own and the failing one is dead-lettered.
+    async fn apply_partition<'a>(
+        &self,
+        records: &'a [Prepared],
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Vec<(&'a Prepared, Outcome)>, Vec<DeadLetter>), Stopped> {
+        let all: Vec<&Prepared> = records.iter().collect();
+        match self.apply_with_retry(&all, shutdown.clone()).await {
+            Ok(outcomes) => return Ok((all.into_iter().zip(outcomes).collect(), Vec::new())),
+            Err(Failure::Stopped) => return Err(Stopped),
+            Err(Failure::Permanent(error)) if records.len() > 1 => {
+                tracing::warn!(%error, records = records.len(), "batch failed; applying its records one by one");
+            }
+            Err(Failure::Permanent(_)) => {}
+        }
+        let mut done = Vec::new();
+        let mut letters = Vec::new();
+        for record in records {
+            match self.apply_with_retry(&[record], shutdown.clone()).await {
+                Ok(mut outcome) => done.push((record, outcome.remove(0))),
+                Err(Failure::Stopped) => return Err(Stopped),
+                Err(Failure::Permanent(error)) => letters.push(DeadLetter {
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: "database",
+                    error,
+                    provider: Some(record.envelope.provider),
+                    event_type: Some(record.envelope.event_type.clone()),
+                }),
+            }
+        }
+        Ok((done, letters))
+    }
+
+    async fn apply_with_retry(
+        &self,
+        records: &[&Prepared],
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Vec<Outcome>, Failure> {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            match apply::apply_batch(&self.pool, records).await {
+                Ok(outcomes) => {
+                    self.metrics.apply_duration.observe(started.elapsed().as_secs_f64());
+                    self.metrics.database_up.set(1);
+                    return Ok(outcomes);
+                }
+                Err(error) if apply::is_transient(&error) => {
+                    self.metrics.database_up.set(0);
+                    self.metrics.retries.with_label_values(&["database"]).inc();
+                    tracing::warn!(%error, attempt, "database unavailable; the batch waits and is retried");
+                    self.backoff(attempt, &mut shutdown).await.map_err(|Stopped| Failure::Stopped)?;
+                    attempt += 1;
+                }
+                Err(error) => return Err(Failure::Permanent(error.to_string())),
+            }
+        }
+    }
+
+    async fn backoff(&self, attempt: u32, shutdown: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
+        let ceiling =
+            Duration::from_millis(100).saturating_mul(1 << attempt.min(16)).min(self.config.retry_max_backoff);
+        // Full jitter between half and all of the ceiling, so that workers do not retry in step.
+        let wait = ceiling.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = stop_requested(shutdown) => Err(Stopped),
+        }
+    }
+
+    /// Publishes the original record, with the error in headers, to the DLQ topic; retries until
+    /// the broker acknowledged it, because its offset is committed right after.
+    async fn dead_letter(
+        &self,
+        batch: &[OwnedMessage],
+        letter: &DeadLetter,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let Some(original) = batch.iter().find(|m| m.partition() == letter.partition && m.offset() == letter.offset)
+        else {
+            return Ok(());
+        };
+        tracing::warn!(
+            partition = letter.partition, offset = letter.offset, reason = letter.reason, error = %letter.error,
+            "record sent to the dead-letter topic"
+        );
+        let source = format!("{}/{}/{}", original.topic(), letter.partition, letter.offset);
+        let mut attempt = 0;
+        loop {
+            let mut headers = OwnedHeaders::new();
+            if let Some(existing) = original.headers() {
+                for header in existing.iter() {
+                    headers = headers.insert(Header { key: header.key, value: header.value });
+                }
+            }
+            headers = headers
+                .insert(Header { key: dlq_headers::REASON, value: Some(letter.reason) })
+                .insert(Header { key: dlq_headers::ERROR, value: Some(letter.error.as_str()) })
+                .insert(Header { key: dlq_headers::SOURCE, value: Some(source.as_str()) });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.config.kafka_dlq_topic).headers(headers);
+            if let Some(key) = original.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = original.payload() {
+                record = record.payload(payload);
+            }
+            match self.dlq.send(record, Duration::from_secs(10)).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    self.metrics.retries.with_label_values(&["dlq"]).inc();
+                    tracing::warn!(%error, attempt, "dead-letter topic unavailable; retrying");
+                    self.backoff(attempt, &mut shutdown).await?;
+                    attempt += 1;
+                }
+            }
+        }
+        self.metrics.dlq_records.with_label_values(&[letter.reason]).inc();
+        let provider = letter.provider.map_or("unknown", Provider::as_str);
+        let event_type = letter.event_type.as_deref().map_or("other", event_type_label);
+        self.metrics.events.with_label_values(&[provider, event_type, "dead_lettered"]).inc();
+        Ok(())
+    }
+
+    fn count(&self, record: &Prepared, outcome: &Outcome) {
+        let env = &record.envelope;
+        self.metrics
+            .events
+            .with_label_values(&[env.provider.as_str(), event_type_label(&env.event_type), outcome.label()])
+            .inc();
+        match outcome {
+            Outcome::Duplicate => {
+                self.metrics.duplicates.inc();
+                tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, "duplicate skipped");
+            }
+            Outcome::Applied(effects) => {
+                if effects.customer_created {
+                    self.metrics.customers_created.inc();
+                }
+                if effects.appointment_created {
+                    self.metrics.appointments_created.inc();
+                }
+                if let Some(reason) = effects.flagged {
+                    self.metrics.calls_flagged.with_label_values(&[reason.as_str()]).inc();
+                }
+            }
+            Outcome::Ignored | Outcome::Refused => {}
+        }
+    }
+
+    /// Commits the next offset of every partition in the batch. A failure (the partition moved
+    /// to another worker meanwhile) only means those records are delivered again, and skipped.
+    async fn commit(&self, batch: &[OwnedMessage]) {
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in batch {
+            let entry = next.entry((message.topic().to_owned(), message.partition())).or_insert(0);
+            *entry = (*entry).max(message.offset() + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            if let Err(error) = list.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                tracing::error!(%error, "cannot build the commit list");
+            }
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                self.metrics.commit_errors.inc();
+                tracing::warn!(%error, "offset commit failed; the batch will be delivered again and skipped");
+            }
+            Err(error) => {
+                self.metrics.commit_errors.inc();
+                tracing::error!(%error, "offset commit task failed");
+            }
+        }
+    }
+}
+
+/// Envelope and payload of a record, or why it cannot be processed at all.
+fn decode(message: &OwnedMessage) -> Result<Prepared, DeadLetter> {
+    let letter = |reason, error: String, envelope: Option<&EventEnvelope>| DeadLetter {
+        partition: message.partition(),
+        offset: message.offset(),
+        reason,
+        error,
+        provider: envelope.map(|e| e.provider),
+        event_type: envelope.map(|e| e.event_type.clone()),
+    };
+    let envelope: EventEnvelope = serde_json::from_slice(message.payload().unwrap_or_default())
+        .map_err(|e| letter("envelope", format!("not a call-events envelope: {e}"), None))?;
+    if envelope.version != ENVELOPE_VERSION {
+        let error = format!("envelope version {} (this worker reads {ENVELOPE_VERSION})", envelope.version);
+        return Err(letter("version", error, Some(&envelope)));
+    }
+    let normalized = normalize(envelope.provider, &envelope.event_type, &envelope.payload)
+        .map_err(|e| letter("payload", e.to_string(), Some(&envelope)))?;
+    Ok(Prepared { envelope, normalized, partition: message.partition(), offset: message.offset() })
+}

@@ -1,0 +1,182 @@
+//! Every metric the worker exports, defined in one place.
+//!
+//! Each worker owns its registry, so tests can run several in one process. Label values are
+//! bounded: providers, known event types (anything else is `other`), outcomes, reasons, and the
+//! partitions of the topic.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const APPLY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0];
+
+/// The event types with a label of their own; the rest count as `other`.
+const KNOWN_EVENT_TYPES: &[&str] = &[
+    "call_started",
+    "call_ended",
+    "call_analyzed",
+    "status-update",
+    "end-of-call-report",
+    "assistant-request",
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "canceled",
+    "failed",
+];
+
+pub fn event_type_label(event_type: &str) -> &str {
+    if KNOWN_EVENT_TYPES.contains(&event_type) { event_type } else { "other" }
+}
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `provider`, `event_type`, `outcome`: applied, duplicate, ignored, refused, dead_lettered.
+    pub events: IntCounterVec,
+    /// Redeliveries recognised by their event id and skipped.
+    pub duplicates: IntCounter,
+    /// One partition's batch: from BEGIN to COMMIT.
+    pub apply_duration: Histogram,
+    /// Records per batch polled from Kafka.
+    pub batch_records: Histogram,
+    /// `topic`, `partition`: from librdkafka's statistics (approximate on tansu).
+    pub consumer_lag: IntGaugeVec,
+    pub assigned_partitions: IntGauge,
+    /// `reason`: envelope, version, payload, database.
+    pub dlq_records: IntCounterVec,
+    /// `reason`: see `appointments::ReviewReason`.
+    pub calls_flagged: IntCounterVec,
+    pub customers_created: IntCounter,
+    pub appointments_created: IntCounter,
+    /// 1 while the last database transaction succeeded.
+    pub database_up: IntGauge,
+    /// `reason`: transient database errors that made a batch wait and retry.
+    pub retries: IntCounterVec,
+    pub commit_errors: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let events = IntCounterVec::new(
+            Opts::new("callgate_worker_events_total", "Events consumed, by provider, event type and outcome."),
+            &["provider", "event_type", "outcome"],
+        )
+        .expect("valid metric");
+        let duplicates = IntCounter::new(
+            "callgate_worker_duplicates_skipped_total",
+            "Events skipped because their event id was already applied.",
+        )
+        .expect("valid metric");
+        let apply_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "callgate_worker_apply_duration_seconds",
+                "Time to apply one partition's share of a batch in one transaction, commit included.",
+            )
+            .buckets(APPLY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let batch_records = Histogram::with_opts(
+            HistogramOpts::new("callgate_worker_batch_records", "Records per batch taken from Kafka.")
+                .buckets(BATCH_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new("callgate_worker_consumer_lag_messages", "Records behind the high watermark, per partition."),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let assigned_partitions =
+            IntGauge::new("callgate_worker_assigned_partitions", "Partitions this worker owns in its group.")
+                .expect("valid metric");
+        let dlq_records = IntCounterVec::new(
+            Opts::new("callgate_worker_dlq_records_total", "Records sent to the dead-letter topic, by reason."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let calls_flagged = IntCounterVec::new(
+            Opts::new(
+                "callgate_worker_calls_flagged_total",
+                "Calls flagged for review because their analysis could not become an appointment.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let customers_created =
+            IntCounter::new("callgate_worker_customers_created_total", "Customers created for new callers.")
+                .expect("valid metric");
+        let appointments_created =
+            IntCounter::new("callgate_worker_appointments_created_total", "Appointments created from call analyses.")
+                .expect("valid metric");
+        let database_up =
+            IntGauge::new("callgate_worker_database_up", "1 while the last database transaction succeeded.")
+                .expect("valid metric");
+        let retries = IntCounterVec::new(
+            Opts::new("callgate_worker_retries_total", "Batches retried after a transient failure, by what failed."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let commit_errors = IntCounter::new(
+            "callgate_worker_commit_errors_total",
+            "Offset commits that failed (the records are redelivered and skipped as duplicates).",
+        )
+        .expect("valid metric");
+        let metrics = Self {
+            registry,
+            events,
+            duplicates,
+            apply_duration,
+            batch_records,
+            consumer_lag,
+            assigned_partitions,
+            dlq_records,
+            calls_flagged,
+            customers_created,
+            appointments_created,
+            database_up,
+            retries,
+            commit_errors,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.events.clone()),
+            Box::new(metrics.duplicates.clone()),
+            Box::new(metrics.apply_duration.clone()),
+            Box::new(metrics.batch_records.clone()),
+            Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.assigned_partitions.clone()),
+            Box::new(metrics.dlq_records.clone()),
+            Box::new(metrics.calls_flagged.clone()),
+            Box::new(metrics.customers_created.clone()),
+            Box::new(metrics.appointments_created.clone()),
+            Box::new(metrics.database_up.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.commit_errors.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector).expect("metric names are unique");
+        }
+        for reason in crate::appointments::ReviewReason::ALL {
+            metrics.calls_flagged.with_label_values(&[reason.as_str()]);
+        }
+        metrics
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("Prometheus text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

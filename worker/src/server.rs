@@ -1,0 +1,168 @@
+//! A running worker: the consumer pipeline, a probe of its dependencies, and the
+//! /metrics, /healthz and /readyz endpoints; stopped in order by [`Worker::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use rdkafka::consumer::Consumer as _;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::RunConfig;
+use crate::consumer::{self, Pipeline};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid database URL: {0}")]
+    Database(sqlx::Error),
+    #[error("cannot create the Kafka client: {0}")]
+    Kafka(rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What the probe last saw.
+#[derive(Debug, Default)]
+struct Health {
+    broker: AtomicBool,
+    stopping: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct OpsState {
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: watch::Sender<bool>,
+    pipeline: tokio::task::JoinHandle<()>,
+    tasks: JoinSet<()>,
+}
+
+impl Worker {
+    /// Joins the consumer group and starts consuming. Postgres may still be down: the pipeline
+    /// waits for it.
+    pub async fn start(config: RunConfig) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(config.database_url.expose())
+            .map_err(StartError::Database)?;
+        let consumer = Arc::new(consumer::create_consumer(&config, metrics.clone()).map_err(StartError::Kafka)?);
+        let dlq = consumer::create_dlq_producer(&config).map_err(StartError::Kafka)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let health = Arc::new(Health::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let config = Arc::new(config);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(probe(
+            pool.clone(),
+            consumer.clone(),
+            config.clone(),
+            metrics.clone(),
+            health.clone(),
+            shutdown_rx.clone(),
+        ));
+        let state = OpsState { metrics: metrics.clone(), health: health.clone() };
+        tasks.spawn(serve_ops(listener, state, shutdown_rx.clone()));
+        let pipeline = Pipeline { consumer, dlq, pool, metrics: metrics.clone(), config };
+        let pipeline = tokio::spawn(pipeline.run(shutdown_rx));
+        tracing::info!(%addr, "worker started");
+        Ok(Self { addr, metrics, health, shutdown, pipeline, tasks })
+    }
+
+    /// Where /metrics, /healthz and /readyz are served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Finishes the batch in hand, commits it, leaves the group, then stops the endpoints.
+    pub async fn shutdown(mut self) {
+        self.health.stopping.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        if let Err(error) = (&mut self.pipeline).await {
+            tracing::error!(%error, "consumer task failed");
+        }
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("worker stopped");
+    }
+}
+
+/// Checks Postgres and the broker every few seconds, so that /readyz and the `_up` gauges tell
+/// the truth even when no records arrive.
+async fn probe(
+    pool: sqlx::PgPool,
+    consumer: Arc<consumer::KafkaConsumer>,
+    config: Arc<RunConfig>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let database = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
+        metrics.database_up.set(i64::from(database));
+        let (topic, handle) = (config.kafka_topic.clone(), consumer.clone());
+        let broker =
+            tokio::task::spawn_blocking(move || handle.fetch_metadata(Some(&topic), Duration::from_secs(3)).is_ok())
+                .await
+                .unwrap_or(false);
+        health.broker.store(broker, Ordering::SeqCst);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = consumer::stop_requested(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn serve_ops(listener: TcpListener, state: OpsState, mut shutdown: watch::Receiver<bool>) {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    let stopped = async move { consumer::stop_requested(&mut shutdown).await };
+    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
+        tracing::error!(%error, "ops endpoint failed");
+    }
+}
+
+async fn metrics(State(state): State<OpsState>) -> String {
+    state.metrics.render()
+}
+
+/// Ready: Postgres answered and the broker answered, and the worker is not stopping.
+async fn ready(State(state): State<OpsState>) -> (StatusCode, &'static str) {
+    let health = &state.health;
+    if health.stopping.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
+    if state.metrics.database_up.get() != 1 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+    }
+    if !health.broker.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable");
+    }
+    (StatusCode::OK, "ready")
+}
