@@ -28,7 +28,9 @@ pub fn fresh_topic() -> String {
 pub struct ConsumedRecord {
     pub partition: i32,
     pub key: String,
+    /// The value as JSON (`Null` when it is not JSON).
     pub value: serde_json::Value,
+    pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -79,7 +81,8 @@ pub async fn consume(brokers: &str, topic: &str, expected: usize, within: Durati
             records.push(ConsumedRecord {
                 partition: message.partition(),
                 key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                value: serde_json::from_slice(message.payload().unwrap_or_default()).unwrap(),
+                value: serde_json::from_slice(message.payload().unwrap_or_default()).unwrap_or_default(),
+                payload: message.payload().unwrap_or_default().to_vec(),
                 headers,
             });
         }

@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod calls;
+pub mod proxy;
 pub mod signed;
 pub mod tenant;
 pub mod worker;

@@ -136,3 +136,30 @@ pub async fn ops_get(worker: &Worker, path: &str) -> (u16, String) {
     let response = reqwest::get(url).await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
 }
+
+/// Delivers a webhook whose number was just added: the gateway's directory learns it within
+/// milliseconds (LISTEN/NOTIFY); until then the answer is 404.
+pub async fn deliver_once_routed(webhook: &crate::calls::Webhook, gw: &crate::TestGateway) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = webhook.send(gw).await;
+        if status.is_success() {
+            return;
+        }
+        assert!(status == reqwest::StatusCode::NOT_FOUND && Instant::now() < deadline, "answered {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the worker's metrics satisfy `check`.
+pub async fn wait_metrics(worker: &Worker, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, text) = ops_get(worker, "/metrics").await;
+        if check(&text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waited in vain for {what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -204,3 +204,84 @@ async fn redelivered_shuffled_events_give_the_same_state_as_one_orderly_delivery
     w1.shutdown().await;
     w2.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_company() {
+    init_logs();
+    let db = callgate_tests::TestDb::create().await;
+    let key = callgate_tests::secret_key();
+    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+    let auth = serde_json::json!({"mode": "secret"});
+    let acme = callgate_tests::seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, auth.clone()).await;
+    let globex = callgate_tests::seed_tenant(&db, &cipher, "globex", "+1212555", TWILIO_PUBLIC, auth).await;
+    let topic = callgate_tests::fresh_topic();
+    let brokers = callgate_tests::kafka_brokers();
+    callgate_tests::create_topic(&brokers, &topic, 3);
+    let gw = callgate_tests::TestGateway::start(callgate_tests::serve_config(&db, &brokers, &topic, &key, &[])).await;
+    let (worker, _) = start_worker(&db, &topic).await;
+
+    let analysis = |name: &str| {
+        let mut a = appointment_analysis(FUTURE_LOCAL, "cleaning");
+        a["customer_name"] = name.into();
+        a
+    };
+    for webhook in retell_call(&acme, "acme-call", CALLER, Some(analysis("Ana at Acme"))).into_iter().chain(vapi_call(
+        &globex,
+        "globex-call",
+        CALLER,
+        Some(analysis("Ana at Globex")),
+    )) {
+        webhook.deliver(&gw).await;
+    }
+    // The same call id again, now through Globex's Retell number: it must not touch Acme's call.
+    let hijack = retell_call(&globex, "acme-call", "+12025559999", None).remove(1);
+    hijack.deliver(&gw).await;
+    let pool = &db.pool;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 8).await;
+
+    let customers: Vec<(uuid::Uuid, String, String)> =
+        sqlx::query_as("SELECT company_id, e164, name FROM customers ORDER BY name").fetch_all(pool).await.unwrap();
+    assert_eq!(
+        customers,
+        vec![
+            (acme.company.0, CALLER.to_owned(), "Ana at Acme".to_owned()),
+            (globex.company.0, CALLER.to_owned(), "Ana at Globex".to_owned()),
+        ]
+    );
+    let links: Vec<(String, uuid::Uuid, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT c.provider_call_id, c.company_id, cu.company_id, c.caller_e164 FROM calls c
+         JOIN customers cu ON cu.id = c.customer_id ORDER BY c.provider_call_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(links.len(), 2);
+    for (call, call_company, customer_company, caller) in &links {
+        assert_eq!(call_company, customer_company, "{call} is linked across companies");
+        assert_eq!(caller, CALLER, "{call}");
+    }
+    let appointments: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT a.company_id, cu.company_id FROM appointments a JOIN customers cu ON cu.id = a.customer_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(appointments.len(), 2);
+    assert!(appointments.iter().all(|(a, c)| a == c));
+    let refused: (String, uuid::Uuid) =
+        sqlx::query_as("SELECT outcome, company_id FROM processed_events WHERE outcome <> 'applied'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(refused, ("refused".to_owned(), globex.company.0));
+    let (company, status): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT company_id, status FROM calls WHERE provider_call_id = 'acme-call'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(company, acme.company.0);
+    assert_eq!(status, "ended");
+    let (_, metrics) = ops_get(&worker, "/metrics").await;
+    assert_eq!(metric_sum(&metrics, r#"callgate_worker_events_total{event_type="call_ended",outcome="refused""#), 1.0);
+    worker.shutdown().await;
+}
