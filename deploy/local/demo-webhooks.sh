@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sends one signed webhook per provider to the gateway started by deploy/local/run.sh, with
-# the demo tenant's secrets, and shows what the gateway answered and counted.
+# Sends signed webhooks for one call per provider to the gateway started by deploy/local/run.sh,
+# with the demo tenant's secrets; shows what the gateway answered and counted, and the rows the
+# worker made of them (the Retell call asks for a cleaning next week).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE="${CALLGATE_URL:-http://127.0.0.1:8080}"
@@ -13,6 +14,13 @@ call="demo-$(date +%s)"
 printf '{"event":"call_started","call":{"call_id":"%s","call_type":"phone_call","direction":"inbound","from_number":"+12025550123","to_number":"+14155550100","call_status":"ongoing"}}' "$call" >"$body"
 sig="$("$BIN" sign --provider retell --secret demo-retell-api-key --body-file "$body")"
 curl -sS -o /dev/null -w "retell  call_started      → %{http_code}\n" -H "x-retell-signature: $sig" \
+    -H 'content-type: application/json' --data-binary @"$body" "$BASE/v1/webhooks/retell"
+
+start="$(date -d 'next monday 10:30' +%Y-%m-%dT%H:%M)"
+analysis="{\"appointment_start\":\"$start\",\"service\":\"cleaning\",\"customer_name\":\"Ana Lima\",\"customer_email\":\"ana@example.com\"}"
+printf '{"event":"call_analyzed","call":{"call_id":"%s","call_type":"phone_call","direction":"inbound","from_number":"+12025550123","to_number":"+14155550100","call_status":"ended","duration_ms":61000,"disconnection_reason":"user_hangup","transcript":"User: I need a cleaning next Monday at 10:30.","call_analysis":{"call_summary":"Wants a cleaning.","custom_analysis_data":%s}}}' "$call" "$analysis" >"$body"
+sig="$("$BIN" sign --provider retell --secret demo-retell-api-key --body-file "$body")"
+curl -sS -o /dev/null -w "retell  call_analyzed     → %{http_code}\n" -H "x-retell-signature: $sig" \
     -H 'content-type: application/json' --data-binary @"$body" "$BASE/v1/webhooks/retell"
 
 printf '{"message":{"type":"assistant-request","call":{"id":"%s"},"phoneNumber":{"number":"+14155550101"}}}' "$call" >"$body"
@@ -33,3 +41,10 @@ curl -sS -o /dev/null -w "retell  forged signature  → %{http_code}\n" -H "x-re
 
 echo
 curl -sS "$BASE/metrics" | grep '^callgate_gateway_requests_total'
+sleep 1
+echo
+curl -sS "${CALLGATE_WORKER_URL:-http://127.0.0.1:9090}/metrics" | grep -E '^callgate_worker_(events_total|appointments_created_total)'
+stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
+echo
+psql -X "$DATABASE_URL" -c "SELECT provider, provider_call_id, status, caller_e164, customer_link, review_reason FROM calls ORDER BY last_event_at" \
+    -c "SELECT a.starts_at, a.timezone, s.name AS service, a.customer_name, a.status, a.calcom_sync_status FROM appointments a JOIN services s ON s.id = a.service_id"

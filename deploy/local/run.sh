@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Sets up everything and runs callgate locally: Postgres, the Kafka-protocol broker, topics,
-# migrations, a demo tenant, then the gateway in the foreground (Ctrl-C stops it all).
+# migrations, a demo tenant, the worker in the background, then the gateway in the foreground
+# (Ctrl-C stops it all).
 # Installs what is missing, reuses what is there (the tansu build is cached).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
+WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
 ensure_packages
 ensure_tansu
 stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
-trap 'stop_tansu; stop_postgres' EXIT
+WORKER_PID=""
+trap '[ -z "$WORKER_PID" ] || { kill -TERM "$WORKER_PID" 2>/dev/null; wait "$WORKER_PID"; }; stop_tansu; stop_postgres' EXIT
 start_postgres
 start_tansu
 create_topics
@@ -23,14 +26,17 @@ export CALLGATE_LISTEN="$LISTEN"
 export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
 target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
+CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" target/release/callgate-worker run &
+WORKER_PID=$!
 
 cat >&2 <<INFO
 
   callgate is running.
     webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}
-    metrics    http://$LISTEN/metrics      health  /healthz   ready  /readyz
+    metrics    gateway http://$LISTEN/metrics   worker http://$WORKER_LISTEN/metrics   (/healthz, /readyz on both)
     demo       company "demo-dental": Retell +14155550100, Vapi +14155550101, Twilio +14155550102
-    try it     deploy/local/demo-webhooks.sh   (sends one signed webhook per provider)
+               services "Teeth Cleaning" (cleaning, hygiene visit) and "Check-up" (checkup, exam)
+    try it     deploy/local/demo-webhooks.sh   (a signed call per provider, then the rows they made)
     database   $DATABASE_URL
     broker     $KAFKA_BROKERS   topic call-events.v1
 

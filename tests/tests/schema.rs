@@ -149,3 +149,180 @@ async fn changes_are_announced_per_statement() {
     let note = listener.recv().await.unwrap();
     assert_eq!(note.payload(), r#"{"scope":"all"}"#);
 }
+
+/// Inserts a call of `company` (branch, number given) and returns its id.
+async fn insert_call(db: &TestDb, company: uuid::Uuid, branch: uuid::Uuid, number: uuid::Uuid, id: &str) -> uuid::Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO calls (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, status,
+                            progress, first_event_at, last_event_at)
+         VALUES ($1, $2, $3, 'retell', $4, '+13125550100', 'ended', 3, now(), now()) RETURNING id",
+    )
+    .bind(company)
+    .bind(branch)
+    .bind(number)
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+fn db_constraint(error: sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => db.constraint().unwrap_or(db.message()).to_owned(),
+        other => panic!("expected a database constraint error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn calls_customers_and_appointments_cannot_point_across_companies() {
+    let db = TestDb::create().await;
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let [(a, a_branch, a_account), (b, b_branch, b_account)] = two_companies(&db, &cipher).await;
+    let a_number = tenants::add_phone_number(
+        &db.pool,
+        a,
+        a_branch,
+        a_account,
+        E164::parse("+13125550100").unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    tenants::add_phone_number(
+        &db.pool,
+        b,
+        b_branch,
+        b_account,
+        E164::parse("+13125550101").unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let call = insert_call(&db, a.0, a_branch.0, a_number.0, "c1").await;
+    let customer = |company: uuid::Uuid| {
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "INSERT INTO customers (company_id, e164) VALUES ($1, '+12025550123') RETURNING id",
+        )
+        .bind(company)
+    };
+    let b_customer = customer(b.0).fetch_one(&db.pool).await.unwrap();
+    // The same caller is a customer of each company, once per company.
+    let a_customer = customer(a.0).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(db_constraint(customer(a.0).fetch_one(&db.pool).await.unwrap_err()), "customers_e164_active");
+
+    let cross_customer = sqlx::query("UPDATE calls SET customer_id = $1 WHERE id = $2")
+        .bind(b_customer)
+        .bind(call)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(db_constraint(cross_customer), "calls_company_id_customer_id_fkey");
+    let cross_number = sqlx::query(
+        "INSERT INTO calls (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, status,
+                            progress, first_event_at, last_event_at)
+         VALUES ($1, $2, $3, 'retell', 'c2', '+13125550100', 'ended', 3, now(), now())",
+    )
+    .bind(b.0)
+    .bind(b_branch.0)
+    .bind(a_number.0)
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert_eq!(db_constraint(cross_number), "calls_company_id_phone_number_id_fkey");
+
+    let service = |company: uuid::Uuid, branch: uuid::Uuid| {
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "INSERT INTO services (company_id, branch_id, name, duration_minutes) VALUES ($1, $2, 'Cleaning', 30) RETURNING id",
+        )
+        .bind(company)
+        .bind(branch)
+    };
+    let a_service = service(a.0, a_branch.0).fetch_one(&db.pool).await.unwrap();
+    let b_service = service(b.0, b_branch.0).fetch_one(&db.pool).await.unwrap();
+    let appointment =
+        |company: uuid::Uuid, branch: uuid::Uuid, customer: uuid::Uuid, service: uuid::Uuid, key: char| {
+            sqlx::query(
+                "INSERT INTO appointments (company_id, branch_id, call_id, customer_id, service_id, starts_at, ends_at,
+                                       timezone, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, '2031-01-01T10:00Z', '2031-01-01T10:30Z', 'UTC', $6)",
+            )
+            .bind(company)
+            .bind(branch)
+            .bind(call)
+            .bind(customer)
+            .bind(service)
+            .bind(key.to_string().repeat(64))
+        };
+    let err = appointment(a.0, a_branch.0, a_customer, b_service, 'a').execute(&db.pool).await.unwrap_err();
+    assert_eq!(db_constraint(err), "appointments_company_id_service_id_fkey");
+    let err = appointment(a.0, a_branch.0, b_customer, a_service, 'a').execute(&db.pool).await.unwrap_err();
+    assert_eq!(db_constraint(err), "appointments_company_id_customer_id_fkey");
+    let err = appointment(b.0, b_branch.0, b_customer, b_service, 'a').execute(&db.pool).await.unwrap_err();
+    assert_eq!(db_constraint(err), "appointments_company_id_call_id_fkey");
+
+    // The idempotency key makes a second identical appointment impossible.
+    appointment(a.0, a_branch.0, a_customer, a_service, 'b').execute(&db.pool).await.unwrap();
+    let err = appointment(a.0, a_branch.0, a_customer, a_service, 'b').execute(&db.pool).await.unwrap_err();
+    assert_eq!(db_constraint(err), "appointments_company_id_idempotency_key_key");
+}
+
+#[tokio::test]
+async fn every_appointment_status_change_is_in_its_history() {
+    let db = TestDb::create().await;
+    let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
+    let [(a, a_branch, _), _] = two_companies(&db, &cipher).await;
+    let service: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO services (company_id, branch_id, name, duration_minutes) VALUES ($1, $2, 'Cleaning', 30) RETURNING id",
+    )
+    .bind(a.0)
+    .bind(a_branch.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO appointments (company_id, branch_id, service_id, starts_at, ends_at, timezone, idempotency_key)
+         VALUES ($1, $2, $3, '2031-01-01T10:00Z', '2031-01-01T10:30Z', 'UTC', $4) RETURNING id",
+    )
+    .bind(a.0)
+    .bind(a_branch.0)
+    .bind(service)
+    .bind("c".repeat(64))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('callgate.status_reason', 'booked in Cal.com', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE appointments SET status = 'booked', calcom_sync_status = 'synced' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Not a status change: no history row.
+    sqlx::query("UPDATE appointments SET notes = 'x' WHERE id = $1").bind(id).execute(&db.pool).await.unwrap();
+    type Change = (Option<String>, String, Option<String>, String, Option<String>);
+    let history: Vec<Change> = sqlx::query_as(
+        "SELECT from_status, to_status, from_sync_status, to_sync_status, reason
+         FROM appointment_status_history WHERE appointment_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        vec![
+            (None, "pending".into(), None, "pending".into(), None),
+            (
+                Some("pending".into()),
+                "booked".into(),
+                Some("pending".into()),
+                "synced".into(),
+                Some("booked in Cal.com".into())
+            ),
+        ]
+    );
+}

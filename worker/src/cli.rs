@@ -366,3 +366,26 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
     };
     Ok(vec![id])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_config_defaults_and_secrets() {
+        let cli =
+            Cli::try_parse_from(["callgate-worker", "run", "--database-url", "postgres://u:hunter2@h/db"]).unwrap();
+        let Command::Run(config) = &cli.command else { panic!("run expected") };
+        assert_eq!(config.kafka_topic, "call-events.v1");
+        assert_eq!(config.kafka_dlq_topic, "call-events.dlq.v1");
+        assert_eq!(config.kafka_group_id, "callgate-worker");
+        assert_eq!(config.batch_max_records, 500);
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use callgate_contract::call::normalize;
 use callgate_contract::envelope::ENVELOPE_VERSION;
 use callgate_contract::{EventEnvelope, Provider};
+use futures::StreamExt as _;
 use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -211,9 +212,13 @@ impl Pipeline {
                 Err(letter) => dead.push(letter),
             }
         }
-        let applied =
-            futures::future::join_all(groups.values().map(|records| self.apply_partition(records, shutdown.clone())))
-                .await;
+        // At most one transaction per pooled connection, keeping one for the probe.
+        let parallel = usize::try_from(self.config.database_max_connections.saturating_sub(1)).unwrap_or(1).max(1);
+        let mut pending = Vec::with_capacity(groups.len());
+        for records in groups.values() {
+            pending.push(self.apply_partition(records, shutdown.clone()));
+        }
+        let applied: Vec<_> = futures::stream::iter(pending).buffer_unordered(parallel).collect().await;
         let mut outcomes = Vec::new();
         for result in applied {
             let (done, letters) = result?;

@@ -4,13 +4,16 @@
 use callgate_contract::{E164, Provider, SecretCipher};
 use sqlx::PgPool;
 
-use crate::tenants::{self, NumberDetails, TenantError};
+use crate::tenants::{self, NumberDetails, ServiceDetails, TenantError};
 
 pub const SLUG: &str = "demo-dental";
 pub const RETELL_NUMBER: &str = "+14155550100";
 pub const VAPI_NUMBER: &str = "+14155550101";
 pub const TWILIO_NUMBER: &str = "+14155550102";
 pub const VAPI_ASSISTANT_ID: &str = "demo-assistant";
+/// What the demo branch offers: name, aliases, minutes.
+pub const SERVICES: &[(&str, &[&str], i32)] =
+    &[("Teeth Cleaning", &["cleaning", "hygiene visit"], 45), ("Check-up", &["checkup", "exam"], 30)];
 
 /// The demo's provider secrets (local use only).
 #[derive(Debug, Clone)]
@@ -77,6 +80,12 @@ pub async fn ensure(pool: &PgPool, cipher: &SecretCipher, secrets: &DemoSecrets)
     for (account, number, details) in numbers {
         let number = E164::parse(number).expect("demo numbers are E.164");
         tenants::add_phone_number(&mut *tx, company, branch, account, number, &details).await?;
+    }
+    for (name, aliases, minutes) in SERVICES {
+        let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
+        let service =
+            ServiceDetails { name, aliases: &aliases, duration_minutes: *minutes, calcom_event_type_id: None };
+        tenants::add_service(&mut *tx, company, branch, &service).await?;
     }
     tx.commit().await?;
     Ok(true)

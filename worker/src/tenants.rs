@@ -286,7 +286,20 @@ pub async fn describe(db: &sqlx::PgPool, company: CompanyId) -> Result<Vec<Strin
     .fetch_all(db)
     .await?;
 
-    let mut lines = Vec::new();
+    let services: Vec<ServiceLine> = sqlx::query_as(
+        "SELECT s.id, s.name, b.name AS branch, s.aliases, s.duration_minutes, s.calcom_event_type_id
+         FROM services s JOIN branches b ON b.company_id = s.company_id AND b.id = s.branch_id
+         WHERE s.company_id = $1 AND s.deleted_at IS NULL ORDER BY b.name, s.name",
+    )
+    .bind(company.0)
+    .fetch_all(db)
+    .await?;
+    let fields: serde_json::Value = sqlx::query_scalar("SELECT appointment_fields FROM companies WHERE id = $1")
+        .bind(company.0)
+        .fetch_one(db)
+        .await?;
+
+    let mut lines = vec![format!("appointment fields {:?}", crate::appointments::FieldMap::with_overrides(&fields))];
     for b in branches {
         lines.push(format!("branch  {}  {}  {}", b.id, b.name, b.timezone));
     }
@@ -313,7 +326,28 @@ pub async fn describe(db: &sqlx::PgPool, company: CompanyId) -> Result<Vec<Strin
             n.provider_agent_id.unwrap_or_else(dash)
         ));
     }
+    for s in services {
+        lines.push(format!(
+            "service {}  {}  {}  {} min  aliases [{}]  cal.com event type {}",
+            s.id,
+            s.name,
+            s.branch,
+            s.duration_minutes,
+            s.aliases.join(", "),
+            s.calcom_event_type_id.map_or_else(|| String::from("-"), |t| t.to_string())
+        ));
+    }
     Ok(lines)
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceLine {
+    id: Uuid,
+    name: String,
+    branch: String,
+    aliases: Vec<String>,
+    duration_minutes: i32,
+    calcom_event_type_id: Option<i64>,
 }
 
 /// Soft-deletes a number: it stops routing, its history stays.

@@ -111,9 +111,44 @@ async fn an_engineer_onboards_a_business_from_the_command_line() {
     let again = worker(&env, &number, "");
     assert!(!again.ok && again.stderr.contains("phone_numbers_e164_active"), "{}", again.stderr);
 
+    let service = [
+        "tenant",
+        "add-service",
+        "--company",
+        "acme",
+        "--branch",
+        "Downtown",
+        "--name",
+        "Teeth Cleaning",
+        "--aliases",
+        "cleaning, hygiene visit",
+        "--duration-minutes",
+        "45",
+        "--calcom-event-type-id",
+        "1234",
+    ];
+    let added = worker(&env, &service, "");
+    assert!(added.ok, "{}", added.stderr);
+    let fields = ["tenant", "set-appointment-fields", "--company", "acme", "--fields"];
+    let unknown = worker(&env, &[&fields[..], &[r#"{"when":"slot"}"#]].concat(), "");
+    assert!(!unknown.ok && unknown.stderr.contains("unknown appointment field"), "{}", unknown.stderr);
+    assert!(worker(&env, &[&fields[..], &[r#"{"start":"slot"}"#]].concat(), "").ok);
+
     let show = worker(&env, &["tenant", "show", "--company", "acme"], "");
     assert!(show.ok);
-    for expected in ["Downtown", "America/Chicago", "twilio", "AC1", "+14155550100", "hooks.acme.test"] {
+    for expected in [
+        "Downtown",
+        "America/Chicago",
+        "twilio",
+        "AC1",
+        "+14155550100",
+        "hooks.acme.test",
+        "Teeth Cleaning",
+        "aliases [cleaning, hygiene visit]",
+        "event type 1234",
+        "start: \"slot\"",
+        "service: \"service\"",
+    ] {
         assert!(show.stdout.contains(expected), "missing {expected}: {}", show.stdout);
     }
     assert!(!show.stdout.contains("tok-123"));

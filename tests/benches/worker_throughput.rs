@@ -1,0 +1,175 @@
+//! Events applied per second by one worker process, and by two in one group.
+//!
+//! Envelopes shaped exactly like the gateway's (the same event ids, routes and provider
+//! payloads) are produced straight to a 12-partition topic first; then the workers start and
+//! drain it. The rate is the number of events over the span between the first and the last
+//! `processed_events.processed_at`, so group joining and start-up are not counted.
+//!
+//!   deploy/local/with-stack.sh cargo bench -p callgate-tests --bench worker_throughput [-- EVENTS]
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::{Duration, Instant};
+
+use callgate_contract::envelope::{ENVELOPE_VERSION, EventEnvelope, Payload, Route, event_id, record_key};
+use callgate_contract::{E164, PhoneNumberId, Provider};
+use callgate_tests::calls::{FUTURE_LOCAL, Webhook, appointment_analysis, retell_call, twilio_call, vapi_call};
+use callgate_tests::worker::{fresh_dlq_and_group, run_args, run_config};
+use callgate_tests::{Tenant, TestDb, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
+use callgate_worker::Worker;
+use futures::StreamExt as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const PARTITIONS: u32 = 12;
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30_000);
+    println!("worker throughput: {events} events, {PARTITIONS} partitions, default batch settings");
+    for workers in [1, 2] {
+        let (rate, wall) = run(events, workers).await;
+        println!("  {workers} worker(s): {rate:>8.0} events/s applied ({wall:.1} s from start to the last commit)");
+    }
+}
+
+async fn run(target: usize, workers: usize) -> (f64, f64) {
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+    let tenant = seed_tenant(
+        &db,
+        &cipher,
+        "bench",
+        "+1415555",
+        "https://hooks.bench.test",
+        serde_json::json!({"mode": "secret"}),
+    )
+    .await;
+    let topic = fresh_topic();
+    create_topic(&kafka_brokers(), &topic, PARTITIONS);
+    let n = produce(&tenant, &topic, target).await;
+
+    let (dlq, group) = fresh_dlq_and_group();
+    let args = run_args(&db, &topic, &group, &dlq);
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        running.push(Worker::start(run_config(&args, &["--log", "warn"])).await.unwrap());
+    }
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&db.pool).await.unwrap();
+        if done as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let span: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(processed_at) - min(processed_at))::float8 FROM processed_events",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    for worker in running {
+        worker.shutdown().await;
+    }
+    (n as f64 / span.max(1e-6), wall)
+}
+
+/// Produces about `target` events of whole calls (Retell, Vapi, Twilio in turn; a third of the
+/// Retell and Vapi calls ask for an appointment); returns how many.
+async fn produce(tenant: &Tenant, topic: &str, target: usize) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut records = Vec::new();
+    let mut i = 0;
+    while records.len() < target {
+        let caller = format!("+1202{:07}", i);
+        let booking = (i % 3 == 0).then(|| appointment_analysis(FUTURE_LOCAL, "cleaning"));
+        let calls: [(Provider, Vec<Webhook>, (PhoneNumberId, E164)); 3] = [
+            (
+                Provider::Retell,
+                retell_call(tenant, &format!("call_{i}"), &caller, booking.clone()),
+                tenant.retell_number,
+            ),
+            (Provider::Vapi, vapi_call(tenant, &format!("vapi-{i}"), &caller, booking), tenant.vapi_number),
+            (Provider::Twilio, twilio_call(tenant, &format!("CA{i:032}"), &caller), tenant.twilio_number),
+        ];
+        for (provider, webhooks, number) in calls {
+            let call_id = match provider {
+                Provider::Retell => format!("call_{i}"),
+                Provider::Vapi => format!("vapi-{i}"),
+                Provider::Twilio => format!("CA{i:032}"),
+            };
+            for webhook in webhooks {
+                records.push(envelope(tenant, provider, &call_id, number, &webhook));
+            }
+        }
+        i += 1;
+    }
+    let sent = futures::stream::iter(records.iter().map(|(key, value)| {
+        let producer = &producer;
+        async move {
+            producer.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(60)).await.unwrap();
+        }
+    }))
+    .buffer_unordered(1000)
+    .count()
+    .await;
+    eprintln!("  produced {sent} records");
+    sent
+}
+
+fn envelope(
+    tenant: &Tenant,
+    provider: Provider,
+    call_id: &str,
+    number: (PhoneNumberId, E164),
+    webhook: &Webhook,
+) -> (String, String) {
+    let (event_type, payload) = match provider {
+        Provider::Twilio => {
+            let status = form_urlencoded_status(&webhook.body);
+            (status, Payload::Form(webhook.body.clone()))
+        }
+        _ => {
+            let value: serde_json::Value = serde_json::from_str(&webhook.body).unwrap();
+            let kind =
+                value.get("event").or_else(|| value.pointer("/message/type")).unwrap().as_str().unwrap().to_owned();
+            (kind, Payload::Json(serde_json::value::RawValue::from_string(webhook.body.clone()).unwrap()))
+        }
+    };
+    let account = match provider {
+        Provider::Retell => tenant.retell_account,
+        Provider::Vapi => tenant.vapi_account,
+        Provider::Twilio => tenant.twilio_account,
+    };
+    let env = EventEnvelope {
+        version: ENVELOPE_VERSION,
+        event_id: event_id(provider, call_id, &event_type, webhook.body.as_bytes()),
+        provider,
+        event_type,
+        provider_call_id: call_id.to_owned(),
+        received_at: chrono::Utc::now(),
+        trace_id: "bench".into(),
+        route: Route {
+            company_id: tenant.company,
+            branch_id: tenant.branch,
+            phone_number_id: number.0,
+            provider_account_id: account,
+            number: number.1,
+        },
+        redacted: false,
+        payload,
+    };
+    (record_key(provider, call_id), serde_json::to_string(&env).unwrap())
+}
+
+fn form_urlencoded_status(body: &str) -> String {
+    body.split('&').find_map(|pair| pair.strip_prefix("CallStatus=")).unwrap().to_owned()
+}
