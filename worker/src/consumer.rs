@@ -8,28 +8,30 @@
 //! batch is delivered again, and `processed_events` turns every record already applied into a
 //! no-op: at-least-once delivery, exactly-once effects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callgate_contract::call::normalize;
 use callgate_contract::envelope::ENVELOPE_VERSION;
 use callgate_contract::{EventEnvelope, Provider};
-use futures::StreamExt as _;
 use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::apply::{self, Outcome, Prepared};
 use crate::config::RunConfig;
 use crate::metrics::{Metrics, event_type_label};
+
+/// How often applied offsets are committed (asynchronously; synchronously at shutdown).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Header names added to a dead-lettered record (the original headers are kept).
 pub mod dlq_headers {
@@ -45,7 +47,13 @@ pub mod dlq_headers {
 pub struct WorkerContext {
     metrics: Metrics,
     topic: String,
+    assigned: Assigned,
 }
+
+/// The partitions this worker owns right now, kept by the rebalance callback, so that a lane
+/// drops what it queued for a partition that moved away instead of applying it beside the new
+/// owner (harmless, thanks to the dedupe, but wasted work and lock waits).
+pub type Assigned = Arc<std::sync::Mutex<HashSet<(String, i32)>>>;
 
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
@@ -64,7 +72,31 @@ impl ClientContext for WorkerContext {
 }
 
 impl ConsumerContext for WorkerContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.metrics.commit_errors.inc();
+            tracing::warn!(%error, "offset commit failed; those records will be delivered again and skipped");
+        }
+    }
+
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance
+            && let Ok(mut assigned) = self.assigned.lock()
+        {
+            for element in list.elements() {
+                assigned.remove(&(element.topic().to_owned(), element.partition()));
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && let Ok(mut assigned) = self.assigned.lock()
+        {
+            for element in list.elements() {
+                assigned.insert((element.topic().to_owned(), element.partition()));
+            }
+        }
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.metrics.assigned_partitions.set(i64::try_from(assigned).unwrap_or(i64::MAX));
         match rebalance {
@@ -93,7 +125,7 @@ fn client_config(config: &RunConfig) -> ClientConfig {
 }
 
 /// A consumer in the group, subscribed, committing only by hand.
-pub fn create_consumer(config: &RunConfig, metrics: Metrics) -> Result<KafkaConsumer, KafkaError> {
+pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned) -> Result<KafkaConsumer, KafkaError> {
     let mut client = client_config(config);
     client
         .set("group.id", &config.kafka_group_id)
@@ -103,8 +135,12 @@ pub fn create_consumer(config: &RunConfig, metrics: Metrics) -> Result<KafkaCons
         // A new group starts at the oldest record: nothing accepted before the first worker
         // started is skipped.
         .set("auto.offset.reset", "earliest")
+        // Small per-partition fetches interleave the partitions in the consumer's queue, so a
+        // batch spans many partitions and their transactions run in parallel (with the 1 MiB
+        // default, a batch is one partition's backlog applied serially).
+        .set("max.partition.fetch.bytes", "65536")
         .set("statistics.interval.ms", config.kafka_stats_interval.as_millis().to_string());
-    let context = WorkerContext { metrics, topic: config.kafka_topic.clone() };
+    let context = WorkerContext { metrics, topic: config.kafka_topic.clone(), assigned };
     let consumer: KafkaConsumer = client.create_with_context(context)?;
     consumer.subscribe(&[&config.kafka_topic])?;
     Ok(consumer)
@@ -139,11 +175,15 @@ enum Failure {
 }
 
 pub struct Pipeline {
-    pub consumer: Arc<KafkaConsumer>,
-    pub dlq: FutureProducer,
-    pub pool: PgPool,
-    pub metrics: Metrics,
-    pub config: Arc<RunConfig>,
+    consumer: Arc<KafkaConsumer>,
+    dlq: FutureProducer,
+    pool: PgPool,
+    metrics: Metrics,
+    config: Arc<RunConfig>,
+    /// One transaction per pooled connection, one connection kept for the probe: a lane waits
+    /// here rather than in the pool, whose acquire timeout would read as an outage.
+    transactions: Semaphore,
+    assigned: Assigned,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -157,81 +197,167 @@ pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Where one lane has got: every record of `partition` below `next_offset` is applied (or
+/// dead-lettered), so that offset may be committed.
+#[derive(Debug)]
+struct Progress {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+}
+
+/// A partition's queue and the task applying it.
+#[derive(Debug)]
+struct Lane {
+    records: mpsc::Sender<OwnedMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Records a lane may hold before the dispatcher waits (and so stops reading from Kafka).
+const LANE_CAPACITY: usize = 2_000;
+
 impl Pipeline {
-    /// Consumes until `shutdown`; the batch in hand is finished and committed first.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let Some(batch) = self.take_batch(&mut shutdown).await else { break };
-            if self.process(batch, &shutdown).await.is_err() {
-                tracing::warn!("shutdown while a batch waited to be retried; it will be delivered again");
-                break;
-            }
-        }
-        // Leaves the group at once, so the partitions move to the other workers without
-        // waiting for the session timeout.
-        self.consumer.unsubscribe();
-        tracing::info!("consumer stopped");
+    pub fn new(
+        consumer: Arc<KafkaConsumer>,
+        dlq: FutureProducer,
+        pool: PgPool,
+        metrics: Metrics,
+        config: Arc<RunConfig>,
+        assigned: Assigned,
+    ) -> Self {
+        let slots = usize::try_from(config.database_max_connections.saturating_sub(1)).unwrap_or(1).max(1);
+        Self { consumer, dlq, pool, metrics, config, transactions: Semaphore::new(slots), assigned }
     }
 
-    async fn take_batch(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Vec<OwnedMessage>> {
-        let first = loop {
+    /// Consumes until `shutdown`. Each partition has a lane (a task) that applies its records
+    /// in order, a batch per transaction; lanes run in parallel, bounded by the pool. The
+    /// dispatcher reads Kafka, feeds the lanes and commits what they report as applied. On
+    /// shutdown every lane finishes the batch in hand, the offsets are committed, and the
+    /// worker leaves the group.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let pipeline = Arc::new(self);
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
+        let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
+        let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
                 biased;
-                _ = stop_requested(shutdown) => return None,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => break message.detach(),
+                _ = stop_requested(&mut shutdown) => break,
+                Some(progress) = progress_rx.recv() => {
+                    uncommitted.insert((progress.topic, progress.partition), progress.next_offset);
+                }
+                _ = tick.tick() => pipeline.commit(&mut uncommitted, CommitMode::Async),
+                received = pipeline.consumer.recv() => match received {
+                    Ok(message) => {
+                        let message = message.detach();
+                        let key = (message.topic().to_owned(), message.partition());
+                        let lane = lanes.entry(key).or_insert_with(|| {
+                            pipeline.lane(progress_tx.clone(), shutdown.clone())
+                        });
+                        // A full lane makes the dispatcher wait: backpressure all the way to Kafka.
+                        tokio::select! {
+                            _ = stop_requested(&mut shutdown) => break,
+                            sent = lane.records.send(message) => if sent.is_err() {
+                                tracing::error!("a partition lane stopped; its records will be delivered again");
+                            },
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
             }
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.config.batch_max_wait;
-        while batch.len() < self.config.batch_max_records.max(1) {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "consumer error");
-                    break;
-                }
-                Err(_) => break,
+        }
+        drop(progress_tx);
+        for (_, lane) in lanes {
+            drop(lane.records);
+            if let Err(error) = lane.task.await {
+                tracing::error!(%error, "a partition lane failed");
             }
         }
-        Some(batch)
+        while let Ok(progress) = progress_rx.try_recv() {
+            uncommitted.insert((progress.topic, progress.partition), progress.next_offset);
+        }
+        pipeline.commit(&mut uncommitted, CommitMode::Sync);
+        // Leaves the group at once, so the partitions move to the other workers without
+        // waiting for the session timeout.
+        pipeline.consumer.unsubscribe();
+        tracing::info!("consumer stopped");
     }
 
+    fn lane(self: &Arc<Self>, progress: mpsc::UnboundedSender<Progress>, shutdown: watch::Receiver<bool>) -> Lane {
+        let (records, queue) = mpsc::channel(LANE_CAPACITY);
+        let task = tokio::spawn(self.clone().run_lane(queue, progress, shutdown));
+        Lane { records, task }
+    }
+
+    async fn run_lane(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<OwnedMessage>,
+        progress: mpsc::UnboundedSender<Progress>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let Some(first) = queue.recv().await else { return };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.config.batch_max_wait;
+            while batch.len() < self.config.batch_max_records.max(1) {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(message)) => batch.push(message),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let Some(last) = batch.last() else { return };
+            let (topic, partition, next_offset) = (last.topic().to_owned(), last.partition(), last.offset() + 1);
+            let owned = self.assigned.lock().map(|a| a.contains(&(topic.clone(), partition))).unwrap_or(true);
+            if !owned {
+                tracing::debug!(
+                    partition,
+                    records = batch.len(),
+                    "partition moved away; its queued records are left to the new owner"
+                );
+                continue;
+            }
+            if self.process(batch, &shutdown).await.is_err() {
+                tracing::warn!(partition, "shutdown while a batch waited to be retried; it will be delivered again");
+                return;
+            }
+            let _ = progress.send(Progress { topic, partition, next_offset });
+        }
+    }
+
+    /// Applies one partition's batch, in order: decoded records in one transaction, the rest to
+    /// the dead-letter topic.
     async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<(), Stopped> {
         self.metrics.batch_records.observe(batch.len() as f64);
-        let mut groups: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
+        let mut records = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         for message in &batch {
             match decode(message) {
-                Ok(prepared) => groups.entry(prepared.partition).or_default().push(prepared),
+                Ok(prepared) => records.push(prepared),
                 Err(letter) => dead.push(letter),
             }
         }
-        // At most one transaction per pooled connection, keeping one for the probe.
-        let parallel = usize::try_from(self.config.database_max_connections.saturating_sub(1)).unwrap_or(1).max(1);
-        let mut pending = Vec::with_capacity(groups.len());
-        for records in groups.values() {
-            pending.push(self.apply_partition(records, shutdown.clone()));
-        }
-        let applied: Vec<_> = futures::stream::iter(pending).buffer_unordered(parallel).collect().await;
-        let mut outcomes = Vec::new();
-        for result in applied {
-            let (done, letters) = result?;
-            outcomes.extend(done);
-            dead.extend(letters);
-        }
+        let (outcomes, letters) = self.apply_partition(&records, shutdown.clone()).await?;
+        dead.extend(letters);
         for letter in &dead {
             self.dead_letter(&batch, letter, shutdown.clone()).await?;
         }
         for (record, outcome) in &outcomes {
             self.count(record, outcome);
         }
-        self.commit(&batch).await;
         Ok(())
     }
 
@@ -278,7 +404,11 @@ impl Pipeline {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            match apply::apply_batch(&self.pool, records).await {
+            let applied = match self.transactions.acquire().await {
+                Ok(_slot) => apply::apply_batch(&self.pool, records).await,
+                Err(_) => return Err(Failure::Stopped),
+            };
+            match applied {
                 Ok(outcomes) => {
                     self.metrics.apply_duration.observe(started.elapsed().as_secs_f64());
                     self.metrics.database_up.set(1);
@@ -387,32 +517,22 @@ impl Pipeline {
         }
     }
 
-    /// Commits the next offset of every partition in the batch. A failure (the partition moved
-    /// to another worker meanwhile) only means those records are delivered again, and skipped.
-    async fn commit(&self, batch: &[OwnedMessage]) {
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for message in batch {
-            let entry = next.entry((message.topic().to_owned(), message.partition())).or_insert(0);
-            *entry = (*entry).max(message.offset() + 1);
+    /// Commits what the lanes applied. An asynchronous commit's failure (the partition moved
+    /// to another worker meanwhile) is counted by the context; the records are then delivered
+    /// again and skipped as duplicates.
+    fn commit(&self, uncommitted: &mut BTreeMap<(String, i32), i64>, mode: CommitMode) {
+        if uncommitted.is_empty() {
+            return;
         }
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
+        for ((topic, partition), offset) in std::mem::take(uncommitted) {
             if let Err(error) = list.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
                 tracing::error!(%error, "cannot build the commit list");
             }
         }
-        let consumer = self.consumer.clone();
-        let committed = tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                self.metrics.commit_errors.inc();
-                tracing::warn!(%error, "offset commit failed; the batch will be delivered again and skipped");
-            }
-            Err(error) => {
-                self.metrics.commit_errors.inc();
-                tracing::error!(%error, "offset commit task failed");
-            }
+        if let Err(error) = self.consumer.commit(&list, mode) {
+            self.metrics.commit_errors.inc();
+            tracing::warn!(%error, "offset commit failed; those records will be delivered again and skipped");
         }
     }
 }

@@ -63,7 +63,9 @@ impl Worker {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(config.database_url.expose())
             .map_err(StartError::Database)?;
-        let consumer = Arc::new(consumer::create_consumer(&config, metrics.clone()).map_err(StartError::Kafka)?);
+        let assigned = consumer::Assigned::default();
+        let consumer =
+            Arc::new(consumer::create_consumer(&config, metrics.clone(), assigned.clone()).map_err(StartError::Kafka)?);
         let dlq = consumer::create_dlq_producer(&config).map_err(StartError::Kafka)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -83,7 +85,7 @@ impl Worker {
         ));
         let state = OpsState { metrics: metrics.clone(), health: health.clone() };
         tasks.spawn(serve_ops(listener, state, shutdown_rx.clone()));
-        let pipeline = Pipeline { consumer, dlq, pool, metrics: metrics.clone(), config };
+        let pipeline = Pipeline::new(consumer, dlq, pool, metrics.clone(), config, assigned);
         let pipeline = tokio::spawn(pipeline.run(shutdown_rx));
         tracing::info!(%addr, "worker started");
         Ok(Self { addr, metrics, health, shutdown, pipeline, tasks })
