@@ -25,7 +25,9 @@ const PARTITIONS: u32 = 12;
 
 #[tokio::main]
 async fn main() {
-    callgate_tests::init_logs();
+    // Warnings only, unless RUST_LOG says otherwise: one info line per appointment would be noise.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     // Arguments: EVENTS [WORKERS…] (cargo bench adds `--bench`, which is skipped).
     let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let events = numbers.first().copied().unwrap_or(30_000);
