@@ -21,11 +21,23 @@ async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
     let stack = stack().await;
     let (worker, _) = start_worker(&stack.db, &stack.topic).await;
     let analysis = appointment_analysis(FUTURE_LOCAL, "  teeth CLEANING ");
-    for webhook in retell_call(&stack.tenant, "call_r1", CALLER, Some(analysis)) {
+    let mut webhooks = retell_call(&stack.tenant, "call_r1", CALLER, Some(analysis));
+    // An event type the call model does not use: recorded, skipped, harmless.
+    let mut transcript = webhooks[0].clone();
+    let body = transcript.body.replace("\"call_started\"", "\"transcript_updated\"");
+    transcript.headers = vec![callgate_tests::signed::retell_signature(&stack.tenant.retell_key, &body)];
+    transcript.body = body;
+    webhooks.insert(1, transcript);
+    for webhook in webhooks {
         webhook.deliver(&stack.gw).await;
     }
     let pool = &stack.db.pool;
-    wait_count(pool, "SELECT count(*) FROM processed_events", 3).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 4).await;
+    let ignored: Vec<String> = sqlx::query_scalar("SELECT event_type FROM processed_events WHERE outcome = 'ignored'")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(ignored, vec!["transcript_updated".to_owned()]);
 
     let call = sqlx::query(
         "SELECT c.status, c.direction, c.caller_e164, c.business_e164, c.duration_ms, c.transcript, c.summary,
@@ -238,6 +250,18 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
     hijack.deliver(&gw).await;
     let pool = &db.pool;
     wait_count(pool, "SELECT count(*) FROM processed_events", 8).await;
+    // Ana calls Acme again and the analysis hears another name: it fills no blank, so it
+    // changes nothing.
+    let mut renamed = appointment_analysis("2031-04-01T09:00", "exam");
+    renamed["customer_name"] = "Someone Else".into();
+    renamed["customer_email"] = "else@example.com".into();
+    retell_call(&acme, "acme-call-2", CALLER, Some(renamed)).remove(2).deliver(&gw).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 9).await;
+    let link: String = sqlx::query_scalar("SELECT customer_link FROM calls WHERE provider_call_id = 'acme-call-2'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(link, "exact_phone");
 
     let customers: Vec<(uuid::Uuid, String, String)> =
         sqlx::query_as("SELECT company_id, e164, name FROM customers ORDER BY name").fetch_all(pool).await.unwrap();
@@ -255,7 +279,7 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(links.len(), 2);
+    assert_eq!(links.len(), 3);
     for (call, call_company, customer_company, caller) in &links {
         assert_eq!(call_company, customer_company, "{call} is linked across companies");
         assert_eq!(caller, CALLER, "{call}");
@@ -266,8 +290,11 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(appointments.len(), 2);
+    assert_eq!(appointments.len(), 3);
     assert!(appointments.iter().all(|(a, c)| a == c));
+    let emails: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM customers ORDER BY email").fetch_all(pool).await.unwrap();
+    assert_eq!(emails, vec!["ana@example.com".to_owned(), "ana@example.com".to_owned()]);
     let refused: (String, uuid::Uuid) =
         sqlx::query_as("SELECT outcome, company_id FROM processed_events WHERE outcome <> 'applied'")
             .fetch_one(pool)
@@ -283,5 +310,38 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
     assert_eq!(status, "ended");
     let (_, metrics) = ops_get(&worker, "/metrics").await;
     assert_eq!(metric_sum(&metrics, r#"callgate_worker_events_total{event_type="call_ended",outcome="refused""#), 1.0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_company_names_its_own_appointment_fields() {
+    let stack = stack().await;
+    let fields = serde_json::json!({"start": "slot", "service": "treatment", "customer_name": "patient"});
+    callgate_worker::tenants::set_appointment_fields(&stack.db.pool, stack.tenant.company, &fields).await.unwrap();
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    // The default names are present too, and must be ignored.
+    let data = serde_json::json!({
+        "slot": "2031-06-02 16:15",
+        "treatment": "Hygiene Visit",
+        "patient": "Bea Souza",
+        "appointment_start": "2031-01-01T08:00",
+        "service": "exam",
+    });
+    for webhook in vapi_call(&stack.tenant, "vapi-fields", CALLER, Some(data)) {
+        webhook.deliver(&stack.gw).await;
+    }
+    let pool = &stack.db.pool;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 4).await;
+    let (service, starts, name): (String, DateTime<Utc>, String) = sqlx::query_as(
+        "SELECT s.name, a.starts_at, cu.name FROM appointments a JOIN services s ON s.id = a.service_id
+         JOIN customers cu ON cu.id = a.customer_id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(service, "Teeth Cleaning");
+    // 16:15 in New York in June (EDT, UTC-4).
+    assert_eq!(starts.to_rfc3339(), "2031-06-02T20:15:00+00:00");
+    assert_eq!(name, "Bea Souza");
     worker.shutdown().await;
 }
