@@ -83,44 +83,24 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 /// Applies one event.
 pub async fn apply(conn: &mut PgConnection, record: &Prepared) -> Result<Outcome, sqlx::Error> {
     let env = &record.envelope;
-    let outcome = if matches!(record.normalized, Normalized::Ignored) { "ignored" } else { "applied" };
-    // First, so that a second worker holding the same event waits here for the first one's
-    // commit and then sees the id taken.
-    let fresh = sqlx::query(
-        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
-         kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(env.event_id)
-    .bind(env.route.company_id.0)
-    .bind(env.provider.as_str())
-    .bind(&env.event_type)
-    .bind(&env.provider_call_id)
-    .bind(outcome)
-    .bind(record.partition)
-    .bind(record.offset)
-    .bind(env.received_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !fresh {
-        return Ok(Outcome::Duplicate);
-    }
     let Normalized::Call(update) = &record.normalized else {
-        return Ok(Outcome::Ignored);
+        return Ok(if record_event(conn, record, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
     };
-    let Some(call) = upsert_call(conn, env, update).await? else {
-        sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE event_id = $1")
-            .bind(env.event_id)
-            .bind("the call belongs to another company")
-            .execute(&mut *conn)
-            .await?;
-        tracing::error!(
-            event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider,
-            "event refused: its call id belongs to another company"
-        );
-        return Ok(Outcome::Refused);
+    let call = match upsert_call(conn, record, update).await? {
+        Upserted::Duplicate => return Ok(Outcome::Duplicate),
+        Upserted::Call(call) => call,
+        Upserted::OtherCompany => {
+            sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE event_id = $1")
+                .bind(env.event_id)
+                .bind("the call belongs to another company")
+                .execute(&mut *conn)
+                .await?;
+            tracing::error!(
+                event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider,
+                "event refused: its call id belongs to another company"
+            );
+            return Ok(Outcome::Refused);
+        }
     };
     let mut effects = Effects::default();
     let company = env.route.company_id.0;
@@ -149,6 +129,40 @@ pub async fn apply(conn: &mut PgConnection, record: &Prepared) -> Result<Outcome
     }
     tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, event_type = %env.event_type, "applied");
     Ok(Outcome::Applied(effects))
+}
+
+/// Enters the event in `processed_events`; false when it was there already. It comes first in
+/// the transaction, so a second worker holding the same event waits on this row until the first
+/// one commits, and then sees it taken.
+async fn record_event(conn: &mut PgConnection, record: &Prepared, outcome: &str) -> Result<bool, sqlx::Error> {
+    let env = &record.envelope;
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
+         kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(env.event_id)
+    .bind(env.route.company_id.0)
+    .bind(env.provider.as_str())
+    .bind(&env.event_type)
+    .bind(&env.provider_call_id)
+    .bind(outcome)
+    .bind(record.partition)
+    .bind(record.offset)
+    .bind(env.received_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+#[derive(Debug)]
+enum Upserted {
+    Call(CallRow),
+    /// The event id was applied before: nothing was written.
+    Duplicate,
+    /// The call id belongs to another company: only the event was recorded.
+    OtherCompany,
 }
 
 /// The call as it stands after an upsert.
@@ -192,25 +206,34 @@ static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
              ELSE COALESCE(c.{column}, EXCLUDED.{column}) END"
         ));
     }
+    // The dedupe insert and the upsert in one statement (one round trip per event instead of
+    // two); `fresh` is empty for a redelivery, and then the upsert inserts nothing.
     format!(
-        "INSERT INTO calls AS c (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
-         status, progress, progress_seq, first_event_at, last_event_at, {columns}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20::float8, $21) \
-         ON CONFLICT (provider, provider_call_id) DO UPDATE SET {sets} \
-         WHERE c.company_id = EXCLUDED.company_id \
-         RETURNING id, customer_id, customer_link, caller_raw, ended_at",
+        "WITH fresh AS ( \
+           INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
+             kafka_partition, kafka_offset, received_at) \
+           VALUES ($22, $1, $4, $23, $5, 'applied', $24, $25, $10) \
+           ON CONFLICT (event_id) DO NOTHING RETURNING 1 \
+         ), upserted AS ( \
+           INSERT INTO calls AS c (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
+             status, progress, progress_seq, first_event_at, last_event_at, {columns}) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+             $20::float8, $21 \
+           WHERE EXISTS (SELECT 1 FROM fresh) \
+           ON CONFLICT (provider, provider_call_id) DO UPDATE SET {sets} \
+           WHERE c.company_id = EXCLUDED.company_id \
+           RETURNING id, customer_id, customer_link, caller_raw, ended_at \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM fresh) AS fresh, u.id, u.customer_id, u.customer_link, u.caller_raw, u.ended_at \
+         FROM (SELECT 1) AS one LEFT JOIN upserted u ON true",
         columns = DATA_COLUMNS.join(", "),
         sets = sets.join(", "),
     )
 });
 
-/// Inserts or advances the call. `None`: the call id is another company's.
-async fn upsert_call(
-    conn: &mut PgConnection,
-    env: &EventEnvelope,
-    update: &CallUpdate,
-) -> Result<Option<CallRow>, sqlx::Error> {
+/// Records the event and inserts or advances its call.
+async fn upsert_call(conn: &mut PgConnection, record: &Prepared, update: &CallUpdate) -> Result<Upserted, sqlx::Error> {
+    let env = &record.envelope;
     let caller_e164 = match update.caller.as_deref().map(Caller::classify) {
         Some(Caller::Number(number)) => Some(number.to_string()),
         _ => None,
@@ -237,18 +260,25 @@ async fn upsert_call(
         .bind(update.analysis.as_ref())
         .bind(update.cost_usd)
         .bind(update.disconnection_reason.as_deref())
-        .fetch_optional(&mut *conn)
+        .bind(env.event_id)
+        .bind(&env.event_type)
+        .bind(record.partition)
+        .bind(record.offset)
+        .fetch_one(&mut *conn)
         .await?;
-    row.map(|row| {
-        Ok(CallRow {
-            id: row.try_get("id")?,
-            customer_id: row.try_get("customer_id")?,
-            customer_link: row.try_get("customer_link")?,
-            caller_raw: row.try_get("caller_raw")?,
-            ended_at: row.try_get("ended_at")?,
-        })
-    })
-    .transpose()
+    if !row.try_get::<bool, _>("fresh")? {
+        return Ok(Upserted::Duplicate);
+    }
+    let Some(id) = row.try_get::<Option<Uuid>, _>("id")? else {
+        return Ok(Upserted::OtherCompany);
+    };
+    Ok(Upserted::Call(CallRow {
+        id,
+        customer_id: row.try_get("customer_id")?,
+        customer_link: row.try_get("customer_link")?,
+        caller_raw: row.try_get("caller_raw")?,
+        ended_at: row.try_get("ended_at")?,
+    }))
 }
 
 /// The company's appointment settings and the branch's zone.
