@@ -162,3 +162,17 @@ ensure_secret_key() {
     CALLGATE_SECRET_KEY="$(cat "$file")"
     export CALLGATE_SECRET_KEY
 }
+
+# start_test_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres
+# and tansu (stopped on exit) and exports what the test harness reads.
+start_test_stack() {
+    ensure_packages
+    ensure_tansu
+    stack_env "$1" "$2" "$3"
+    trap 'stop_tansu; stop_postgres' EXIT
+    start_postgres
+    start_tansu
+    export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
+    export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
+    export CALLGATE_TANSU_BIN="$TANSU_BIN"
+}

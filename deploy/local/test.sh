@@ -6,16 +6,7 @@
 # (Postgres 25433, broker 29093) and is torn down on exit.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_packages
-ensure_tansu
-stack_env test "${CALLGATE_TEST_PG_PORT:-25433}" "${CALLGATE_TEST_KAFKA_PORT:-29093}"
-trap 'stop_tansu; stop_postgres' EXIT
-start_postgres
-start_tansu
-
-export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
-export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-export CALLGATE_TANSU_BIN="$TANSU_BIN"
+start_test_stack test "${CALLGATE_TEST_PG_PORT:-25433}" "${CALLGATE_TEST_KAFKA_PORT:-29093}"
 
 cd "$ROOT"
 log "cargo fmt --check"

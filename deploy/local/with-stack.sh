@@ -5,15 +5,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -gt 0 ] || die "usage: $0 COMMAND [ARGS...]"
-ensure_packages
-ensure_tansu
-stack_env bench "${CALLGATE_BENCH_PG_PORT:-25434}" "${CALLGATE_BENCH_KAFKA_PORT:-29094}"
-trap 'stop_tansu; stop_postgres' EXIT
-start_postgres
-start_tansu
-
-export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
-export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-export CALLGATE_TANSU_BIN="$TANSU_BIN"
+start_test_stack bench "${CALLGATE_BENCH_PG_PORT:-25434}" "${CALLGATE_BENCH_KAFKA_PORT:-29094}"
 cd "$ROOT"
 "$@"

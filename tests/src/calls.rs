@@ -1,7 +1,6 @@
 //! Whole calls as their providers deliver them: each a sequence of signed webhooks, which a test
 //! may send in order, repeated or shuffled.
 
-use callgate_contract::E164;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -163,7 +162,7 @@ pub fn twilio_call(tenant: &Tenant, call_sid: &str, caller: &str) -> Vec<Webhook
     let business = tenant.twilio_number.1;
     let url = format!("{TWILIO_PUBLIC}{TWILIO_PATH}");
     let callback = |status: &str, sequence: u32, extra: &[(&str, &str)]| {
-        let body = twilio_form(call_sid, status, business, caller, sequence, extra);
+        let body = signed::twilio_callback(call_sid, status, business, caller, sequence, extra);
         let signature = signed::twilio_signature(&tenant.twilio_token, &url, Some(FORM), &body);
         Webhook { path: TWILIO_PATH, content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
     };
@@ -172,29 +171,4 @@ pub fn twilio_call(tenant: &Tenant, call_sid: &str, caller: &str) -> Vec<Webhook
         callback("in-progress", 1, &[("Timestamp", "Mon, 21 Sep 2026 18:13:20 +0000")]),
         callback("completed", 2, &[("Timestamp", "Mon, 21 Sep 2026 18:14:02 +0000"), ("CallDuration", "42")]),
     ]
-}
-
-fn twilio_form(
-    call_sid: &str,
-    status: &str,
-    business: E164,
-    caller: &str,
-    sequence: u32,
-    extra: &[(&str, &str)],
-) -> String {
-    let sequence = sequence.to_string();
-    let business = business.to_string();
-    let mut pairs = vec![
-        ("AccountSid", "AC00000000000000000000000000000000"),
-        ("ApiVersion", "2010-04-01"),
-        ("CallSid", call_sid),
-        ("CallStatus", status),
-        ("CallbackSource", "call-progress-events"),
-        ("Direction", "inbound"),
-        ("From", caller),
-        ("SequenceNumber", sequence.as_str()),
-        ("To", business.as_str()),
-    ];
-    pairs.extend_from_slice(extra);
-    signed::form_urlencoded_pairs(&pairs)
 }

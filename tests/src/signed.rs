@@ -56,7 +56,21 @@ pub fn vapi_body(kind: &str, call_id: &str, number: Option<E164>, number_id: Opt
 pub const FORM: &str = "application/x-www-form-urlencoded";
 
 pub fn twilio_form(call_sid: &str, status: &str, business: E164, caller: &str, sequence: u32) -> String {
-    form_urlencoded_pairs(&[
+    twilio_callback(call_sid, status, business, caller, sequence, &[("Timestamp", "Sat, 21 Nov 2026 21:30:00 +0000")])
+}
+
+/// An inbound call's status callback, as Twilio form-encodes it, with `extra` parameters.
+pub fn twilio_callback(
+    call_sid: &str,
+    status: &str,
+    business: E164,
+    caller: &str,
+    sequence: u32,
+    extra: &[(&str, &str)],
+) -> String {
+    let sequence = sequence.to_string();
+    let business = business.to_string();
+    let mut pairs = vec![
         ("AccountSid", "AC00000000000000000000000000000000"),
         ("ApiVersion", "2010-04-01"),
         ("CallSid", call_sid),
@@ -64,13 +78,14 @@ pub fn twilio_form(call_sid: &str, status: &str, business: E164, caller: &str, s
         ("CallbackSource", "call-progress-events"),
         ("Direction", "inbound"),
         ("From", caller),
-        ("SequenceNumber", &sequence.to_string()),
-        ("Timestamp", "Sat, 21 Nov 2026 21:30:00 +0000"),
-        ("To", &business.to_string()),
-    ])
+        ("SequenceNumber", sequence.as_str()),
+        ("To", business.as_str()),
+    ];
+    pairs.extend_from_slice(extra);
+    form_urlencoded_pairs(&pairs)
 }
 
-pub fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
