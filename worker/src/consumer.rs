@@ -1,12 +1,13 @@
 //! The consumer loop: Kafka records in, transactions out, offsets committed only after the
 //! transactions that applied them.
 //!
-//! A batch is what one poll brings within `--batch-max-wait` (up to `--batch-max-records`). Its
-//! records are grouped by partition; each partition's group is applied in order in one
-//! transaction, and the groups run in parallel on their own connections. Then dead letters are
-//! published, then the offsets are committed. A crash anywhere before the commit means the
-//! batch is delivered again, and `processed_events` turns every record already applied into a
-//! no-op: at-least-once delivery, exactly-once effects.
+//! A dispatcher reads Kafka and feeds one bounded queue per partition (a lane). A lane takes
+//! what has queued (up to `--batch-max-records`, waiting `--batch-max-wait` for more), applies
+//! it in order in one transaction, dead-letters what cannot be decoded, and reports the next
+//! offset; lanes run in parallel, one transaction per pooled connection. The dispatcher commits
+//! the reported offsets every 100 ms. A crash anywhere before a commit means those records are
+//! delivered again, and `processed_events` turns every record already applied into a no-op:
+//! at-least-once delivery, exactly-once effects.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
