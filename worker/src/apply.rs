@@ -479,3 +479,24 @@ async fn flag_call(conn: &mut PgConnection, call: Uuid, reason: ReviewReason, de
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_transient_and_record_trouble_is_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+
+    #[test]
+    fn the_upsert_never_writes_null_over_a_value() {
+        for column in DATA_COLUMNS {
+            assert!(UPSERT_CALL.contains(&format!("COALESCE(EXCLUDED.{column}, c.{column})")), "{column}");
+            assert!(UPSERT_CALL.contains(&format!("COALESCE(c.{column}, EXCLUDED.{column})")), "{column}");
+        }
+    }
+}
