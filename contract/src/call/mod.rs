@@ -99,6 +99,16 @@ pub struct CallUpdate {
 }
 
 impl CallUpdate {
+    /// Takes the provider's analysis object (if it is one): the whole of it, its summary, and
+    /// the structured fields an appointment may come from, under the provider's names.
+    fn set_analysis(&mut self, analysis: Option<&Value>, summary_field: &str, structured_field: &str) {
+        if let Some(analysis) = analysis.filter(|a| a.is_object()) {
+            self.summary = non_empty(analysis.get(summary_field));
+            self.structured_data = object(analysis.get(structured_field));
+            self.analysis = Some(analysis.clone());
+        }
+    }
+
     fn new(status: CallStatus, progress: Progress) -> Self {
         Self {
             status,
@@ -194,6 +204,15 @@ fn rfc3339(value: Option<&Value>) -> Option<DateTime<Utc>> {
 
 fn object(value: Option<&Value>) -> Option<Map<String, Value>> {
     value.and_then(Value::as_object).cloned()
+}
+
+/// The update a test expects an event to give.
+#[cfg(test)]
+fn expect_call(normalized: Normalized) -> CallUpdate {
+    match normalized {
+        Normalized::Call(update) => *update,
+        Normalized::Ignored => panic!("the event was ignored"),
+    }
 }
 
 #[cfg(test)]

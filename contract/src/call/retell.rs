@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, millis, non_empty, object};
+use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, millis, non_empty};
 
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
     let order = match event_type {
@@ -37,11 +37,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     update.disconnection_reason = non_empty(call.get("disconnection_reason"));
     // Retell reports cost in cents.
     update.cost_usd = call.pointer("/call_cost/combined_cost").and_then(Value::as_f64).map(|cents| cents / 100.0);
-    if let Some(analysis) = call.get("call_analysis").filter(|a| a.is_object()) {
-        update.summary = non_empty(analysis.get("call_summary"));
-        update.structured_data = object(analysis.get("custom_analysis_data"));
-        update.analysis = Some(analysis.clone());
-    }
+    update.set_analysis(call.get("call_analysis"), "call_summary", "custom_analysis_data");
     Ok(Normalized::Call(Box::new(update)))
 }
 
@@ -53,10 +49,7 @@ mod tests {
     const ANALYZED: &str = r#"{"event":"call_analyzed","call":{"call_id":"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6","agent_id":"oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD","agent_version":1,"call_type":"phone_call","call_status":"ended","direction":"inbound","from_number":"+12137771234","to_number":"+12137771235","start_timestamp":1714608475945,"end_timestamp":1714608491736,"duration_ms":15791,"disconnection_reason":"user_hangup","transcript":"Agent: hi how are you doing?\nUser: Doing pretty well. How are you?\n","transcript_object":[{"role":"agent","content":"hi how are you doing?","words":[{"word":"hi","start":0.7,"end":1.3}]}],"metadata":{"crm_id":"123"},"retell_llm_dynamic_variables":{"customer_name":"John Doe"},"call_analysis":{"call_summary":"...","user_sentiment":"Positive","call_successful":true,"in_voicemail":false,"custom_analysis_data":{"appointment_booked":true}}}}"#;
 
     fn call(event: &str, body: &str) -> CallUpdate {
-        match normalize(event, body).unwrap() {
-            Normalized::Call(update) => *update,
-            Normalized::Ignored => panic!("{event} was ignored"),
-        }
+        super::super::expect_call(normalize(event, body).unwrap())
     }
 
     #[test]

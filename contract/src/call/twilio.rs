@@ -66,10 +66,7 @@ mod tests {
     use super::*;
 
     fn call(form: &str) -> CallUpdate {
-        match normalize(form) {
-            Normalized::Call(update) => *update,
-            Normalized::Ignored => panic!("ignored"),
-        }
+        super::super::expect_call(normalize(form))
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, non_empty, object, rfc3339};
+use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, non_empty, rfc3339};
 
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
     if !matches!(event_type, "status-update" | "end-of-call-report" | "assistant-request") {
@@ -44,11 +44,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     update.disconnection_reason = non_empty(message.get("endedReason")).or_else(|| non_empty(call.get("endedReason")));
     update.cost_usd = message.get("cost").or_else(|| call.get("cost")).and_then(Value::as_f64);
     update.transcript = non_empty(message.pointer("/artifact/transcript"));
-    if let Some(analysis) = message.get("analysis").filter(|a| a.is_object()) {
-        update.summary = non_empty(analysis.get("summary"));
-        update.structured_data = object(analysis.get("structuredData"));
-        update.analysis = Some(analysis.clone());
-    }
+    update.set_analysis(message.get("analysis"), "summary", "structuredData");
     Ok(Normalized::Call(Box::new(update)))
 }
 
@@ -60,10 +56,7 @@ mod tests {
     const REPORT: &str = r#"{"message":{"type":"end-of-call-report","endedReason":"customer-ended-call","call":{"id":"call-uuid","type":"outboundPhoneCall","status":"ended"},"artifact":{"transcript":"Full conversation transcript...","recording":{},"messages":[{"role":"assistant","message":"Hello! How can I help?"},{"role":"user","message":"I need to check my order."}]},"analysis":{"summary":"AI-generated summary of the call"},"cost":0.15,"startedAt":"2026-07-16T18:00:00.000Z","endedAt":"2026-07-16T18:03:00.000Z"}}"#;
 
     fn call(event: &str, body: &str) -> CallUpdate {
-        match normalize(event, body).unwrap() {
-            Normalized::Call(update) => *update,
-            Normalized::Ignored => panic!("{event} was ignored"),
-        }
+        super::super::expect_call(normalize(event, body).unwrap())
     }
 
     #[test]
