@@ -34,7 +34,7 @@ async fn two_companies(
 
 fn constraint(error: tenants::TenantError) -> String {
     match error {
-        tenants::TenantError::Database(sqlx::Error::Database(db)) => db.constraint().unwrap_or(db.message()).to_owned(),
+        tenants::TenantError::Database(error) => db_constraint(error),
         other => panic!("expected a database constraint error, got {other}"),
     }
 }
@@ -166,6 +166,9 @@ async fn insert_call(db: &TestDb, company: uuid::Uuid, branch: uuid::Uuid, numbe
     .unwrap()
 }
 
+const CLEANING: tenants::ServiceDetails<'static> =
+    tenants::ServiceDetails { name: "Cleaning", aliases: &[], duration_minutes: 30, calcom_event_type_id: None };
+
 fn db_constraint(error: sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(db) => db.constraint().unwrap_or(db.message()).to_owned(),
@@ -230,15 +233,8 @@ async fn calls_customers_and_appointments_cannot_point_across_companies() {
     .unwrap_err();
     assert_eq!(db_constraint(cross_number), "calls_company_id_phone_number_id_fkey");
 
-    let service = |company: uuid::Uuid, branch: uuid::Uuid| {
-        sqlx::query_scalar::<_, uuid::Uuid>(
-            "INSERT INTO services (company_id, branch_id, name, duration_minutes) VALUES ($1, $2, 'Cleaning', 30) RETURNING id",
-        )
-        .bind(company)
-        .bind(branch)
-    };
-    let a_service = service(a.0, a_branch.0).fetch_one(&db.pool).await.unwrap();
-    let b_service = service(b.0, b_branch.0).fetch_one(&db.pool).await.unwrap();
+    let a_service = tenants::add_service(&db.pool, a, a_branch, &CLEANING).await.unwrap();
+    let b_service = tenants::add_service(&db.pool, b, b_branch, &CLEANING).await.unwrap();
     let appointment =
         |company: uuid::Uuid, branch: uuid::Uuid, customer: uuid::Uuid, service: uuid::Uuid, key: char| {
             sqlx::query(
@@ -271,14 +267,7 @@ async fn every_appointment_status_change_is_in_its_history() {
     let db = TestDb::create().await;
     let cipher = SecretCipher::from_base64::<&str>(&SecretCipher::generate_key(), &[]).unwrap();
     let [(a, a_branch, _), _] = two_companies(&db, &cipher).await;
-    let service: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO services (company_id, branch_id, name, duration_minutes) VALUES ($1, $2, 'Cleaning', 30) RETURNING id",
-    )
-    .bind(a.0)
-    .bind(a_branch.0)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let service = tenants::add_service(&db.pool, a, a_branch, &CLEANING).await.unwrap();
     let id: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO appointments (company_id, branch_id, service_id, starts_at, ends_at, timezone, idempotency_key)
          VALUES ($1, $2, $3, '2031-01-01T10:00Z', '2031-01-01T10:30Z', 'UTC', $4) RETURNING id",
