@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use callgate_contract::envelope::{ENVELOPE_VERSION, EventEnvelope, Payload, Route, event_id, record_key};
 use callgate_contract::{E164, PhoneNumberId, Provider};
+use callgate_gateway::providers;
 use callgate_tests::calls::{FUTURE_LOCAL, Webhook, appointment_analysis, retell_call, twilio_call, vapi_call};
 use callgate_tests::worker::{fresh_dlq_and_group, run_args, run_config};
 use callgate_tests::{Tenant, TestDb, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
@@ -129,13 +130,8 @@ async fn produce(tenant: &Tenant, topic: &str, target: usize) -> usize {
             (Provider::Twilio, twilio_call(tenant, &format!("CA{i:032}"), &caller(204)), tenant.twilio_number),
         ];
         for (provider, webhooks, number) in calls {
-            let call_id = match provider {
-                Provider::Retell => format!("call_{i}"),
-                Provider::Vapi => format!("vapi-{i}"),
-                Provider::Twilio => format!("CA{i:032}"),
-            };
             for webhook in webhooks {
-                records.push(envelope(tenant, provider, &call_id, number, &webhook));
+                records.push(envelope(tenant, provider, number, &webhook));
             }
         }
         i += 1;
@@ -153,24 +149,19 @@ async fn produce(tenant: &Tenant, topic: &str, target: usize) -> usize {
     sent
 }
 
-fn envelope(
-    tenant: &Tenant,
-    provider: Provider,
-    call_id: &str,
-    number: (PhoneNumberId, E164),
-    webhook: &Webhook,
-) -> (String, String) {
-    let (event_type, payload) = match provider {
-        Provider::Twilio => {
-            let status = form_urlencoded_status(&webhook.body);
-            (status, Payload::Form(webhook.body.clone()))
-        }
-        _ => {
-            let value: serde_json::Value = serde_json::from_str(&webhook.body).unwrap();
-            let kind =
-                value.get("event").or_else(|| value.pointer("/message/type")).unwrap().as_str().unwrap().to_owned();
-            (kind, Payload::Json(serde_json::value::RawValue::from_string(webhook.body.clone()).unwrap()))
-        }
+/// The record the gateway would publish for `webhook`: event type and call id read by the
+/// gateway's own routing code.
+fn envelope(tenant: &Tenant, provider: Provider, number: (PhoneNumberId, E164), webhook: &Webhook) -> (String, String) {
+    let body = webhook.body.as_bytes();
+    let routing = match provider {
+        Provider::Retell => providers::retell::routing(body).map(|(routing, _legacy)| routing),
+        Provider::Vapi => providers::vapi::routing(body),
+        Provider::Twilio => providers::twilio::routing(Some(webhook.content_type), body),
+    }
+    .unwrap();
+    let payload = match provider {
+        Provider::Twilio => Payload::Form(webhook.body.clone()),
+        _ => Payload::Json(serde_json::value::RawValue::from_string(webhook.body.clone()).unwrap()),
     };
     let account = match provider {
         Provider::Retell => tenant.retell_account,
@@ -179,10 +170,10 @@ fn envelope(
     };
     let env = EventEnvelope {
         version: ENVELOPE_VERSION,
-        event_id: event_id(provider, call_id, &event_type, webhook.body.as_bytes()),
+        event_id: event_id(provider, &routing.call_id, &routing.event_type, body),
         provider,
-        event_type,
-        provider_call_id: call_id.to_owned(),
+        event_type: routing.event_type,
+        provider_call_id: routing.call_id,
         received_at: chrono::Utc::now(),
         trace_id: "bench".into(),
         route: Route {
@@ -195,9 +186,5 @@ fn envelope(
         redacted: false,
         payload,
     };
-    (record_key(provider, call_id), serde_json::to_string(&env).unwrap())
-}
-
-fn form_urlencoded_status(body: &str) -> String {
-    body.split('&').find_map(|pair| pair.strip_prefix("CallStatus=")).unwrap().to_owned()
+    (record_key(provider, &env.provider_call_id), serde_json::to_string(&env).unwrap())
 }
