@@ -309,6 +309,8 @@ impl Pipeline {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.config.batch_max_wait;
             while batch.len() < self.config.batch_max_records.max(1) {
+                // What is queued already is taken with try_recv: an awaited recv spends tokio's
+                // co-operative budget and, past the deadline, would cut a full queue short.
                 match queue.try_recv() {
                     Ok(message) => batch.push(message),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
