@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use callgate_tests::calls::{FUTURE_LOCAL, TWILIO_PUBLIC, appointment_analysis, retell_call, twilio_call, vapi_call};
-use callgate_tests::worker::{count, metric_sum, ops_get, snapshot, start_worker, wait_count};
+use callgate_tests::worker::{count, metric_sum, ops_get, snapshot, start_worker, wait_count, wait_metrics};
 use callgate_tests::{Stack, init_logs, spawn_stack};
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
@@ -200,12 +200,10 @@ async fn redelivered_shuffled_events_give_the_same_state_as_one_orderly_delivery
     let done = "SELECT count(*) FROM processed_events";
     wait_count(&orderly.db.pool, done, n as i64).await;
     wait_count(&shuffled.db.pool, done, n as i64).await;
-    let duplicates = "callgate_worker_duplicates_skipped_total";
-    let deadline = std::time::Instant::now() + callgate_tests::worker::PATIENCE;
-    while metric_sum(&ops_get(&w2, "/metrics").await.1, duplicates) < (2 * n) as f64 {
-        assert!(std::time::Instant::now() < deadline, "the redeliveries were not all skipped");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_metrics(&w2, "every redelivery skipped", |m| {
+        metric_sum(m, "callgate_worker_duplicates_skipped_total") >= (2 * n) as f64
+    })
+    .await;
     let (a, b) = (snapshot(&orderly.db.pool).await, snapshot(&shuffled.db.pool).await);
     assert_eq!(a, b);
     assert_eq!(count(&shuffled.db.pool, "SELECT count(*) FROM appointments").await, 2);
