@@ -24,6 +24,8 @@ pub mod headers {
     pub const EVENT_ID: &str = "callgate-event-id";
     pub const TRACE_ID: &str = "callgate-trace-id";
     pub const ENVELOPE_VERSION: &str = "callgate-envelope-version";
+    /// `booking` on a [`crate::booking::BookingEnvelope`]; absent on a call event.
+    pub const ENVELOPE_KIND: &str = "callgate-envelope-kind";
 }
 
 /// Namespace of the deterministic event ids (UUIDv5). Never change it: ids already in
@@ -37,9 +39,14 @@ const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3b9a_5c2e_4f07_9a8b_c41e
 /// never share an id. Signature headers are left out on purpose: Retell may re-sign a retry
 /// with a fresh timestamp.
 pub fn event_id(provider: Provider, provider_call_id: &str, event_type: &str, raw_body: &[u8]) -> Uuid {
+    source_event_id(provider.as_str(), provider_call_id, event_type, raw_body)
+}
+
+/// [`event_id`] for any sender, named as `processed_events.provider` names it.
+pub(crate) fn source_event_id(source: &str, provider_call_id: &str, event_type: &str, raw_body: &[u8]) -> Uuid {
     let body_hash = Sha256::digest(raw_body);
     let mut name = Vec::with_capacity(provider_call_id.len() + event_type.len() + 80);
-    name.extend_from_slice(provider.as_str().as_bytes());
+    name.extend_from_slice(source.as_bytes());
     name.push(0);
     name.extend_from_slice(provider_call_id.as_bytes());
     name.push(0);

@@ -54,3 +54,7 @@ id_type!(
     /// A row of `provider_accounts`: one provider login of one company, with its secrets.
     ProviderAccountId
 );
+id_type!(
+    /// A row of `calcom_accounts`: one company's Cal.com API key and webhook.
+    CalcomAccountId
+);

@@ -4,6 +4,7 @@
 //! phone number, a sealed provider secret) is defined here once, so the gateway that writes a
 //! record and the worker that reads it cannot drift apart.
 
+pub mod booking;
 pub mod call;
 pub mod e164;
 pub mod envelope;
@@ -14,6 +15,6 @@ pub mod settings;
 
 pub use e164::{E164, E164Error};
 pub use envelope::{EventEnvelope, Payload, Route};
-pub use ids::{BranchId, CompanyId, PhoneNumberId, ProviderAccountId};
+pub use ids::{BranchId, CalcomAccountId, CompanyId, PhoneNumberId, ProviderAccountId};
 pub use provider::Provider;
 pub use secrets::{Secret, SecretCipher, SecretError};

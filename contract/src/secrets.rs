@@ -136,6 +136,24 @@ pub fn previous_signing_secret_binding(account: uuid::Uuid) -> Vec<u8> {
     row_binding("provider_accounts", account, "previous_signing_secret")
 }
 
+/// The sealed columns of `calcom_accounts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalcomColumn {
+    ApiKey,
+    WebhookSecret,
+    PreviousWebhookSecret,
+}
+
+/// The binding of one sealed column of `calcom_accounts`.
+pub fn calcom_binding(account: uuid::Uuid, column: CalcomColumn) -> Vec<u8> {
+    let column = match column {
+        CalcomColumn::ApiKey => "api_key",
+        CalcomColumn::WebhookSecret => "webhook_secret",
+        CalcomColumn::PreviousWebhookSecret => "previous_webhook_secret",
+    };
+    row_binding("calcom_accounts", account, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,7 @@ pub struct ServeConfig {
 pub enum VerifyProvider {
     Retell,
     Twilio,
+    Calcom,
 }
 
 /// One webhook message, as `verify` and `sign` see it.
@@ -123,7 +124,7 @@ pub struct MessageArgs {
     /// Which provider's scheme.
     #[arg(long, value_enum)]
     pub provider: VerifyProvider,
-    /// The signing secret (Retell API key, Twilio auth token).
+    /// The signing secret (Retell API key, Twilio auth token, Cal.com webhook secret).
     #[arg(long)]
     pub secret: String,
     /// File holding the raw request body.

@@ -2,7 +2,7 @@
 //! make genuine test requests, with the very functions the server uses.
 
 use crate::config::{MessageArgs, VerifyArgs, VerifyProvider};
-use crate::providers::{VerifyError, retell, twilio};
+use crate::providers::{VerifyError, calcom, retell, twilio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -34,6 +34,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Result<(), VerifyError>, CliError> {
             &body,
             Some(&args.signature),
         ),
+        VerifyProvider::Calcom => calcom::verify(&secrets, &body, Some(&args.signature)),
     })
 }
 
@@ -44,5 +45,6 @@ pub fn sign(message: &MessageArgs) -> Result<String, CliError> {
     Ok(match message.provider {
         VerifyProvider::Retell => retell::sign(secret, &body, now_ms(message)),
         VerifyProvider::Twilio => twilio::sign(secret, twilio_url(message)?, message.content_type.as_deref(), &body),
+        VerifyProvider::Calcom => calcom::sign(secret, &body),
     })
 }

@@ -71,3 +71,20 @@ fn sign_produces_what_verify_accepts() {
         gateway(&["verify", "--provider", "retell", "--secret", "other", "--signature", &sig, "--body-file", &body]);
     assert_eq!((code, out.as_str()), (1, "invalid: signature does not match"));
 }
+
+#[test]
+fn calcom_known_digest_no_secret_and_roundtrip() {
+    let body = body_file("calcom", "The quick brown fox jumps over the lazy dog");
+    let verify = |secret: &str, sig: &str| {
+        gateway(&["verify", "--provider", "calcom", "--secret", secret, "--signature", sig, "--body-file", &body])
+    };
+    let digest = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
+    assert_eq!(verify("key", digest), (0, "valid".to_owned()));
+    assert_eq!(verify("other", digest), (1, "invalid: signature does not match".to_owned()));
+    assert_eq!(
+        verify("key", "no-secret-provided"),
+        (1, "invalid: the sender was configured without a secret".to_owned())
+    );
+    let (code, sig) = gateway(&["sign", "--provider", "calcom", "--secret", "key", "--body-file", &body]);
+    assert_eq!((code, sig.as_str()), (0, digest));
+}

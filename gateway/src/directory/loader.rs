@@ -4,8 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
-use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher};
+use callgate_contract::booking::CalendarRoute;
+use callgate_contract::secrets::{
+    CalcomColumn, calcom_binding, previous_signing_secret_binding, signing_secret_binding,
+};
+use callgate_contract::{
+    BranchId, CalcomAccountId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher,
+};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::PgPool;
@@ -13,7 +18,7 @@ use uuid::Uuid;
 
 use callgate_contract::settings::parse_settings;
 
-use super::{Account, ChangeSet, Directory, NumberEntry};
+use super::{Account, CalendarEntry, Calendars, ChangeSet, Directory, NumberEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -72,6 +77,23 @@ const NUMBERS_SQL: &str = "
     WHERE pn.deleted_at IS NULL AND b.deleted_at IS NULL AND c.deleted_at IS NULL
       AND pa.deleted_at IS NULL";
 
+#[derive(sqlx::FromRow)]
+struct CalendarRow {
+    id: Uuid,
+    company_id: Uuid,
+    webhook_path: String,
+    webhook_secret: Vec<u8>,
+    previous_webhook_secret: Option<Vec<u8>>,
+    previous_webhook_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+const CALENDARS_SQL: &str = "
+    SELECT ca.id, ca.company_id, ca.webhook_path, ca.webhook_secret, ca.previous_webhook_secret,
+           ca.previous_webhook_secret_expires_at
+    FROM calcom_accounts ca
+    JOIN companies c ON c.id = ca.company_id
+    WHERE ca.deleted_at IS NULL AND c.deleted_at IS NULL";
+
 /// Loads the directory, whole or in part.
 #[derive(Debug, Clone)]
 pub struct Loader {
@@ -93,7 +115,8 @@ impl Loader {
         let accounts = self.accounts(None).await?;
         let rows = sqlx::query_as::<_, NumberRow>(NUMBERS_SQL).fetch(&self.pool);
         let entries = self.entries(rows, &accounts.valid).await?;
-        Ok(Directory::from_entries(entries, accounts.valid.len(), accounts.invalid))
+        let calendars = self.calendars(&Calendars::new(), None).await?;
+        Ok(Directory::from_entries(entries, accounts.valid.len(), accounts.invalid).with_calendars(calendars))
     }
 
     /// `current` with the rows inside `changes` re-read.
@@ -131,7 +154,64 @@ impl Loader {
         let active: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM ({ACCOUNTS_SQL}) a")).fetch_one(&self.pool).await?;
         let loaded = usize::try_from(active).unwrap_or(0).saturating_sub(invalid.len());
-        Ok(current.with_changes(changes, fresh, loaded, invalid))
+        let next = current.with_changes(changes, fresh, loaded, invalid);
+        if changes.calendars.is_empty() && changes.companies.is_empty() {
+            return Ok(next);
+        }
+        let calendars = self.calendars(current.calendars(), Some(changes)).await?;
+        Ok(next.with_calendars(calendars))
+    }
+
+    /// The Cal.com endpoints: all of them, or `current` with those of the changed accounts and
+    /// companies re-read.
+    async fn calendars(&self, current: &Calendars, changes: Option<&ChangeSet>) -> Result<Calendars, LoadError> {
+        let rows = match changes {
+            None => sqlx::query_as::<_, CalendarRow>(CALENDARS_SQL).fetch_all(&self.pool).await?,
+            Some(changes) => {
+                let accounts: Vec<Uuid> = changes.calendars.iter().copied().collect();
+                let companies: Vec<Uuid> = changes.companies.iter().copied().collect();
+                sqlx::query_as::<_, CalendarRow>(&format!(
+                    "{CALENDARS_SQL} AND (ca.id = ANY($1) OR ca.company_id = ANY($2))"
+                ))
+                .bind(accounts)
+                .bind(companies)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut calendars = current.clone();
+        if let Some(changes) = changes {
+            calendars.retain(|_, entry| {
+                !changes.calendars.contains(&entry.route.calcom_account_id.0)
+                    && !changes.companies.contains(&entry.route.company_id.0)
+            });
+        }
+        for row in rows {
+            let id = row.id;
+            match self.calendar(row) {
+                Ok((path, entry)) => {
+                    calendars.insert(path, Arc::new(entry));
+                }
+                Err(error) => {
+                    tracing::error!(calcom_account_id = %id, %error, "Cal.com account left out of the directory")
+                }
+            }
+        }
+        Ok(calendars)
+    }
+
+    fn calendar(&self, row: CalendarRow) -> Result<(Arc<str>, CalendarEntry), callgate_contract::SecretError> {
+        let current_secret =
+            self.cipher.open(&row.webhook_secret, &calcom_binding(row.id, CalcomColumn::WebhookSecret))?;
+        let previous_secret = match row.previous_webhook_secret {
+            Some(sealed) => Some((
+                self.cipher.open(&sealed, &calcom_binding(row.id, CalcomColumn::PreviousWebhookSecret))?,
+                row.previous_webhook_secret_expires_at,
+            )),
+            None => None,
+        };
+        let route = CalendarRoute { company_id: CompanyId(row.company_id), calcom_account_id: CalcomAccountId(row.id) };
+        Ok((Arc::from(row.webhook_path), CalendarEntry { route, current_secret, previous_secret }))
     }
 
     async fn accounts(&self, only: Option<Vec<Uuid>>) -> Result<LoadedAccounts, LoadError> {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
+use callgate_contract::booking::CalendarRoute;
 use callgate_contract::secrets::Secret;
 use callgate_contract::{CompanyId, E164, Provider, ProviderAccountId, Route};
 use chrono::{DateTime, Utc};
@@ -38,15 +39,43 @@ impl Account {
     /// The secrets a signature may be made with at `now`: current first, then a previous one
     /// still inside its rotation window.
     pub fn secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
-        let mut out = vec![self.current_secret.expose()];
-        if let Some((previous, expires)) = &self.previous_secret
-            && expires.is_none_or(|at| now < at)
-        {
-            out.push(previous.expose());
-        }
-        out
+        candidate_secrets(&self.current_secret, self.previous_secret.as_ref(), now)
     }
 }
+
+/// Current secret first, then a previous one still inside its rotation window.
+fn candidate_secrets<'a>(
+    current: &'a Secret,
+    previous: Option<&'a (Secret, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+) -> Vec<&'a [u8]> {
+    let mut out = vec![current.expose()];
+    if let Some((previous, expires)) = previous
+        && expires.is_none_or(|at| now < at)
+    {
+        out.push(previous.expose());
+    }
+    out
+}
+
+/// A company's Cal.com webhook endpoint and its secrets, decrypted.
+#[derive(Debug)]
+pub struct CalendarEntry {
+    pub route: CalendarRoute,
+    pub current_secret: Secret,
+    pub previous_secret: Option<(Secret, Option<DateTime<Utc>>)>,
+}
+
+impl CalendarEntry {
+    /// The webhook secrets a delivery may be signed with at `now`.
+    pub fn secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
+        candidate_secrets(&self.current_secret, self.previous_secret.as_ref(), now)
+    }
+}
+
+/// Cal.com endpoints by their path segment. There is one per company, so copying the map on
+/// a change is cheap next to the numbers.
+pub type Calendars = HashMap<Arc<str>, Arc<CalendarEntry>>;
 
 /// One active number.
 #[derive(Debug, Clone)]
@@ -86,6 +115,7 @@ pub struct Directory {
     accounts: usize,
     /// Accounts left out because their secret or settings would not load.
     invalid_accounts: HashSet<Uuid>,
+    calendars: Arc<Calendars>,
 }
 
 impl Default for Directory {
@@ -102,6 +132,21 @@ impl Directory {
     /// Fallback by the provider's own id of the number (Vapi `phoneNumberId`).
     pub fn lookup_provider_number_id(&self, id: &str) -> Option<&Arc<NumberEntry>> {
         self.by_provider_number_id[shard_of_id(id)].get(id).and_then(|n| self.lookup(*n))
+    }
+
+    /// A company's Cal.com endpoint, by the path segment of its webhook URL.
+    pub fn lookup_calendar(&self, path: &str) -> Option<&Arc<CalendarEntry>> {
+        self.calendars.get(path)
+    }
+
+    pub fn calendars(&self) -> &Calendars {
+        &self.calendars
+    }
+
+    /// This snapshot with its Cal.com endpoints replaced.
+    pub fn with_calendars(mut self, calendars: Calendars) -> Self {
+        self.calendars = Arc::new(calendars);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -149,6 +194,7 @@ impl Directory {
             len,
             accounts,
             invalid_accounts,
+            calendars: Arc::default(),
         }
     }
 
@@ -168,6 +214,7 @@ impl Directory {
             len: self.len,
             accounts,
             invalid_accounts,
+            calendars: self.calendars.clone(),
         };
         // Read-only pass to find what the change covers; only those shards get copied.
         let covered: Vec<E164> = self
@@ -216,6 +263,8 @@ pub struct ChangeSet {
     pub accounts: HashSet<Uuid>,
     pub branches: HashSet<Uuid>,
     pub companies: HashSet<Uuid>,
+    /// `calcom_accounts` ids.
+    pub calendars: HashSet<Uuid>,
 }
 
 impl ChangeSet {
@@ -225,6 +274,7 @@ impl ChangeSet {
             && self.accounts.is_empty()
             && self.branches.is_empty()
             && self.companies.is_empty()
+            && self.calendars.is_empty()
     }
 
     /// Called for every entry of the directory on each change: empty scopes cost nothing and
@@ -263,6 +313,7 @@ impl ChangeSet {
             "provider_accounts" => &mut self.accounts,
             "branches" => &mut self.branches,
             "companies" => &mut self.companies,
+            "calcom_accounts" => &mut self.calendars,
             _ => {
                 self.all = true;
                 return;

@@ -109,6 +109,7 @@ impl Refresher {
                     numbers = directory.len(),
                     accounts = directory.account_count(),
                     invalid_accounts = directory.invalid_account_count(),
+                    calendars = directory.calendars().len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "directory loaded"
                 );

@@ -22,6 +22,8 @@ pub enum WebhookError {
     Malformed(#[from] MalformedPayload),
     #[error("number not in the directory")]
     UnknownNumber,
+    #[error("webhook endpoint not in the directory")]
+    UnknownEndpoint,
     #[error("signature refused: {0}")]
     Unauthorized(VerifyError),
     #[error("account misconfigured: {0}")]
@@ -47,7 +49,7 @@ impl WebhookError {
             WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            WebhookError::UnknownNumber => StatusCode::NOT_FOUND,
+            WebhookError::UnknownNumber | WebhookError::UnknownEndpoint => StatusCode::NOT_FOUND,
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WebhookError::NotReady | WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,6 +64,7 @@ impl WebhookError {
             WebhookError::BodyTimeout => "body_timeout",
             WebhookError::Malformed(_) => "malformed",
             WebhookError::UnknownNumber => "unknown_number",
+            WebhookError::UnknownEndpoint => "unknown_endpoint",
             WebhookError::Unauthorized(reason) => reason.reason(),
             WebhookError::Misconfigured(_) => "misconfigured",
             WebhookError::NotReady => "not_ready",
@@ -75,7 +78,7 @@ impl WebhookError {
             WebhookError::TooLarge => "payload too large",
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => "malformed request",
             WebhookError::BodyTimeout => "request timeout",
-            WebhookError::UnknownNumber => "not found",
+            WebhookError::UnknownNumber | WebhookError::UnknownEndpoint => "not found",
             WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::Misconfigured(_) => "internal error",
             WebhookError::NotReady | WebhookError::Unavailable(_) => "temporarily unavailable",

@@ -1,5 +1,6 @@
 //! Routes: the provider webhooks, health, readiness and metrics.
 
+mod calcom;
 mod error;
 mod webhook;
 
@@ -41,7 +42,9 @@ pub fn router(state: AppState, with_ops: bool) -> Router {
         .route("/v1/webhooks/retell", post(webhook::retell))
         .route("/v1/webhooks/vapi", post(webhook::vapi))
         // Twilio lets a status callback be configured with method GET.
-        .route("/v1/webhooks/twilio", post(webhook::twilio).get(webhook::twilio));
+        .route("/v1/webhooks/twilio", post(webhook::twilio).get(webhook::twilio))
+        // Cal.com names no tenant of ours: each company has its own endpoint path.
+        .route("/v1/webhooks/calcom/{endpoint}", post(calcom::calcom));
     let router = if with_ops { webhooks.merge(ops_routes()) } else { webhooks.route("/healthz", get(healthz)) };
     router.fallback(unknown_route).method_not_allowed_fallback(method_not_allowed).with_state(state)
 }

@@ -56,26 +56,47 @@ impl Drop for InFlight {
 }
 
 async fn handle(state: AppState, provider: Provider, request: Request) -> Response {
+    serve(&state.clone(), provider.as_str(), request, |incoming| async move {
+        let accepted = process(&state, provider, &incoming.parts, incoming.body, &incoming.trace_id).await?;
+        tracing::info!(
+            event_id = %accepted.event_id,
+            event_type = %accepted.routing.event_type,
+            call_id = %accepted.routing.call_id,
+            company_id = %accepted.entry.route.company_id,
+            elapsed_us = incoming.started.elapsed().as_micros() as u64,
+            "webhook accepted"
+        );
+        Ok(answer(provider, &accepted))
+    })
+    .await
+}
+
+/// A webhook request as every handler receives it.
+pub(super) struct Incoming {
+    pub parts: Parts,
+    pub body: Body,
+    pub trace_id: String,
+    pub started: Instant,
+}
+
+/// What every webhook route does around its own processing: counts it in flight, gives it a
+/// trace id and a span, logs and counts a refusal with its outcome, times it.
+pub(super) async fn serve<F, Fut>(state: &AppState, sender: &'static str, request: Request, process: F) -> Response
+where
+    F: FnOnce(Incoming) -> Fut,
+    Fut: Future<Output = Result<Response, WebhookError>>,
+{
     let _in_flight = InFlight::start(&state.metrics.requests_in_flight);
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let trace_id = trace_id(&parts.headers);
-    let span = tracing::info_span!("webhook", %provider, %trace_id);
-    let result = process(&state, provider, &parts, body, &trace_id).instrument(span.clone()).await;
+    let span = tracing::info_span!("webhook", provider = sender, %trace_id);
+    let incoming = Incoming { parts, body, trace_id: trace_id.clone(), started };
+    let result = process(incoming).instrument(span.clone()).await;
     let _entered = span.enter();
 
     let (mut response, outcome) = match result {
-        Ok(accepted) => {
-            tracing::info!(
-                event_id = %accepted.event_id,
-                event_type = %accepted.routing.event_type,
-                call_id = %accepted.routing.call_id,
-                company_id = %accepted.entry.route.company_id,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "webhook accepted"
-            );
-            (answer(provider, &accepted), "accepted")
-        }
+        Ok(response) => (response, "accepted"),
         Err(error) => {
             let outcome = error.outcome();
             if error.status().is_server_error() {
@@ -89,8 +110,8 @@ async fn handle(state: AppState, provider: Provider, request: Request) -> Respon
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    state.metrics.requests.with_label_values(&[provider.as_str(), outcome]).inc();
-    state.metrics.request_duration.with_label_values(&[provider.as_str()]).observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.with_label_values(&[sender, outcome]).inc();
+    state.metrics.request_duration.with_label_values(&[sender]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -169,7 +190,7 @@ async fn process(
     Ok(Accepted { routing, entry, event_id })
 }
 
-fn observe_stage(state: &AppState, stage: &str, started: Instant) {
+pub(super) fn observe_stage(state: &AppState, stage: &str, started: Instant) {
     state.metrics.stage_duration.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
 }
 
@@ -181,7 +202,11 @@ fn twilio_get_parameters(provider: Provider, parts: &Parts) -> Option<bytes::Byt
 
 /// Reads the whole body, refusing more than the limit (early, from Content-Length, when the
 /// sender declares it) and a sender too slow to finish within the read timeout.
-async fn read_body(headers: &HeaderMap, body: Body, edge: &EdgeConfig) -> Result<bytes::Bytes, WebhookError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    edge: &EdgeConfig,
+) -> Result<bytes::Bytes, WebhookError> {
     let limit = edge.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

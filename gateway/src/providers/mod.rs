@@ -4,6 +4,7 @@
 //! previous one during a rotation) and is pure: no clock, no I/O. The HTTP handlers and the
 //! `callgate-gateway verify` command call exactly these functions.
 
+pub mod calcom;
 pub mod retell;
 pub mod twilio;
 pub mod vapi;
@@ -26,6 +27,8 @@ pub enum VerifyError {
     BodyHashMismatch,
     #[error("body is not covered by the signature")]
     UnsignedBody,
+    #[error("the sender was configured without a secret")]
+    NoSecretProvided,
     #[error("verification is not configured for this account: {0}")]
     NotConfigured(&'static str),
 }
@@ -40,6 +43,7 @@ impl VerifyError {
             VerifyError::Mismatch => "invalid_signature",
             VerifyError::BodyHashMismatch => "body_hash_mismatch",
             VerifyError::UnsignedBody => "unsigned_body",
+            VerifyError::NoSecretProvided => "no_secret_provided",
             VerifyError::NotConfigured(_) => "not_configured",
         }
     }
