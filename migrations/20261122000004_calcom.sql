@@ -49,6 +49,15 @@ CREATE TABLE calcom_rate_gates (
     blocked_until      timestamptz NOT NULL DEFAULT '-infinity'
 );
 
+-- Every account has its gate, whoever creates the account.
+CREATE FUNCTION callgate_calcom_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO calcom_rate_gates (calcom_account_id) VALUES (NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER calcom_accounts_gate AFTER INSERT ON calcom_accounts
+    FOR EACH ROW EXECUTE FUNCTION callgate_calcom_gate();
+
 ALTER TABLE appointments
     -- When the push may next try (backoff after a failure, the key's block after a 429).
     ADD COLUMN next_attempt_at   timestamptz NOT NULL DEFAULT now(),

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 pub mod broker;
+pub mod calcom;
 pub mod calls;
 pub mod proxy;
 pub mod signed;

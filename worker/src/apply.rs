@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 
 use callgate_contract::EventEnvelope;
+use callgate_contract::booking::{self, BookingChange, BookingEnvelope};
 use callgate_contract::call::{CallUpdate, Caller, Normalized};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -12,14 +13,92 @@ use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 use crate::appointments::{self, Contact, FieldMap, ReviewReason, Service};
+use crate::calcom;
 
 /// A decoded record, ready to apply.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub enum Prepared {
+    Call(CallRecord),
+    Booking(BookingRecord),
+}
+
+/// A call event.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
     pub envelope: EventEnvelope,
     pub normalized: Normalized,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// A Cal.com booking change.
+#[derive(Debug, Clone)]
+pub struct BookingRecord {
+    pub envelope: BookingEnvelope,
+    /// None for the triggers the worker does not apply.
+    pub change: Option<BookingChange>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Prepared {
+    pub fn partition(&self) -> i32 {
+        match self {
+            Self::Call(r) => r.partition,
+            Self::Booking(r) => r.partition,
+        }
+    }
+
+    pub fn offset(&self) -> i64 {
+        match self {
+            Self::Call(r) => r.offset,
+            Self::Booking(r) => r.offset,
+        }
+    }
+
+    /// Who sent it: a provider, or `calcom`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Call(r) => r.envelope.provider.as_str(),
+            Self::Booking(_) => booking::SOURCE,
+        }
+    }
+
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::Call(r) => &r.envelope.event_type,
+            Self::Booking(r) => &r.envelope.event_type,
+        }
+    }
+
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            Self::Call(r) => r.envelope.event_id,
+            Self::Booking(r) => r.envelope.event_id,
+        }
+    }
+
+    /// The call id, or the booking uid.
+    pub fn subject(&self) -> &str {
+        match self {
+            Self::Call(r) => &r.envelope.provider_call_id,
+            Self::Booking(r) => &r.envelope.booking_uid,
+        }
+    }
+
+    fn company_id(&self) -> Uuid {
+        match self {
+            Self::Call(r) => r.envelope.route.company_id.0,
+            Self::Booking(r) => r.envelope.route.company_id.0,
+        }
+    }
+
+    fn received_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Call(r) => r.envelope.received_at,
+            Self::Booking(r) => r.envelope.received_at,
+        }
+    }
 }
 
 /// What applying one event did.
@@ -32,6 +111,8 @@ pub enum Outcome {
     Ignored,
     /// It names a call that belongs to another company; recorded, not applied.
     Refused,
+    /// A Cal.com booking change, and what it did.
+    Booking(calcom::inbound::ChangeResult),
 }
 
 impl Outcome {
@@ -41,6 +122,8 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
             Self::Refused => "refused",
+            Self::Booking(calcom::inbound::ChangeResult::Applied) => "applied",
+            Self::Booking(_) => "ignored",
         }
     }
 }
@@ -81,10 +164,17 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 /// Applies one event.
-pub async fn apply(conn: &mut PgConnection, record: &Prepared) -> Result<Outcome, sqlx::Error> {
+pub async fn apply(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, sqlx::Error> {
+    match prepared {
+        Prepared::Call(record) => apply_call(conn, prepared, record).await,
+        Prepared::Booking(record) => calcom::inbound::apply(conn, prepared, record).await,
+    }
+}
+
+async fn apply_call(conn: &mut PgConnection, prepared: &Prepared, record: &CallRecord) -> Result<Outcome, sqlx::Error> {
     let env = &record.envelope;
     let Normalized::Call(update) = &record.normalized else {
-        return Ok(if record_event(conn, record, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
+        return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
     };
     let call = match upsert_call(conn, record, update).await? {
         Upserted::Duplicate => return Ok(Outcome::Duplicate),
@@ -134,22 +224,25 @@ pub async fn apply(conn: &mut PgConnection, record: &Prepared) -> Result<Outcome
 /// Enters the event in `processed_events`; false when it was there already. It comes first in
 /// the transaction, so a second worker holding the same event waits on this row until the first
 /// one commits, and then sees it taken.
-async fn record_event(conn: &mut PgConnection, record: &Prepared, outcome: &str) -> Result<bool, sqlx::Error> {
-    let env = &record.envelope;
+pub(crate) async fn record_event(
+    conn: &mut PgConnection,
+    record: &Prepared,
+    outcome: &str,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
          kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(env.event_id)
-    .bind(env.route.company_id.0)
-    .bind(env.provider.as_str())
-    .bind(&env.event_type)
-    .bind(&env.provider_call_id)
+    .bind(record.event_id())
+    .bind(record.company_id())
+    .bind(record.source())
+    .bind(record.event_type())
+    .bind(record.subject())
     .bind(outcome)
-    .bind(record.partition)
-    .bind(record.offset)
-    .bind(env.received_at)
+    .bind(record.partition())
+    .bind(record.offset())
+    .bind(record.received_at())
     .execute(conn)
     .await?
     .rows_affected();
@@ -232,7 +325,11 @@ static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Records the event and inserts or advances its call.
-async fn upsert_call(conn: &mut PgConnection, record: &Prepared, update: &CallUpdate) -> Result<Upserted, sqlx::Error> {
+async fn upsert_call(
+    conn: &mut PgConnection,
+    record: &CallRecord,
+    update: &CallUpdate,
+) -> Result<Upserted, sqlx::Error> {
     let env = &record.envelope;
     let caller_e164 = match update.caller.as_deref().map(Caller::classify) {
         Some(Caller::Number(number)) => Some(number.to_string()),
@@ -379,7 +476,7 @@ async fn link_customer(
 #[allow(clippy::too_many_arguments)]
 async fn create_appointment(
     conn: &mut PgConnection,
-    record: &Prepared,
+    record: &CallRecord,
     call: &CallRow,
     customer: Option<Uuid>,
     contact: &Contact,

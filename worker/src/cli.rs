@@ -172,6 +172,23 @@ pub enum TenantCommand {
         #[arg(long, default_value_t = 24)]
         keep_previous_hours: u32,
     },
+    /// Connect a company to Cal.com, or replace its credentials. Standard input holds two
+    /// lines: the API key, then the webhook's secret. Prints the webhook path to give Cal.com
+    /// (on the gateway: https://<gateway>/v1/webhooks/calcom/<path>).
+    SetCalcom {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        key: MasterKey,
+        #[arg(long)]
+        company: String,
+        /// Requests per minute for this key (default: the worker's --calcom-rate-per-minute).
+        #[arg(long)]
+        rate_per_minute: Option<i32>,
+        /// How long the previous webhook secret stays accepted, when replacing one.
+        #[arg(long, default_value_t = 24)]
+        keep_previous_hours: u32,
+    },
     /// List a company's branches, accounts (never their secrets) and numbers.
     Show {
         #[command(flatten)]
@@ -219,7 +236,7 @@ pub enum CliError {
     FieldsJson(serde_json::Error),
     #[error("cannot start the worker: {0}")]
     Start(#[from] crate::server::StartError),
-    #[error("no secret on standard input")]
+    #[error("no secret on standard input (set-calcom reads two lines: API key, webhook secret)")]
     NoSecret,
     #[error("reading standard input: {0}")]
     Stdin(#[from] std::io::Error),
@@ -357,6 +374,29 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             let pool = pool(&database).await?;
             tenants::rotate_secret(&pool, &cipher, ProviderAccountId(account), &secret, Some(until)).await?;
             format!("rotated; previous secret accepted until {}", until.to_rfc3339())
+        }
+        TenantCommand::SetCalcom { database, key, company, rate_per_minute, keep_previous_hours } => {
+            let cipher = cipher(&key)?;
+            let input = secret_from_stdin()?;
+            let text = String::from_utf8(input).map_err(|_| CliError::NoSecret)?;
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let (Some(api_key), Some(webhook_secret)) = (lines.next(), lines.next()) else {
+                return Err(CliError::NoSecret);
+            };
+            let until = chrono::Utc::now() + chrono::Duration::hours(i64::from(keep_previous_hours));
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?;
+            let (_, path) = tenants::set_calcom_account(
+                &pool,
+                &cipher,
+                company,
+                api_key.as_bytes(),
+                webhook_secret.as_bytes(),
+                rate_per_minute,
+                Some(until),
+            )
+            .await?;
+            format!("/v1/webhooks/calcom/{path}")
         }
         TenantCommand::Show { database, company } => {
             let pool = pool(&database).await?;

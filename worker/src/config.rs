@@ -59,6 +59,97 @@ pub struct RunConfig {
     #[arg(long, env = "CALLGATE_RETRY_MAX_BACKOFF", value_parser = parse_duration, default_value = "10s")]
     pub retry_max_backoff: Duration,
 
+    /// Master key that opens the Cal.com API keys sealed in the database (base64, 32 bytes).
+    /// Without it this worker does not push bookings to Cal.com.
+    #[arg(long, env = "CALLGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
+
+    /// Previous master keys (comma-separated), still accepted for opening during a key rotation.
+    #[arg(long, env = "CALLGATE_SECRET_KEYS_PREVIOUS", hide_env_values = true, value_delimiter = ',')]
+    pub secret_keys_previous: Vec<SecretString>,
+
+    #[command(flatten)]
+    pub calcom: CalcomConfig,
+
     #[command(flatten)]
     pub log: LogConfig,
+}
+
+/// The Cal.com booking push (shared/specs/calcom.md).
+#[derive(Debug, Clone, Args)]
+pub struct CalcomConfig {
+    /// Push pending appointments to Cal.com from this process (false: consume only).
+    #[arg(long = "calcom-push", env = "CALLGATE_CALCOM_PUSH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub push: bool,
+
+    /// Base URL of the Cal.com API (v2 paths are appended).
+    #[arg(long = "calcom-base-url", env = "CALLGATE_CALCOM_BASE_URL", default_value = "https://api.cal.com")]
+    pub base_url: String,
+
+    /// `cal-api-version` of the bookings endpoints. Without a known version Cal.com silently
+    /// serves an older endpoint with another body shape.
+    #[arg(long = "calcom-api-version", env = "CALLGATE_CALCOM_API_VERSION", default_value = "2024-08-13")]
+    pub api_version: String,
+
+    /// Time allowed to open a connection to Cal.com.
+    #[arg(long = "calcom-connect-timeout", env = "CALLGATE_CALCOM_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "3s")]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for one request, answer included; past it the outcome is unknown and the
+    /// booking is looked up before anything is sent again.
+    #[arg(long = "calcom-request-timeout", env = "CALLGATE_CALCOM_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+
+    /// Requests per minute one API key may spend, across all workers (Cal.com allows 120).
+    /// A company's `calcom_accounts.rate_per_minute` overrides it.
+    #[arg(long = "calcom-rate-per-minute", env = "CALLGATE_CALCOM_RATE_PER_MINUTE", default_value_t = 100)]
+    pub rate_per_minute: u32,
+
+    /// Requests one API key may send at once after a quiet spell.
+    #[arg(long = "calcom-burst", env = "CALLGATE_CALCOM_BURST", default_value_t = 5)]
+    pub burst: u32,
+
+    /// Appointments this process pushes at the same time.
+    #[arg(long = "calcom-concurrency", env = "CALLGATE_CALCOM_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Attempts before an appointment's push ends `failed` (and is dead-lettered).
+    #[arg(long = "calcom-max-attempts", env = "CALLGATE_CALCOM_MAX_ATTEMPTS", default_value_t = 12)]
+    pub max_attempts: u32,
+
+    /// Wait before the second attempt; it doubles (with jitter) up to --calcom-max-backoff.
+    #[arg(long = "calcom-initial-backoff", env = "CALLGATE_CALCOM_INITIAL_BACKOFF", value_parser = parse_duration, default_value = "2s")]
+    pub initial_backoff: Duration,
+
+    /// Longest wait between two attempts.
+    #[arg(long = "calcom-max-backoff", env = "CALLGATE_CALCOM_MAX_BACKOFF", value_parser = parse_duration, default_value = "10m")]
+    pub max_backoff: Duration,
+
+    /// How long a claimed appointment stays with this worker; a crashed worker's claims are
+    /// taken over after it. At least three request timeouts (an attempt may look up, create
+    /// and look up again).
+    #[arg(long = "calcom-lease", env = "CALLGATE_CALCOM_LEASE", value_parser = parse_duration, default_value = "60s")]
+    pub lease: Duration,
+
+    /// How often to look for due appointments when there was nothing to do.
+    #[arg(long = "calcom-poll-interval", env = "CALLGATE_CALCOM_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub poll_interval: Duration,
+}
+
+impl CalcomConfig {
+    /// Settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease < self.request_timeout * 3 {
+            return Err(format!(
+                "--calcom-lease ({:?}) must be at least three --calcom-request-timeout ({:?})",
+                self.lease, self.request_timeout
+            ));
+        }
+        if self.rate_per_minute == 0 || self.burst == 0 || self.concurrency == 0 || self.max_attempts == 0 {
+            return Err("--calcom-rate-per-minute, --calcom-burst, --calcom-concurrency and \
+                        --calcom-max-attempts must be positive"
+                .to_owned());
+        }
+        Ok(())
+    }
 }

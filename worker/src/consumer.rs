@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use callgate_contract::EventEnvelope;
+use callgate_contract::booking::{self, BookingEnvelope};
 use callgate_contract::call::normalize;
-use callgate_contract::envelope::ENVELOPE_VERSION;
-use callgate_contract::{EventEnvelope, Provider};
+use callgate_contract::envelope::{ENVELOPE_VERSION, headers as record_headers};
 use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -27,7 +28,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::apply::{self, Outcome, Prepared};
+use crate::apply::{self, BookingRecord, CallRecord, Outcome, Prepared};
 use crate::config::RunConfig;
 use crate::metrics::{Metrics, event_type_label};
 
@@ -162,7 +163,7 @@ struct DeadLetter {
     offset: i64,
     reason: &'static str,
     error: String,
-    provider: Option<Provider>,
+    source: Option<&'static str>,
     event_type: Option<String>,
 }
 
@@ -387,12 +388,12 @@ impl Pipeline {
                 Ok(mut outcome) => done.push((record, outcome.remove(0))),
                 Err(Failure::Stopped) => return Err(Stopped),
                 Err(Failure::Permanent(error)) => letters.push(DeadLetter {
-                    partition: record.partition,
-                    offset: record.offset,
+                    partition: record.partition(),
+                    offset: record.offset(),
                     reason: "database",
                     error,
-                    provider: Some(record.envelope.provider),
-                    event_type: Some(record.envelope.event_type.clone()),
+                    source: Some(record.source()),
+                    event_type: Some(record.event_type().to_owned()),
                 }),
             }
         }
@@ -488,22 +489,24 @@ impl Pipeline {
             }
         }
         self.metrics.dlq_records.with_label_values(&[letter.reason]).inc();
-        let provider = letter.provider.map_or("unknown", Provider::as_str);
+        let provider = letter.source.unwrap_or("unknown");
         let event_type = letter.event_type.as_deref().map_or("other", event_type_label);
         self.metrics.events.with_label_values(&[provider, event_type, "dead_lettered"]).inc();
         Ok(())
     }
 
     fn count(&self, record: &Prepared, outcome: &Outcome) {
-        let env = &record.envelope;
         self.metrics
             .events
-            .with_label_values(&[env.provider.as_str(), event_type_label(&env.event_type), outcome.label()])
+            .with_label_values(&[record.source(), event_type_label(record.event_type()), outcome.label()])
             .inc();
         match outcome {
             Outcome::Duplicate => {
                 self.metrics.duplicates.inc();
-                tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, "duplicate skipped");
+                tracing::debug!(event_id = %record.event_id(), subject = %record.subject(), "duplicate skipped");
+            }
+            Outcome::Booking(result) => {
+                self.metrics.calcom_changes.with_label_values(&[result.as_str()]).inc();
             }
             Outcome::Applied(effects) => {
                 if effects.customer_created {
@@ -542,21 +545,44 @@ impl Pipeline {
 
 /// Envelope and payload of a record, or why it cannot be processed at all.
 fn decode(message: &OwnedMessage) -> Result<Prepared, DeadLetter> {
-    let letter = |reason, error: String, envelope: Option<&EventEnvelope>| DeadLetter {
+    let letter = |reason, error: String, source: Option<&'static str>, event_type: Option<&str>| DeadLetter {
         partition: message.partition(),
         offset: message.offset(),
         reason,
         error,
-        provider: envelope.map(|e| e.provider),
-        event_type: envelope.map(|e| e.event_type.clone()),
+        source,
+        event_type: event_type.map(str::to_owned),
     };
-    let envelope: EventEnvelope = serde_json::from_slice(message.payload().unwrap_or_default())
-        .map_err(|e| letter("envelope", format!("not a call-events envelope: {e}"), None))?;
+    let (partition, offset) = (message.partition(), message.offset());
+    let payload = message.payload().unwrap_or_default();
+    let version_error = |version: u16| format!("envelope version {version} (this worker reads {ENVELOPE_VERSION})");
+    if is_booking(message) {
+        let envelope: BookingEnvelope = serde_json::from_slice(payload)
+            .map_err(|e| letter("envelope", format!("not a booking envelope: {e}"), Some(booking::SOURCE), None))?;
+        let source = Some(booking::SOURCE);
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(letter("version", version_error(envelope.version), source, Some(&envelope.event_type)));
+        }
+        let change = booking::parse(&envelope.event_type, envelope.payload.get())
+            .map_err(|e| letter("payload", e.to_string(), source, Some(&envelope.event_type)))?;
+        return Ok(Prepared::Booking(BookingRecord { envelope, change, partition, offset }));
+    }
+    let envelope: EventEnvelope = serde_json::from_slice(payload)
+        .map_err(|e| letter("envelope", format!("not a call-events envelope: {e}"), None, None))?;
+    let source = Some(envelope.provider.as_str());
     if envelope.version != ENVELOPE_VERSION {
-        let error = format!("envelope version {} (this worker reads {ENVELOPE_VERSION})", envelope.version);
-        return Err(letter("version", error, Some(&envelope)));
+        return Err(letter("version", version_error(envelope.version), source, Some(&envelope.event_type)));
     }
     let normalized = normalize(envelope.provider, &envelope.event_type, &envelope.payload)
-        .map_err(|e| letter("payload", e.to_string(), Some(&envelope)))?;
-    Ok(Prepared { envelope, normalized, partition: message.partition(), offset: message.offset() })
+        .map_err(|e| letter("payload", e.to_string(), source, Some(&envelope.event_type)))?;
+    Ok(Prepared::Call(CallRecord { envelope, normalized, partition, offset }))
+}
+
+/// A booking record says so in its headers; a call event has no kind header.
+fn is_booking(message: &OwnedMessage) -> bool {
+    message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == record_headers::ENVELOPE_KIND && h.value == Some(booking::BOOKING_KIND.as_bytes()))
+    })
 }

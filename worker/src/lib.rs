@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod appointments;
+pub mod calcom;
 pub mod cli;
 pub mod config;
 pub mod consumer;

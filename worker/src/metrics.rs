@@ -5,7 +5,8 @@
 //! partitions of the topic.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const APPLY_BUCKETS: &[f64] =
@@ -29,7 +30,13 @@ const KNOWN_EVENT_TYPES: &[&str] = &[
     "no-answer",
     "canceled",
     "failed",
+    "BOOKING_CREATED",
+    "BOOKING_REQUESTED",
+    "BOOKING_RESCHEDULED",
+    "BOOKING_CANCELLED",
+    "BOOKING_REJECTED",
 ];
+const CALCOM_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub fn event_type_label(event_type: &str) -> &str {
     if KNOWN_EVENT_TYPES.contains(&event_type) { event_type } else { "other" }
@@ -60,6 +67,18 @@ pub struct Metrics {
     /// `reason`: transient database errors that made a batch wait and retry.
     pub retries: IntCounterVec,
     pub commit_errors: IntCounter,
+    /// `operation` (create, lookup), `outcome`: created, found, not_found, not_available,
+    /// rejected, unauthorized, rate_limited, conflict, server_error, timeout, transport.
+    pub calcom_requests: IntCounterVec,
+    /// `operation`: the whole request, answer read.
+    pub calcom_request_duration: HistogramVec,
+    /// `result` of one push attempt: synced, adopted, retry, failed, needs_review,
+    /// rate_limited, lease_lost.
+    pub calcom_pushes: IntCounterVec,
+    /// Appointments being pushed by this process right now.
+    pub calcom_in_flight: IntGauge,
+    /// `result` of a booking change from a Cal.com webhook: applied, stale, unmatched.
+    pub calcom_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -128,6 +147,30 @@ impl Metrics {
             "Offset commits that failed (the records are redelivered and skipped as duplicates).",
         )
         .expect("valid metric");
+        let calcom_requests = IntCounterVec::new(
+            Opts::new("callgate_worker_calcom_requests_total", "Requests sent to Cal.com, by operation and outcome."),
+            &["operation", "outcome"],
+        )
+        .expect("valid metric");
+        let calcom_request_duration = HistogramVec::new(
+            HistogramOpts::new("callgate_worker_calcom_request_duration_seconds", "Cal.com request time, answer read.")
+                .buckets(CALCOM_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let calcom_pushes = IntCounterVec::new(
+            Opts::new("callgate_worker_calcom_pushes_total", "Appointment push attempts, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let calcom_in_flight =
+            IntGauge::new("callgate_worker_calcom_in_flight", "Appointments this worker is pushing to Cal.com now.")
+                .expect("valid metric");
+        let calcom_changes = IntCounterVec::new(
+            Opts::new("callgate_worker_calcom_changes_total", "Booking changes from Cal.com webhooks, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
         let metrics = Self {
             registry,
             events,
@@ -143,6 +186,11 @@ impl Metrics {
             database_up,
             retries,
             commit_errors,
+            calcom_requests,
+            calcom_request_duration,
+            calcom_pushes,
+            calcom_in_flight,
+            calcom_changes,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.events.clone()),
@@ -158,6 +206,11 @@ impl Metrics {
             Box::new(metrics.database_up.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.commit_errors.clone()),
+            Box::new(metrics.calcom_requests.clone()),
+            Box::new(metrics.calcom_request_duration.clone()),
+            Box::new(metrics.calcom_pushes.clone()),
+            Box::new(metrics.calcom_in_flight.clone()),
+            Box::new(metrics.calcom_changes.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");

@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use callgate_contract::SecretCipher;
+
+use crate::calcom::push::Pusher;
 use crate::config::RunConfig;
 use crate::consumer::{self, Pipeline};
 use crate::metrics::Metrics;
@@ -28,7 +31,15 @@ pub enum StartError {
     Kafka(rdkafka::error::KafkaError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid Cal.com settings: {0}")]
+    Calcom(String),
+    #[error("invalid master key: {0}")]
+    SecretKey(#[from] callgate_contract::SecretError),
 }
+
+/// Connections of the Cal.com push's own pool, apart from the consumer's: a slow Cal.com must
+/// not take connections the consumer's lanes count on.
+const PUSH_CONNECTIONS: u32 = 4;
 
 /// What the probe last saw.
 #[derive(Debug, Default)]
@@ -85,6 +96,9 @@ impl Worker {
         ));
         let state = OpsState { metrics: metrics.clone(), health: health.clone() };
         tasks.spawn(serve_ops(listener, state, shutdown_rx.clone()));
+        if let Some(pusher) = pusher(&config, &metrics, &dlq)? {
+            tasks.spawn(pusher.run(shutdown_rx.clone()));
+        }
         let pipeline = Pipeline::new(consumer, dlq, pool, metrics.clone(), config, assigned);
         let pipeline = tokio::spawn(pipeline.run(shutdown_rx));
         tracing::info!(%addr, "worker started");
@@ -110,6 +124,33 @@ impl Worker {
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("worker stopped");
     }
+}
+
+/// The Cal.com push, unless it is switched off or there is no master key to open API keys with.
+fn pusher(
+    config: &RunConfig,
+    metrics: &Metrics,
+    dlq: &rdkafka::producer::FutureProducer,
+) -> Result<Option<Arc<Pusher>>, StartError> {
+    if !config.calcom.push {
+        tracing::info!("Cal.com push switched off (--calcom-push false)");
+        return Ok(None);
+    }
+    let Some(key) = &config.secret_key else {
+        tracing::warn!("no CALLGATE_SECRET_KEY: appointments are not pushed to Cal.com by this worker");
+        return Ok(None);
+    };
+    config.calcom.validate().map_err(StartError::Calcom)?;
+    let cipher = Arc::new(SecretCipher::from_base64(key.expose(), &config.secret_keys_previous)?);
+    let pool = PgPoolOptions::new()
+        .max_connections(PUSH_CONNECTIONS)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(config.database_url.expose())
+        .map_err(StartError::Database)?;
+    let pusher =
+        Pusher::new(pool, cipher, config.calcom.clone(), metrics.clone(), dlq.clone(), config.kafka_dlq_topic.clone())
+            .map_err(|e| StartError::Calcom(e.to_string()))?;
+    Ok(Some(Arc::new(pusher)))
 }
 
 /// Checks Postgres and the broker every few seconds, so that /readyz and the `_up` gauges tell

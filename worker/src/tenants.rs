@@ -4,10 +4,14 @@
 //! load generator's seed mode all go through them, so every row is written the same way:
 //! numbers normalised to E.164, secrets sealed and bound to their row.
 
-use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
+use callgate_contract::secrets::{
+    CalcomColumn, calcom_binding, previous_signing_secret_binding, signing_secret_binding,
+};
 use callgate_contract::settings::parse_settings;
-use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher};
-use sqlx::PgExecutor;
+use callgate_contract::{
+    BranchId, CalcomAccountId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, SecretCipher,
+};
+use sqlx::{PgExecutor, Row as _};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +190,71 @@ pub async fn rotate_secret(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A company's Cal.com account, created or updated: the API key is replaced; the webhook
+/// secret becomes current and the old one stays accepted until `previous_valid_until`.
+/// Returns the account and its webhook path segment (`/v1/webhooks/calcom/{path}`).
+pub async fn set_calcom_account(
+    db: &sqlx::PgPool,
+    cipher: &SecretCipher,
+    company: CompanyId,
+    api_key: &[u8],
+    webhook_secret: &[u8],
+    rate_per_minute: Option<i32>,
+    previous_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(CalcomAccountId, String), TenantError> {
+    let mut tx = db.begin().await?;
+    let existing = sqlx::query(
+        "SELECT id, webhook_path, webhook_secret FROM calcom_accounts \
+         WHERE company_id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(company.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (id, path) = match existing {
+        Some(row) => {
+            let id: Uuid = row.try_get("id")?;
+            let old: Vec<u8> = row.try_get("webhook_secret")?;
+            let old = cipher.open(&old, &calcom_binding(id, CalcomColumn::WebhookSecret))?;
+            sqlx::query(
+                "UPDATE calcom_accounts SET api_key = $2, webhook_secret = $3, previous_webhook_secret = $4, \
+                 previous_webhook_secret_expires_at = $5, rate_per_minute = $6 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(cipher.seal(api_key, &calcom_binding(id, CalcomColumn::ApiKey)))
+            .bind(cipher.seal(webhook_secret, &calcom_binding(id, CalcomColumn::WebhookSecret)))
+            .bind(cipher.seal(old.expose(), &calcom_binding(id, CalcomColumn::PreviousWebhookSecret)))
+            .bind(previous_valid_until)
+            .bind(rate_per_minute)
+            .execute(&mut *tx)
+            .await?;
+            (id, row.try_get("webhook_path")?)
+        }
+        None => {
+            // The id is chosen here because the sealed secrets are bound to it.
+            let id = Uuid::new_v4();
+            let path: String = {
+                use rand::Rng as _;
+                rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect()
+            };
+            sqlx::query(
+                "INSERT INTO calcom_accounts (id, company_id, api_key, webhook_path, webhook_secret, rate_per_minute) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(company.0)
+            .bind(cipher.seal(api_key, &calcom_binding(id, CalcomColumn::ApiKey)))
+            .bind(&path)
+            .bind(cipher.seal(webhook_secret, &calcom_binding(id, CalcomColumn::WebhookSecret)))
+            .bind(rate_per_minute)
+            .execute(&mut *tx)
+            .await?;
+            (id, path)
+        }
+    };
+    tx.commit().await?;
+    Ok((CalcomAccountId(id), path))
 }
 
 /// Details of a number beyond its owner.

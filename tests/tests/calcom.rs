@@ -1,0 +1,465 @@
+//! The Cal.com push and sync-back, against a fake Cal.com over real HTTP, a real Postgres and
+//! a real broker: exactly one booking per appointment whatever fails, visible reasons when
+//! there can be none, and Cal.com's own changes flowing back through the gateway.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callgate_tests::calcom::{
+    CalcomCompany, FakeCalcom, Fault, Limits, insert_appointments, push_flags, seed_company, webhook_body,
+};
+use callgate_tests::worker::{
+    PATIENCE, count, fresh_dlq_and_group, metric_sum, run_args, run_config, wait_count, worker_bin,
+};
+use callgate_tests::{TestDb, consume, create_topic, fresh_topic, kafka_brokers, secret_key};
+use callgate_worker::Worker;
+use chrono::{DateTime, Utc};
+
+fn cipher(key: &str) -> callgate_contract::SecretCipher {
+    callgate_contract::SecretCipher::from_base64::<&str>(key, &[]).unwrap()
+}
+
+/// Tomorrow at 09:00 UTC: in the future for the fake, whatever the time of day.
+fn tomorrow() -> DateTime<Utc> {
+    (Utc::now() + chrono::Duration::days(1)).date_naive().and_hms_opt(9, 0, 0).unwrap().and_utc()
+}
+
+/// A worker (in this process) pushing to `fake`.
+async fn push_worker(db: &TestDb, fake: &FakeCalcom, key: &str, extra: &[&str]) -> (Worker, String) {
+    let topic = fresh_topic();
+    create_topic(&kafka_brokers(), &topic, 1);
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(db, &topic, &group, &dlq);
+    args.extend(push_flags(fake, key, extra));
+    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    (worker, dlq)
+}
+
+/// Every appointment's booking uid, by idempotency key.
+async fn uids(db: &TestDb) -> HashMap<String, Option<String>> {
+    sqlx::query_as::<_, (String, Option<String>)>("SELECT idempotency_key, calcom_booking_uid FROM appointments")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Exactly one booking in the fake per key, and it is the one the appointment holds.
+fn assert_exactly_once(fake: &FakeCalcom, uids: &HashMap<String, Option<String>>) {
+    let per_key = fake.bookings_per_key();
+    let doubles: Vec<_> = per_key.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubles.is_empty(), "keys booked more than once: {doubles:?}");
+    assert_eq!(per_key.len(), uids.len(), "every appointment has a booking");
+    for booking in fake.bookings() {
+        let key = booking.metadata[callgate_tests::calcom::METADATA_KEY].as_str().unwrap().to_owned();
+        assert_eq!(uids[&key].as_deref(), Some(booking.uid.as_str()), "appointment {key} holds its booking");
+    }
+}
+
+#[tokio::test]
+async fn a_pending_appointment_becomes_one_booking_with_our_key_and_history() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    let keys = insert_appointments(&db, &acme, 1, tomorrow()).await;
+    let (worker, _) = push_worker(&db, &fake, &key, &[]).await;
+
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 1).await;
+    let bookings = fake.bookings();
+    assert_eq!(bookings.len(), 1);
+    let booking = &bookings[0];
+    assert_eq!(booking.metadata[callgate_tests::calcom::METADATA_KEY], keys[0]);
+    assert_eq!(booking.event_type_id, 501);
+    assert_eq!(booking.start, tomorrow(), "start sent in UTC");
+    assert_eq!(booking.attendee["name"], "Ana Lima");
+    assert_eq!(booking.attendee["email"], "ana+0@example.com");
+    assert_eq!(booking.attendee["timeZone"], "America/New_York");
+    let (status, uid, id, attempts, unsure): (String, String, i64, i32, bool) = sqlx::query_as(
+        "SELECT status, calcom_booking_uid, calcom_booking_id, sync_attempts, calcom_unsure FROM appointments",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), uid.as_str(), id, attempts, unsure),
+        ("booked", booking.uid.as_str(), booking.id, 1, false)
+    );
+    let history: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT to_status, to_sync_status, reason FROM appointment_status_history ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!((history[1].0.as_str(), history[1].1.as_str()), ("booked", "synced"));
+    assert!(history[1].2.as_deref().unwrap().contains(&booking.uid), "{history:?}");
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"synced\"}"), 1.0);
+    assert_eq!(
+        metric_sum(&metrics, "callgate_worker_calcom_requests_total{operation=\"create\",outcome=\"created\"}"),
+        1.0
+    );
+    assert!(!metrics.contains(&acme.api_key), "no API key in metrics");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ambiguous_answers_are_resolved_by_looking_our_booking_up() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits { slow: Duration::from_secs(2), ..Limits::default() }).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    // Each kind of "maybe it worked", once; the first four did book.
+    for fault in
+        [Fault::CommitThenSlow, Fault::CommitThenReset, Fault::CommitThen500, Fault::Conflict, Fault::Unavailable]
+    {
+        fake.push_fault(fault);
+    }
+    insert_appointments(&db, &acme, 5, tomorrow()).await;
+    let (worker, _) = push_worker(&db, &fake, &key, &["--calcom-concurrency", "1"]).await;
+
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 5).await;
+    assert_exactly_once(&fake, &uids(&db).await);
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"adopted\"}"), 3.0, "{metrics}");
+    assert!(metric_sum(&metrics, "callgate_worker_calcom_requests_total{operation=\"lookup\"") >= 5.0);
+    // A repeat of our own request, answered "not available", is adopted too.
+    let adopted_after_400 =
+        metric_sum(&metrics, "callgate_worker_calcom_requests_total{operation=\"create\",outcome=\"not_available\"}");
+    assert_eq!(adopted_after_400, 0.0, "an unsure appointment is looked up before it is sent again");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn thirty_percent_failures_and_429_bursts_still_book_each_appointment_once() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let limits = Limits {
+        limit: 25,
+        window: Duration::from_secs(1),
+        block: Duration::from_secs(1),
+        slow: Duration::from_millis(700),
+    };
+    let fake = FakeCalcom::start(limits).await;
+    let mut companies = Vec::new();
+    for i in 0..10 {
+        companies.push(seed_company(&db, &cipher(&key), &fake, &format!("co{i}"), 600 + i, 10 + i).await);
+    }
+    for company in &companies {
+        insert_appointments(&db, company, 30, tomorrow()).await;
+    }
+    fake.set_chaos(0.3);
+    let flags = [
+        "--calcom-request-timeout",
+        "500ms",
+        "--calcom-lease",
+        "2s",
+        "--calcom-rate-per-minute",
+        "3000",
+        "--calcom-max-attempts",
+        "100",
+    ];
+    let (worker, _) = push_worker(&db, &fake, &key, &flags).await;
+
+    let deadline = Instant::now() + PATIENCE * 3;
+    loop {
+        let synced = count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'").await;
+        if synced == 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {synced} of 300 synced: {}", worker.metrics().render());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_exactly_once(&fake, &uids(&db).await);
+    let metrics = worker.metrics().render();
+    assert!(fake.rate_limited_count() > 0, "the run saw 429s");
+    assert!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"adopted\"}") > 0.0, "{metrics}");
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"failed\"}"), 0.0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_workers_never_send_one_appointment_twice_and_share_each_keys_budget() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    // 20 requests per second per key; the workers together may spend 10 (plus a burst of 2).
+    let limits =
+        Limits { limit: 20, window: Duration::from_secs(1), block: Duration::from_secs(1), ..Limits::default() };
+    let fake = FakeCalcom::start(limits).await;
+    let busy = seed_company(&db, &cipher(&key), &fake, "busy", 701, 1).await;
+    let quiet = seed_company(&db, &cipher(&key), &fake, "quiet", 702, 2).await;
+    insert_appointments(&db, &busy, 40, tomorrow()).await;
+    insert_appointments(&db, &quiet, 3, tomorrow()).await;
+    let flags = ["--calcom-rate-per-minute", "600", "--calcom-burst", "2"];
+    let (a, _) = push_worker(&db, &fake, &key, &flags).await;
+    let (b, _) = push_worker(&db, &fake, &key, &flags).await;
+
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 43).await;
+    assert_exactly_once(&fake, &uids(&db).await);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE sync_attempts <> 1").await, 0);
+    assert_eq!(fake.create_times(&busy.api_key).len(), 40, "no appointment was sent by both workers");
+    assert_eq!(fake.rate_limited_count(), 0, "the shared gate kept the key under Cal.com's limit");
+    let pushed =
+        |w: &Worker| metric_sum(&w.metrics().render(), "callgate_worker_calcom_pushes_total{result=\"synced\"}");
+    assert_eq!(pushed(&a) + pushed(&b), 43.0);
+    // The busy company's queue did not hold the quiet one back.
+    let last = |company: &CalcomCompany| {
+        let pool = db.pool.clone();
+        let id = company.company.0;
+        async move {
+            sqlx::query_scalar::<_, DateTime<Utc>>("SELECT max(synced_at) FROM appointments WHERE company_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(last(&quiet).await < last(&busy).await, "the quiet company was served while the busy one waited");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_end_failed_or_for_review_with_their_reason_and_a_dead_letter() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    let start = tomorrow();
+    // 1: its event type is unknown to Cal.com. 2: someone else holds its slot. 3: no name.
+    let unknown = CalcomCompany { event_type: 999, ..acme.clone() };
+    sqlx::query("UPDATE services SET calcom_event_type_id = 999 WHERE id = $1")
+        .bind(acme.service)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let k1 = insert_appointments(&db, &unknown, 1, start).await.remove(0);
+    sqlx::query("UPDATE services SET calcom_event_type_id = 501 WHERE id = $1")
+        .bind(acme.service)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let details = callgate_worker::tenants::ServiceDetails {
+        name: "Cleaning",
+        aliases: &[],
+        duration_minutes: 30,
+        calcom_event_type_id: Some(999),
+    };
+    let cleaning = callgate_worker::tenants::add_service(&db.pool, acme.company, acme.branch, &details).await.unwrap();
+    sqlx::query("UPDATE appointments SET service_id = $1 WHERE idempotency_key = $2")
+        .bind(cleaning)
+        .bind(&k1)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let taken = start + chrono::Duration::days(1);
+    fake.book_directly(501, taken);
+    let k2 = insert_appointments(&db, &acme, 1, taken).await.remove(0);
+    let k3 = insert_appointments(&db, &acme, 1, start + chrono::Duration::days(2)).await.remove(0);
+    sqlx::query("UPDATE appointments SET customer_name = NULL WHERE idempotency_key = $1")
+        .bind(&k3)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (worker, dlq) = push_worker(&db, &fake, &key, &[]).await;
+
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status IN ('failed', 'needs_review')", 3)
+        .await;
+    let state = |k: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String)>(
+                "SELECT status, calcom_sync_status, last_sync_error FROM appointments WHERE idempotency_key = $1",
+            )
+            .bind(k)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (status, sync, error) = state(k1).await;
+    assert_eq!((status.as_str(), sync.as_str()), ("failed", "failed"));
+    assert!(error.contains("HTTP 404") && error.contains("Event type with id 999 not found."), "{error}");
+    let (status, sync, error) = state(k2).await;
+    assert_eq!((status.as_str(), sync.as_str()), ("pending", "needs_review"));
+    assert!(error.starts_with("slot_unavailable: User either already has booking"), "{error}");
+    let (_, sync, error) = state(k3).await;
+    assert_eq!(sync, "needs_review");
+    assert!(error.starts_with("no_attendee_name"), "{error}");
+    assert_eq!(fake.bookings().len(), 1, "only the walk-in booking exists");
+
+    let records = consume(&kafka_brokers(), &dlq, 1, PATIENCE).await;
+    let letter = &records[0];
+    assert_eq!(letter.header("callgate-dlq-reason"), Some("calcom"));
+    assert_eq!(letter.value["kind"], "calcom_push_failed");
+    assert!(letter.value["error"].as_str().unwrap().contains("not found"));
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"failed\"}"), 1.0);
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"needs_review\"}"), 2.0);
+    assert_eq!(metric_sum(&metrics, "callgate_worker_dlq_records_total{reason=\"calcom\"}"), 1.0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_request_leaves_exactly_one_booking_after_restart() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    // Cal.com books, then takes 5 s to answer: the worker dies while it waits.
+    let fake = FakeCalcom::start(Limits { slow: Duration::from_secs(5), ..Limits::default() }).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    fake.push_fault(Fault::CommitThenSlow);
+    insert_appointments(&db, &acme, 1, tomorrow()).await;
+    let topic = fresh_topic();
+    create_topic(&kafka_brokers(), &topic, 1);
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(&db, &topic, &group, &dlq);
+    args.extend(push_flags(&fake, &key, &["--calcom-request-timeout", "10s", "--calcom-lease", "30s"]));
+    let mut child = Command::new(worker_bin())
+        .arg("run")
+        .args(&args)
+        .args(["--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while fake.create_times(&acme.api_key).is_empty() {
+        assert!(Instant::now() < deadline, "the worker never sent the booking");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to record anything.
+    child.wait().unwrap();
+    assert_eq!(fake.bookings().len(), 1, "Cal.com booked it");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_unsure AND lease_owner IS NOT NULL").await,
+        1
+    );
+
+    // The dead worker's lease is not waited out in a test: expire it as time would.
+    sqlx::query("UPDATE appointments SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (worker, _) = push_worker(&db, &fake, &key, &[]).await;
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 1).await;
+    assert_exactly_once(&fake, &uids(&db).await);
+    assert_eq!(fake.create_times(&acme.api_key).len(), 1, "looked up, not sent again");
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"adopted\"}"), 1.0);
+    worker.shutdown().await;
+}
+
+/// Cal.com → gateway → Kafka → worker: a signed cancellation reaches the appointment; forged
+/// and unsigned deliveries are refused with 401 and change nothing.
+#[tokio::test]
+async fn signed_calcom_changes_reach_the_appointment_and_forged_ones_are_refused() {
+    callgate_tests::init_logs();
+    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
+    let db = &stack.db;
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(db, &stack.cipher, &fake, "calco", 501, 1).await;
+    insert_appointments(db, &acme, 1, tomorrow()).await;
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(db, &stack.topic, &group, &dlq);
+    args.extend(push_flags(&fake, &stack.secret_key, &[]));
+    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
+    let booking = fake.bookings().remove(0);
+    let url = stack.gw.url(&format!("/v1/webhooks/calcom/{}", acme.webhook_path));
+    let send = |body: String, signature: Option<String>| {
+        let client = stack.gw.client.clone();
+        let url = url.clone();
+        async move {
+            let mut request = client.post(&url).header("content-type", "application/json").body(body);
+            if let Some(signature) = signature {
+                request = request.header("x-cal-signature-256", signature);
+            }
+            request.send().await.unwrap().status().as_u16()
+        }
+    };
+    let sign = |body: &str| callgate_gateway::providers::calcom::sign(acme.webhook_secret.as_bytes(), body.as_bytes());
+
+    // A reschedule moves the appointment to a new uid and time.
+    let moved_to = booking.start + chrono::Duration::hours(2);
+    let mut moved = booking.clone();
+    moved.uid = "rescheduled-uid-1".into();
+    moved.start = moved_to;
+    moved.end = moved_to + chrono::Duration::minutes(30);
+    let body = webhook_body(
+        "BOOKING_RESCHEDULED",
+        &moved,
+        serde_json::json!({"rescheduleUid": booking.uid, "iCalSequence": 1}),
+    );
+    assert_eq!(send(body.clone(), Some(sign(&body))).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_booking_uid = 'rescheduled-uid-1'", 1).await;
+
+    // Forged, unsigned and secret-less deliveries: 401, nothing published.
+    let mut cancelled = moved.clone();
+    cancelled.status = "cancelled".into();
+    let body = webhook_body(
+        "BOOKING_CANCELLED",
+        &cancelled,
+        serde_json::json!({"cancellationReason": "feeling better", "iCalSequence": 2}),
+    );
+    let forged = callgate_gateway::providers::calcom::sign(b"not-the-secret", body.as_bytes());
+    assert_eq!(send(body.clone(), Some(forged)).await, 401);
+    assert_eq!(send(body.clone(), None).await, 401);
+    assert_eq!(send(body.clone(), Some("no-secret-provided".into())).await, 401);
+    let wrong_path = stack
+        .gw
+        .client
+        .post(stack.gw.url("/v1/webhooks/calcom/NoSuchEndpoint0000000"))
+        .header("x-cal-signature-256", sign(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status().as_u16(), 404);
+
+    // The genuine cancellation, delivered twice (Cal.com retries), applies once.
+    assert_eq!(send(body.clone(), Some(sign(&body))).await, 204);
+    assert_eq!(send(body.clone(), Some(sign(&body))).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'cancelled'", 1).await;
+    wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 2).await;
+    let reasons: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let statuses: Vec<&str> = reasons.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["pending", "booked", "rescheduled", "cancelled"], "{reasons:?}");
+    assert_eq!(reasons[3].1.as_deref(), Some("Cal.com BOOKING_CANCELLED: feeling better"));
+    // An older change arriving late is stale; a booking we never made is unmatched.
+    let late = webhook_body("BOOKING_CREATED", &booking, serde_json::json!({"iCalSequence": 0}));
+    assert_eq!(send(late.clone(), Some(sign(&late))).await, 204);
+    let walk_in = fake.book_directly(501, tomorrow() + chrono::Duration::days(3));
+    let other = webhook_body("BOOKING_CANCELLED", &walk_in, serde_json::json!({}));
+    assert_eq!(send(other.clone(), Some(sign(&other))).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom' AND outcome = 'ignored'", 2)
+        .await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'cancelled'").await, 1);
+    let gateway = stack.gw.metrics().await;
+    assert_eq!(
+        metric_sum(&gateway, "callgate_gateway_requests_total{outcome=\"invalid_signature\",provider=\"calcom\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(&gateway, "callgate_gateway_requests_total{outcome=\"no_secret_provided\",provider=\"calcom\"}"),
+        1.0
+    );
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_changes_total{result=\"applied\"}"), 2.0);
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_changes_total{result=\"stale\"}"), 1.0);
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_changes_total{result=\"unmatched\"}"), 1.0);
+    worker.shutdown().await;
+}

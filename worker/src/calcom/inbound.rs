@@ -1,0 +1,179 @@
+//! Booking changes reported by Cal.com's webhooks, applied to the appointment they concern in
+//! the consumer's transaction (so a redelivery is a no-op, like every other event).
+//!
+//! The appointment is found by the booking's uid, or the uid it replaced (a reschedule), or by
+//! our idempotency key in the booking metadata — which is how a BOOKING_CREATED settles a push
+//! whose answer never arrived. Cal.com delivers at least once, in no particular order:
+//! `iCalSequence` tells an older change from a newer one.
+
+use callgate_contract::booking::{BookingChange, Trigger};
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::apply::{BookingRecord, Outcome, Prepared, record_event};
+
+/// What a booking change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeResult {
+    Applied,
+    /// Older than what the appointment already reflects.
+    Stale,
+    /// No appointment of the company has this booking (made in Cal.com directly, or replaced).
+    Unmatched,
+}
+
+impl ChangeResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Current {
+    id: Uuid,
+    uid: Option<String>,
+    sequence: Option<i32>,
+}
+
+pub async fn apply(
+    conn: &mut PgConnection,
+    prepared: &Prepared,
+    record: &BookingRecord,
+) -> Result<Outcome, sqlx::Error> {
+    let Some(change) = &record.change else {
+        return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
+    };
+    if !record_event(conn, prepared, "applied").await? {
+        return Ok(Outcome::Duplicate);
+    }
+    let company = record.envelope.route.company_id.0;
+    let result = match find(conn, company, change).await? {
+        None => Err("no appointment has this booking".to_owned()),
+        Some(current) => decide(&current, change).map(|()| current),
+    };
+    let result = match result {
+        Ok(current) => {
+            write(conn, &current, change, &record.envelope.event_type).await?;
+            tracing::info!(
+                event_id = %record.envelope.event_id, appointment_id = %current.id, booking_uid = %change.uid,
+                trigger = %record.envelope.event_type, "Cal.com booking change applied"
+            );
+            ChangeResult::Applied
+        }
+        Err(detail) => {
+            let result = if detail.starts_with("stale") { ChangeResult::Stale } else { ChangeResult::Unmatched };
+            sqlx::query("UPDATE processed_events SET outcome = 'ignored', detail = $2 WHERE event_id = $1")
+                .bind(record.envelope.event_id)
+                .bind(&detail)
+                .execute(&mut *conn)
+                .await?;
+            tracing::info!(
+                event_id = %record.envelope.event_id, booking_uid = %change.uid, trigger = %record.envelope.event_type,
+                %detail, "Cal.com booking change not applied"
+            );
+            result
+        }
+    };
+    Ok(Outcome::Booking(result))
+}
+
+/// The appointment this change is about, locked.
+async fn find(conn: &mut PgConnection, company: Uuid, change: &BookingChange) -> Result<Option<Current>, sqlx::Error> {
+    let uids: Vec<&str> = [Some(change.uid.as_str()), change.previous_uid.as_deref()].into_iter().flatten().collect();
+    let row = sqlx::query(
+        "SELECT id, calcom_booking_uid, calcom_sequence FROM appointments \
+         WHERE company_id = $1 AND (calcom_booking_uid = ANY($2) OR idempotency_key = $3) \
+         ORDER BY calcom_booking_uid = ANY($2) DESC NULLS LAST LIMIT 1 FOR UPDATE",
+    )
+    .bind(company)
+    .bind(&uids)
+    .bind(change.our_key.as_deref())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(Current {
+            id: row.try_get("id")?,
+            uid: row.try_get("calcom_booking_uid")?,
+            sequence: row.try_get("calcom_sequence")?,
+        })
+    })
+    .transpose()
+}
+
+/// Whether `change` applies to the appointment as it stands; the error says why not.
+fn decide(current: &Current, change: &BookingChange) -> Result<(), String> {
+    if let (Some(seen), Some(incoming)) = (current.sequence, change.sequence)
+        && incoming < seen
+    {
+        return Err(format!("stale: iCalSequence {incoming} is older than {seen}"));
+    }
+    let ours = current.uid.as_deref();
+    let applies = match change.trigger {
+        // Ours when we have no uid yet (our push's answer was lost) or it is this one. Another
+        // uid carrying our key would be a second booking: never adopted silently.
+        Trigger::Created | Trigger::Requested => ours.is_none() || ours == Some(change.uid.as_str()),
+        // The booking we hold was moved (or this move was applied already).
+        Trigger::Rescheduled => {
+            ours.is_none() || ours == change.previous_uid.as_deref() || ours == Some(change.uid.as_str())
+        }
+        Trigger::Cancelled | Trigger::Rejected => ours == Some(change.uid.as_str()),
+    };
+    if applies {
+        return Ok(());
+    }
+    if matches!(change.trigger, Trigger::Created | Trigger::Requested) {
+        tracing::error!(
+            appointment_id = %current.id, booking_uid = %change.uid,
+            "Cal.com holds a second booking carrying this appointment's key; left for review"
+        );
+        return Err(format!("a second booking carries the key of appointment {}", current.id));
+    }
+    Err(format!("the appointment's booking is {}", ours.unwrap_or("unknown")))
+}
+
+async fn write(
+    conn: &mut PgConnection,
+    current: &Current,
+    change: &BookingChange,
+    trigger: &str,
+) -> Result<(), sqlx::Error> {
+    let reason = match &change.reason {
+        Some(reason) => format!("Cal.com {trigger}: {reason}"),
+        None => format!("Cal.com {trigger}"),
+    };
+    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(&reason).execute(&mut *conn).await?;
+    let status = match change.trigger {
+        Trigger::Created => "booked",
+        // Waits for the host's confirmation.
+        Trigger::Requested => "pending",
+        Trigger::Rescheduled => "rescheduled",
+        Trigger::Cancelled => "cancelled",
+        Trigger::Rejected => "rejected",
+    };
+    // A creation never undoes a cancellation or rejection that was applied first.
+    sqlx::query(
+        "UPDATE appointments SET \
+           status = CASE WHEN $2 IN ('booked', 'pending') AND status IN ('cancelled', 'rejected', 'rescheduled') \
+                         THEN status ELSE $2 END, \
+           calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
+           starts_at = COALESCE($5, starts_at), ends_at = COALESCE($6, ends_at), \
+           calcom_sequence = GREATEST(calcom_sequence, $7), \
+           calcom_sync_status = 'synced', calcom_unsure = false, last_sync_error = NULL, \
+           synced_at = COALESCE(synced_at, now()) \
+         WHERE id = $1",
+    )
+    .bind(current.id)
+    .bind(status)
+    .bind(&change.uid)
+    .bind(change.booking_id)
+    .bind(if change.trigger == Trigger::Rescheduled { change.start } else { None })
+    .bind(if change.trigger == Trigger::Rescheduled { change.end } else { None })
+    .bind(change.sequence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
