@@ -127,7 +127,8 @@ pub fn metric_sum(text: &str, selector: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(selector))
         .filter_map(|line| line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+        // An empty f64 sum is -0.0; report nothing as 0.
+        .fold(0.0, |sum, v| sum + v)
 }
 
 /// `GET` on the worker's ops endpoint.

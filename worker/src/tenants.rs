@@ -406,6 +406,22 @@ pub async fn describe(db: &sqlx::PgPool, company: CompanyId) -> Result<Vec<Strin
             s.calcom_event_type_id.map_or_else(|| String::from("-"), |t| t.to_string())
         ));
     }
+    let calcom: Option<(Uuid, String, Option<i32>, i64)> = sqlx::query_as(
+        "SELECT id, webhook_path, rate_per_minute,
+                (SELECT count(*) FROM appointments a
+                 WHERE a.company_id = ca.company_id AND a.calcom_sync_status IN ('pending', 'in_flight'))
+         FROM calcom_accounts ca WHERE company_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(company.0)
+    .fetch_optional(db)
+    .await?;
+    lines.push(match calcom {
+        Some((id, path, rate, pending)) => format!(
+            "calcom  {id}  webhook /v1/webhooks/calcom/{path}  rate {}  {pending} appointments waiting to be pushed",
+            rate.map_or_else(|| String::from("worker default"), |r| format!("{r}/min"))
+        ),
+        None => String::from("calcom  not connected (tenant set-calcom): appointments wait unpushed"),
+    });
     Ok(lines)
 }
 

@@ -168,3 +168,44 @@ async fn an_engineer_onboards_a_business_from_the_command_line() {
     let unknown = worker(&env, &["tenant", "show", "--company", "nobody"], "");
     assert!(!unknown.ok && unknown.stderr.contains("company \"nobody\" not found"), "{}", unknown.stderr);
 }
+
+#[tokio::test]
+async fn set_calcom_seals_both_secrets_prints_the_webhook_path_and_rotates() {
+    use callgate_contract::secrets::{CalcomColumn, calcom_binding};
+    let url = fresh_database().await;
+    let key = SecretCipher::generate_key();
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str())];
+    let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+    assert!(worker(&env, &["migrate"], "").ok);
+    assert!(worker(&env, &["tenant", "add-company", "--name", "Acme", "--slug", "acme"], "").ok);
+    let set = ["tenant", "set-calcom", "--company", "acme"];
+    let one_line = worker(&env, &set, "cal_live_abc\n");
+    assert!(!one_line.ok && one_line.stderr.contains("two lines"), "{}", one_line.stderr);
+
+    let first = worker(&env, &set, "cal_live_abc\nwhsec-1\n");
+    assert!(first.ok, "{}", first.stderr);
+    let path = first.stdout.strip_prefix("/v1/webhooks/calcom/").unwrap().to_owned();
+    assert_eq!(path.len(), 24);
+    let second = worker(&env, &[&set[..], &["--rate-per-minute", "60"]].concat(), "cal_live_def\nwhsec-2\n");
+    assert!(second.ok, "{}", second.stderr);
+    assert_eq!(second.stdout, first.stdout, "the endpoint survives a credential change");
+
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let (id, api_key, secret, previous, rate): (uuid::Uuid, Vec<u8>, Vec<u8>, Vec<u8>, i32) = sqlx::query_as(
+        "SELECT id, api_key, webhook_secret, previous_webhook_secret, rate_per_minute FROM calcom_accounts",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let open = |sealed: &[u8], column| cipher.open(sealed, &calcom_binding(id, column)).unwrap().expose().to_vec();
+    assert_eq!(open(&api_key, CalcomColumn::ApiKey), b"cal_live_def");
+    assert_eq!(open(&secret, CalcomColumn::WebhookSecret), b"whsec-2");
+    assert_eq!(open(&previous, CalcomColumn::PreviousWebhookSecret), b"whsec-1");
+    assert_eq!(rate, 60);
+    assert!(!api_key.windows(6).any(|w| w == b"cal_li"), "stored sealed");
+    let gates: i64 = sqlx::query_scalar("SELECT count(*) FROM calcom_rate_gates").fetch_one(&pool).await.unwrap();
+    assert_eq!(gates, 1, "the account got its rate gate");
+    let show = worker(&env, &["tenant", "show", "--company", "acme"], "");
+    assert!(show.stdout.contains(&format!("webhook {}  rate 60/min", first.stdout)), "{}", show.stdout);
+    assert!(!show.stdout.contains("cal_live") && !show.stdout.contains("whsec"), "no secrets shown");
+}
