@@ -288,6 +288,22 @@ fn success(status: StatusCode, data: Value, mut headers: HeaderMap) -> Response 
     (status, headers, json!({"status": "success", "data": data}).to_string()).into_response()
 }
 
+/// Cal.com's 429 (the throttler guard's exception, rendered by its HttpException filter).
+fn throttled(path: &str, headers: HeaderMap) -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "ThrottlerException",
+        "Too many requests. Please try again later.",
+        path,
+        headers,
+    )
+}
+
+/// Cal.com's generic server error (the Prisma filter's catch-all).
+fn internal(status: StatusCode, path: &str, headers: HeaderMap) -> Response {
+    error(status, "INTERNAL_SERVER_ERROR", "There was an error, please try again later.", path, headers)
+}
+
 /// The API key, if it is one the fake knows; otherwise the 401 to answer.
 fn authorize(fake: &FakeCalcom, headers: &HeaderMap, path: &str) -> Result<String, Box<Response>> {
     let key = headers
@@ -382,13 +398,7 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
     fake.inner.lock().unwrap().creates.entry(key.clone()).or_default().push(Instant::now());
     let (rate, limited) = fake.throttle(&key);
     if limited {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ThrottlerException",
-            "Too many requests. Please try again later.",
-            path,
-            rate,
-        );
+        return throttled(path, rate);
     }
     let fault = {
         let mut inner = fake.inner.lock().unwrap();
@@ -401,22 +411,10 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
     match fault {
         Some(Fault::RateLimited) => {
             let headers = fake.force_block(&key);
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "ThrottlerException",
-                "Too many requests. Please try again later.",
-                path,
-                headers,
-            );
+            return throttled(path, headers);
         }
         Some(Fault::Unavailable) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "INTERNAL_SERVER_ERROR",
-                "There was an error, please try again later.",
-                path,
-                rate,
-            );
+            return internal(StatusCode::SERVICE_UNAVAILABLE, path, rate);
         }
         Some(Fault::Conflict) => {
             return error(
@@ -429,13 +427,7 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
         }
         Some(Fault::SlowNoCommit) => {
             tokio::time::sleep(fake.limits.slow).await;
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_SERVER_ERROR",
-                "There was an error, please try again later.",
-                path,
-                rate,
-            );
+            return internal(StatusCode::INTERNAL_SERVER_ERROR, path, rate);
         }
         _ => {}
     }
@@ -478,13 +470,7 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
     match fault {
         Some(Fault::CommitThenSlow) => tokio::time::sleep(fake.limits.slow).await,
         Some(Fault::CommitThen500) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_SERVER_ERROR",
-                "There was an error, please try again later.",
-                path,
-                rate,
-            );
+            return internal(StatusCode::INTERNAL_SERVER_ERROR, path, rate);
         }
         Some(Fault::CommitThenReset) => {
             // Headers and half a body, then the connection breaks.
@@ -508,13 +494,7 @@ async fn one(State(fake): State<FakeCalcom>, Path(uid): Path<String>, headers: H
     };
     let (rate, limited) = fake.throttle(&key);
     if limited {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ThrottlerException",
-            "Too many requests. Please try again later.",
-            &path,
-            rate,
-        );
+        return throttled(&path, rate);
     }
     let found = fake.inner.lock().unwrap().bookings.iter().find(|b| b.uid == uid).cloned();
     match found {
@@ -558,13 +538,7 @@ async fn list(
     };
     let (rate, limited) = fake.throttle(&key);
     if limited {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ThrottlerException",
-            "Too many requests. Please try again later.",
-            path,
-            rate,
-        );
+        return throttled(path, rate);
     }
     let instant =
         |name: &str| query.get(name).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc));
