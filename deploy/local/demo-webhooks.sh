@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sends signed webhooks for one call per provider to the gateway started by deploy/local/run.sh,
 # with the demo tenant's secrets; shows what the gateway answered and counted, and the rows the
-# worker made of them (the Retell call asks for a cleaning next week).
+# worker made of them (the Retell call asks for a cleaning next week, which the worker books in
+# the fake Cal.com).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE="${CALLGATE_URL:-http://127.0.0.1:8080}"
@@ -41,10 +42,10 @@ curl -sS -o /dev/null -w "retell  forged signature  → %{http_code}\n" -H "x-re
 
 echo
 curl -sS "$BASE/metrics" | grep '^callgate_gateway_requests_total'
-sleep 1
+sleep 3  # the worker polls for appointments to push every second
 echo
 curl -sS "${CALLGATE_WORKER_URL:-http://127.0.0.1:9090}/metrics" | grep -E '^callgate_worker_(events_total|appointments_created_total)'
 stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
 echo
 psql -X "$DATABASE_URL" -c "SELECT provider, provider_call_id, status, caller_e164, customer_link, review_reason FROM calls ORDER BY last_event_at" \
-    -c "SELECT a.starts_at, a.timezone, s.name AS service, a.customer_name, a.status, a.calcom_sync_status FROM appointments a JOIN services s ON s.id = a.service_id"
+    -c "SELECT a.starts_at, a.timezone, s.name AS service, a.customer_name, a.status, a.calcom_sync_status, a.calcom_booking_uid FROM appointments a JOIN services s ON s.id = a.service_id"

@@ -7,11 +7,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
 WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
+# Cal.com is a SaaS: locally, appointments are booked into the test suite's fake Cal.com.
+CALCOM_LISTEN="${CALLGATE_FAKE_CALCOM_LISTEN:-127.0.0.1:8095}"
 ensure_packages
 ensure_tansu
 stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
 WORKER_PID=""
-trap '[ -z "$WORKER_PID" ] || { kill -TERM "$WORKER_PID" 2>/dev/null; wait "$WORKER_PID"; }; stop_tansu; stop_postgres' EXIT
+CALCOM_PID=""
+trap '[ -z "$WORKER_PID" ] || { kill -TERM "$WORKER_PID" 2>/dev/null; wait "$WORKER_PID"; }; [ -z "$CALCOM_PID" ] || kill "$CALCOM_PID" 2>/dev/null; stop_tansu; stop_postgres' EXIT
 start_postgres
 start_tansu
 create_topics
@@ -20,22 +23,27 @@ ensure_secret_key
 cd "$ROOT"
 log "building (release)"
 cargo build --release --locked -p callgate-gateway -p callgate-worker
+cargo build --release --locked -p callgate-tests --bin fake-calcom
 export CALLGATE_DATABASE_URL="$DATABASE_URL"
 export CALLGATE_KAFKA_BROKERS="$KAFKA_BROKERS"
 export CALLGATE_LISTEN="$LISTEN"
 export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
 target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
-CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" target/release/callgate-worker run &
+target/release/fake-calcom --listen "$CALCOM_LISTEN" &
+CALCOM_PID=$!
+CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
+    target/release/callgate-worker run &
 WORKER_PID=$!
 
 cat >&2 <<INFO
 
   callgate is running.
-    webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}
+    webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}   Cal.com: /v1/webhooks/calcom/<path> (tenant show)
     metrics    gateway http://$LISTEN/metrics   worker http://$WORKER_LISTEN/metrics   (/healthz, /readyz on both)
     demo       company "demo-dental": Retell +14155550100, Vapi +14155550101, Twilio +14155550102
                services "Teeth Cleaning" (cleaning, hygiene visit) and "Check-up" (checkup, exam)
+    cal.com    a fake Cal.com on http://$CALCOM_LISTEN (key cal_demo_key, event types 1001, 1002)
     try it     deploy/local/demo-webhooks.sh   (a signed call per provider, then the rows they made)
     database   $DATABASE_URL
     broker     $KAFKA_BROKERS   topic call-events.v1

@@ -145,8 +145,13 @@ pub struct FakeCalcom {
 
 impl FakeCalcom {
     pub async fn start(limits: Limits) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), limits).await.unwrap()
+    }
+
+    /// Serves on `addr` (the `fake-calcom` binary of the local demo).
+    pub async fn start_on(addr: SocketAddr, limits: Limits) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner { next_id: 1000, ..Inner::default() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr().unwrap();
         let fake = Self { inner, limits, addr };
         let app = Router::new()
@@ -155,7 +160,7 @@ impl FakeCalcom {
             .route("/v2/bookings/{uid}/cancel", post(cancel))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        fake
+        Ok(fake)
     }
 
     pub fn base_url(&self) -> String {

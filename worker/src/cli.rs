@@ -216,6 +216,12 @@ pub struct DemoArgs {
     /// The gateway's public base URL, as Twilio would be configured with it.
     #[arg(long, env = "CALLGATE_PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8080")]
     pub public_base_url: String,
+    /// The demo Cal.com API key (the local fake Cal.com accepts it).
+    #[arg(long, env = "CALLGATE_DEMO_CALCOM_KEY", default_value = "cal_demo_key")]
+    pub calcom_api_key: String,
+    /// The demo Cal.com webhook secret.
+    #[arg(long, env = "CALLGATE_DEMO_CALCOM_WEBHOOK_SECRET", default_value = "demo-calcom-secret")]
+    pub calcom_webhook_secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +290,8 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
                 vapi_secret: args.vapi_secret,
                 twilio_auth_token: args.twilio_auth_token,
                 public_base_url: args.public_base_url,
+                calcom_api_key: args.calcom_api_key,
+                calcom_webhook_secret: args.calcom_webhook_secret,
             };
             let created = demo::ensure(&pool, &cipher(&args.key)?, &secrets).await?;
             Ok(vec![format!("demo tenant {} {}", demo::SLUG, if created { "created" } else { "already there" })])

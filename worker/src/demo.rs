@@ -11,9 +11,10 @@ pub const RETELL_NUMBER: &str = "+14155550100";
 pub const VAPI_NUMBER: &str = "+14155550101";
 pub const TWILIO_NUMBER: &str = "+14155550102";
 pub const VAPI_ASSISTANT_ID: &str = "demo-assistant";
-/// What the demo branch offers: name, aliases, minutes.
-pub const SERVICES: &[(&str, &[&str], i32)] =
-    &[("Teeth Cleaning", &["cleaning", "hygiene visit"], 45), ("Check-up", &["checkup", "exam"], 30)];
+/// What the demo branch offers: name, aliases, minutes, Cal.com event type (as the local fake
+/// Cal.com of `deploy/local/run.sh` knows them).
+pub const SERVICES: &[(&str, &[&str], i32, i64)] =
+    &[("Teeth Cleaning", &["cleaning", "hygiene visit"], 45, 1001), ("Check-up", &["checkup", "exam"], 30, 1002)];
 
 /// The demo's provider secrets (local use only).
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct DemoSecrets {
     pub twilio_auth_token: String,
     /// Where Twilio is told to send webhooks (the gateway's public URL).
     pub public_base_url: String,
+    pub calcom_api_key: String,
+    pub calcom_webhook_secret: String,
 }
 
 /// Creates the demo tenant unless it exists. Returns true when it was created.
@@ -81,12 +84,27 @@ pub async fn ensure(pool: &PgPool, cipher: &SecretCipher, secrets: &DemoSecrets)
         let number = E164::parse(number).expect("demo numbers are E.164");
         tenants::add_phone_number(&mut *tx, company, branch, account, number, &details).await?;
     }
-    for (name, aliases, minutes) in SERVICES {
+    for (name, aliases, minutes, event_type) in SERVICES {
         let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
-        let service =
-            ServiceDetails { name, aliases: &aliases, duration_minutes: *minutes, calcom_event_type_id: None };
+        let service = ServiceDetails {
+            name,
+            aliases: &aliases,
+            duration_minutes: *minutes,
+            calcom_event_type_id: Some(*event_type),
+        };
         tenants::add_service(&mut *tx, company, branch, &service).await?;
     }
     tx.commit().await?;
+    let (_, path) = tenants::set_calcom_account(
+        pool,
+        cipher,
+        company,
+        secrets.calcom_api_key.as_bytes(),
+        secrets.calcom_webhook_secret.as_bytes(),
+        None,
+        None,
+    )
+    .await?;
+    tracing::info!(webhook = %format!("/v1/webhooks/calcom/{path}"), "demo Cal.com account connected");
     Ok(true)
 }

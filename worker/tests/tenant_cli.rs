@@ -209,3 +209,17 @@ async fn set_calcom_seals_both_secrets_prints_the_webhook_path_and_rotates() {
     assert!(show.stdout.contains(&format!("webhook {}  rate 60/min", first.stdout)), "{}", show.stdout);
     assert!(!show.stdout.contains("cal_live") && !show.stdout.contains("whsec"), "no secrets shown");
 }
+
+#[tokio::test]
+async fn the_demo_tenant_is_created_once_with_services_booked_through_calcom() {
+    let url = fresh_database().await;
+    let key = SecretCipher::generate_key();
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str())];
+    assert!(worker(&env, &["migrate"], "").ok);
+    let first = worker(&env, &["demo-tenant"], "");
+    assert_eq!(first.stdout, "demo tenant demo-dental created", "{}", first.stderr);
+    assert_eq!(worker(&env, &["demo-tenant"], "").stdout, "demo tenant demo-dental already there");
+    let show = worker(&env, &["tenant", "show", "--company", "demo-dental"], "").stdout;
+    assert!(show.contains("cal.com event type 1001") && show.contains("cal.com event type 1002"), "{show}");
+    assert!(show.contains("calcom  ") && show.contains("webhook /v1/webhooks/calcom/"), "{show}");
+}
