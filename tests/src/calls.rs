@@ -36,6 +36,28 @@ impl Webhook {
     }
 }
 
+/// One business number and the secret its provider signs with: all a call builder needs (the
+/// tests take them from a [`Tenant`], the load generator from its model of seeded tenants).
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub number: callgate_contract::E164,
+    pub secret: &'a str,
+}
+
+impl Tenant {
+    pub fn retell_line(&self) -> Line<'_> {
+        Line { number: self.retell_number.1, secret: &self.retell_key }
+    }
+
+    pub fn vapi_line(&self) -> Line<'_> {
+        Line { number: self.vapi_number.1, secret: &self.vapi_secret }
+    }
+
+    pub fn twilio_line(&self) -> Line<'_> {
+        Line { number: self.twilio_number.1, secret: &self.twilio_token }
+    }
+}
+
 /// A time far enough ahead for any test run, without an offset: read in the branch's zone.
 pub const FUTURE_LOCAL: &str = "2031-03-04T10:30";
 
@@ -50,16 +72,21 @@ pub fn appointment_analysis(start: &str, service: &str) -> Value {
     })
 }
 
-fn retell(tenant: &Tenant, body: Value) -> Webhook {
+fn retell(line: Line<'_>, body: Value) -> Webhook {
     let body = body.to_string();
-    let (name, value) = signed::retell_signature(&tenant.retell_key, &body);
+    let (name, value) = signed::retell_signature(line.secret, &body);
     Webhook { path: "/v1/webhooks/retell", content_type: "application/json", headers: vec![(name, value)], body }
 }
 
 /// Retell's call_started, call_ended and call_analyzed for one inbound call. `analysis` is the
 /// `custom_analysis_data` (none: the analysis has no custom data).
 pub fn retell_call(tenant: &Tenant, call_id: &str, caller: &str, analysis: Option<Value>) -> Vec<Webhook> {
-    let business = tenant.retell_number.1.to_string();
+    retell_call_on(tenant.retell_line(), call_id, caller, analysis)
+}
+
+/// [`retell_call`] on any line. Signed when built: send within Retell's 5 minutes.
+pub fn retell_call_on(line: Line<'_>, call_id: &str, caller: &str, analysis: Option<Value>) -> Vec<Webhook> {
+    let business = line.number.to_string();
     let base = json!({
         "call_id": call_id,
         "agent_id": "agent_1",
@@ -92,17 +119,17 @@ pub fn retell_call(tenant: &Tenant, call_id: &str, caller: &str, analysis: Optio
     }
     let analyzed = with(with(base, ended_fields), json!({"call_analysis": call_analysis}));
     vec![
-        retell(tenant, json!({"event": "call_started", "call": started})),
-        retell(tenant, json!({"event": "call_ended", "call": ended})),
-        retell(tenant, json!({"event": "call_analyzed", "call": analyzed})),
+        retell(line, json!({"event": "call_started", "call": started})),
+        retell(line, json!({"event": "call_ended", "call": ended})),
+        retell(line, json!({"event": "call_analyzed", "call": analyzed})),
     ]
 }
 
-fn vapi(tenant: &Tenant, message: Value) -> Webhook {
+fn vapi(line: Line<'_>, message: Value) -> Webhook {
     Webhook {
         path: "/v1/webhooks/vapi",
         content_type: "application/json",
-        headers: vec![("x-vapi-secret", tenant.vapi_secret.clone())],
+        headers: vec![("x-vapi-secret", line.secret.to_owned())],
         body: json!({ "message": message }).to_string(),
     }
 }
@@ -110,7 +137,12 @@ fn vapi(tenant: &Tenant, message: Value) -> Webhook {
 /// Vapi's status updates (ringing, in-progress, ended) and end-of-call report for one inbound
 /// call. `structured` is the analysis' `structuredData`.
 pub fn vapi_call(tenant: &Tenant, call_id: &str, caller: &str, structured: Option<Value>) -> Vec<Webhook> {
-    let business = tenant.vapi_number.1.to_string();
+    vapi_call_on(tenant.vapi_line(), call_id, caller, structured)
+}
+
+/// [`vapi_call`] on any line (an account in `secret` auth mode).
+pub fn vapi_call_on(line: Line<'_>, call_id: &str, caller: &str, structured: Option<Value>) -> Vec<Webhook> {
+    let business = line.number.to_string();
     let message = |kind: &str, ts: i64, extra: Value| {
         let mut m = json!({
             "type": kind,
@@ -129,10 +161,10 @@ pub fn vapi_call(tenant: &Tenant, call_id: &str, caller: &str, structured: Optio
         analysis["structuredData"] = data;
     }
     vec![
-        vapi(tenant, message("status-update", 1_790_000_000_000, json!({"status": "ringing"}))),
-        vapi(tenant, message("status-update", 1_790_000_001_000, json!({"status": "in-progress"}))),
+        vapi(line, message("status-update", 1_790_000_000_000, json!({"status": "ringing"}))),
+        vapi(line, message("status-update", 1_790_000_001_000, json!({"status": "in-progress"}))),
         vapi(
-            tenant,
+            line,
             message(
                 "status-update",
                 1_790_000_060_000,
@@ -140,7 +172,7 @@ pub fn vapi_call(tenant: &Tenant, call_id: &str, caller: &str, structured: Optio
             ),
         ),
         vapi(
-            tenant,
+            line,
             message(
                 "end-of-call-report",
                 1_790_000_061_000,
@@ -159,11 +191,16 @@ pub fn vapi_call(tenant: &Tenant, call_id: &str, caller: &str, structured: Optio
 
 /// Twilio's status callbacks (ringing, in-progress, completed) for one inbound call.
 pub fn twilio_call(tenant: &Tenant, call_sid: &str, caller: &str) -> Vec<Webhook> {
-    let business = tenant.twilio_number.1;
-    let url = format!("{TWILIO_PUBLIC}{TWILIO_PATH}");
+    twilio_call_on(tenant.twilio_line(), TWILIO_PUBLIC, call_sid, caller)
+}
+
+/// [`twilio_call`] on any line, signed for the account's public base URL.
+pub fn twilio_call_on(line: Line<'_>, public_base_url: &str, call_sid: &str, caller: &str) -> Vec<Webhook> {
+    let business = line.number;
+    let url = format!("{}{TWILIO_PATH}", public_base_url.trim_end_matches('/'));
     let callback = |status: &str, sequence: u32, extra: &[(&str, &str)]| {
         let body = signed::twilio_callback(call_sid, status, business, caller, sequence, extra);
-        let signature = signed::twilio_signature(&tenant.twilio_token, &url, Some(FORM), &body);
+        let signature = signed::twilio_signature(line.secret, &url, Some(FORM), &body);
         Webhook { path: TWILIO_PATH, content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
     };
     vec![

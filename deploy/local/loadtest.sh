@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# "How fast is callgate on this machine?" in one command: a throwaway stack (Postgres, tansu,
+# a fake Cal.com), the release gateway and worker, load-test tenants seeded, then
+# callgate-loadtest against them with the same-run baselines. Arguments go to
+# `callgate-loadtest run` (default: 2,000 req/s open loop for 30 s), e.g.
+#   deploy/local/loadtest.sh --rate 1000 --duration 60s
+#   deploy/local/loadtest.sh --connections 64 --duration 20s        # closed loop: the ceiling
+# Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30). Reports in .local/loadtest/.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
+NUMBERS="${CALLGATE_LT_NUMBERS:-30}"
+GATEWAY="127.0.0.1:${CALLGATE_LT_GATEWAY_PORT:-28080}"
+WORKER="127.0.0.1:${CALLGATE_LT_WORKER_PORT:-29190}"
+CALCOM="127.0.0.1:${CALLGATE_LT_CALCOM_PORT:-28095}"
+OUT="$ROOT/.local/loadtest"
+ensure_packages
+ensure_tansu
+stack_env loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}"
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; stop_tansu; stop_postgres' EXIT
+start_postgres
+start_tansu
+create_topics
+ensure_secret_key
+
+cd "$ROOT"
+log "building (release)"
+cargo build --release --locked -p callgate-gateway -p callgate-worker -p callgate-loadtest
+cargo build --release --locked -p callgate-tests --bin fake-calcom
+export CALLGATE_DATABASE_URL="$DATABASE_URL" CALLGATE_KAFKA_BROKERS="$KAFKA_BROKERS" CALLGATE_LOG=warn
+target/release/callgate-worker migrate
+MODEL=(--companies "$COMPANIES" --numbers-per-company "$NUMBERS" --twilio-public-url "http://$GATEWAY")
+target/release/callgate-loadtest seed "${MODEL[@]}" --calcom
+
+events=()
+for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$c:30" --api-key "cal_lt_$c"); done
+target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
+PIDS+=($!)
+# tansu 0.6.0: one record per batch (README, "A defect of the local broker").
+CALLGATE_KAFKA_PROPERTIES=batch.num.messages=1 CALLGATE_WORKER_LISTEN="$WORKER" \
+    CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
+    target/release/callgate-worker run &
+PIDS+=($!)
+CALLGATE_KAFKA_PROPERTIES=batch.num.messages=1 CALLGATE_LISTEN="$GATEWAY" target/release/callgate-gateway serve &
+PIDS+=($!)
+until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
+
+mkdir -p "$OUT"
+stamp="$(date +%Y%m%d-%H%M%S)"
+[ $# -gt 0 ] || set -- --rate 2000 --duration 30s
+target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" --database-url "$DATABASE_URL" \
+    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties batch.num.messages=1 --baseline-db \
+    --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@"
+log "memory (RSS): gateway $(ps -o rss= -p "${PIDS[2]}") KiB, worker $(ps -o rss= -p "${PIDS[1]}") KiB"
+log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg"

@@ -1,0 +1,141 @@
+//! The ceilings the gateway and worker are measured against, on the same machine in the same
+//! run: a plain axum handler answering 204 (HTTP), a bare rdkafka producer sending records of
+//! the same size with the same settings (broker), and a bare batched insert of call-shaped
+//! rows (database).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use hdrhistogram::Histogram;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+
+use crate::run::histogram;
+
+/// Serves 204 to every POST on port 0: what the HTTP stack alone costs.
+pub async fn plain_http() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new().fallback(|body: axum::body::Bytes| async move {
+        drop(body);
+        StatusCode::NO_CONTENT
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+#[derive(Debug)]
+pub struct Produced {
+    pub records: u64,
+    pub wall: Duration,
+    pub latency: Histogram<u64>,
+    pub errors: u64,
+}
+
+/// Sends `records` records of `bytes` bytes to `topic`, at most `in_flight` unacknowledged,
+/// with the gateway's producer settings (acks=all, idempotence) plus `properties`.
+pub async fn bare_producer(
+    brokers: &str,
+    topic: &str,
+    properties: &[String],
+    records: u64,
+    bytes: usize,
+    in_flight: usize,
+) -> Result<Produced, rdkafka::error::KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "5000");
+    for property in properties {
+        if let Some((k, v)) = property.split_once('=') {
+            config.set(k.trim(), v.trim());
+        }
+    }
+    create_topic(&config, topic).await?;
+    let producer: FutureProducer = config.create()?;
+    let value = vec![b'x'; bytes];
+    let started = Instant::now();
+    let mut latency = histogram();
+    let mut errors = 0;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt as _;
+    for i in 0..records {
+        while pending.len() >= in_flight {
+            if let Some((sent, ok)) = pending.next().await {
+                record(&mut latency, &mut errors, sent, ok);
+            }
+        }
+        let key = format!("baseline:{}", i % 10_000);
+        let producer = producer.clone();
+        let value = value.clone();
+        let topic = topic.to_owned();
+        pending.push(async move {
+            let sent = Instant::now();
+            let result =
+                producer.send(FutureRecord::to(&topic).key(&key).payload(&value), Duration::from_secs(5)).await;
+            (sent, result.is_ok())
+        });
+    }
+    while let Some((sent, ok)) = pending.next().await {
+        record(&mut latency, &mut errors, sent, ok);
+    }
+    Ok(Produced { records, wall: started.elapsed(), latency, errors })
+}
+
+/// A scratch topic with the events topic's 12 partitions (tansu does not create on produce).
+async fn create_topic(config: &ClientConfig, topic: &str) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config.create()?;
+    let topic = NewTopic::new(topic, 12, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+        if let Err((name, code)) = result {
+            tracing::warn!(topic = %name, ?code, "baseline topic not created; relying on auto-creation");
+        }
+    }
+    Ok(())
+}
+
+fn record(latency: &mut Histogram<u64>, errors: &mut u64, sent: Instant, ok: bool) {
+    if ok {
+        let _ = latency.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+    } else {
+        *errors += 1;
+    }
+}
+
+/// Inserts `rows` rows shaped like `calls` (the same column types and index) into a scratch
+/// table, 500 per statement, one transaction per statement: rows per second.
+pub async fn bare_insert(pool: &PgPool, rows: u64) -> Result<Duration, sqlx::Error> {
+    // A temporary table lives on one connection: keep it.
+    let mut conn = pool.acquire().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS baseline_calls (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+         provider text NOT NULL, provider_call_id text NOT NULL, status text NOT NULL, caller_raw text, \
+         started_at timestamptz, ended_at timestamptz, transcript text, analysis jsonb, UNIQUE (provider, provider_call_id))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let started = Instant::now();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(500);
+        let ids: Vec<String> = (done..done + n).map(|i| format!("{run}-{i}")).collect();
+        sqlx::query(
+            "INSERT INTO baseline_calls (provider, provider_call_id, status, caller_raw, started_at, ended_at, transcript, analysis) \
+             SELECT 'retell', id, 'ended', '+14155550123', now(), now(), 'Agent: Hi.\nUser: A cleaning.', '{\"summary\":\"x\"}'::jsonb \
+             FROM unnest($1::text[]) AS id",
+        )
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+        done += n;
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,110 @@
+//! End-to-end latency: from sending a call's last event to its rows being committed (the
+//! event's `processed_events` row), and, with Cal.com, to its appointment being booked.
+//!
+//! `processed_at` is the worker transaction's `now()` (its start, a few ms before the commit),
+//! and both clocks are this machine's.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::run::{Finished, histogram};
+
+/// Ids asked about per query.
+const CHUNK: usize = 5_000;
+
+#[derive(Debug)]
+pub struct EndToEnd {
+    /// Microseconds from sending the last event to its transaction.
+    pub committed: Histogram<u64>,
+    /// Microseconds from sending the last event to the appointment's booking.
+    pub booked: Histogram<u64>,
+    /// Calls whose last event was not committed within the drain time.
+    pub missing: u64,
+    pub missing_bookings: u64,
+}
+
+fn micros(from: SystemTime, to: DateTime<Utc>) -> u64 {
+    let from: DateTime<Utc> = from.into();
+    u64::try_from((to - from).num_microseconds().unwrap_or(0)).unwrap_or(0).max(1)
+}
+
+/// Follows every finished call until it is in the database, or `drain` after the run ended.
+pub async fn track(pool: PgPool, mut finished: mpsc::UnboundedReceiver<Finished>, drain: Duration) -> EndToEnd {
+    let mut result = EndToEnd { committed: histogram(), booked: histogram(), missing: 0, missing_bookings: 0 };
+    let mut pending: HashMap<Uuid, Finished> = HashMap::new();
+    let mut bookings: HashMap<String, Finished> = HashMap::new();
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        loop {
+            match finished.try_recv() {
+                Ok(call) => {
+                    pending.insert(call.event_id, call);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed_at.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if let Err(error) = poll(&pool, &mut pending, &mut bookings, &mut result).await {
+            tracing::warn!(%error, "end-to-end poll failed; trying again");
+        }
+        if let Some(closed) = closed_at
+            && ((pending.is_empty() && bookings.is_empty()) || closed.elapsed() > drain)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    result.missing = pending.len() as u64;
+    result.missing_bookings = bookings.len() as u64;
+    result
+}
+
+async fn poll(
+    pool: &PgPool,
+    pending: &mut HashMap<Uuid, Finished>,
+    bookings: &mut HashMap<String, Finished>,
+    result: &mut EndToEnd,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = pending.keys().copied().collect();
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<(Uuid, DateTime<Utc>)> =
+            sqlx::query_as("SELECT event_id, processed_at FROM processed_events WHERE event_id = ANY($1)")
+                .bind(chunk)
+                .fetch_all(pool)
+                .await?;
+        for (id, at) in rows {
+            if let Some(call) = pending.remove(&id) {
+                let _ = result.committed.record(micros(call.sent_at, at));
+                if call.wants_booking {
+                    bookings.insert(call.call_id.clone(), call);
+                }
+            }
+        }
+    }
+    let calls: Vec<String> = bookings.keys().cloned().collect();
+    for chunk in calls.chunks(CHUNK) {
+        let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT c.provider_call_id, a.synced_at FROM appointments a \
+             JOIN calls c ON c.company_id = a.company_id AND c.id = a.call_id \
+             WHERE c.provider_call_id = ANY($1) AND a.synced_at IS NOT NULL",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?;
+        for (call_id, at) in rows {
+            if let Some(call) = bookings.remove(&call_id) {
+                let _ = result.booked.record(micros(call.sent_at, at));
+            }
+        }
+    }
+    Ok(())
+}
