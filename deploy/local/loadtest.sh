@@ -5,7 +5,8 @@
 # `callgate-loadtest run` (default: 2,000 req/s open loop for 30 s), e.g.
 #   deploy/local/loadtest.sh --rate 1000 --duration 60s
 #   deploy/local/loadtest.sh --connections 64 --duration 20s        # closed loop: the ceiling
-# Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30). Reports in .local/loadtest/.
+# Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30); the worker's librdkafka
+# properties: CALLGATE_LT_WORKER_KAFKA_PROPERTIES. Reports in .local/loadtest/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
@@ -38,7 +39,7 @@ for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$
 target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
 PIDS+=($!)
 # tansu 0.6.0: one record per batch (README, "A defect of the local broker").
-CALLGATE_KAFKA_PROPERTIES=batch.num.messages=1 CALLGATE_WORKER_LISTEN="$WORKER" \
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_WORKER_LISTEN="$WORKER" \
     CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
     target/release/callgate-worker run &
 PIDS+=($!)
