@@ -12,6 +12,7 @@ mod model;
 mod report;
 mod run;
 mod seed;
+mod stages;
 mod traffic;
 
 use std::path::PathBuf;
@@ -197,9 +198,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("gateway at {}", args.target);
     warm(args.target.clone()).await;
     let scheduler = Scheduler::new(model.clone(), args.event_gap, args.appointment_share);
+    let scraper = reqwest::Client::new();
+    let stages_before = stages::scrape(&scraper, &args.target).await;
     let window_start = chrono::Utc::now();
     let measured = run::run(&plan(args.target.clone()), scheduler, tracker.as_ref().map(|_| finished_tx)).await;
     let window_end = chrono::Utc::now();
+    let stages = match (stages_before, stages::scrape(&scraper, &args.target).await) {
+        (Some(before), Some(after)) => stages::between(&before, &after),
+        _ => Vec::new(),
+    };
     let distribution = report::distribution(&measured.latency);
     let gateway = Leg::new("gateway", &args.target, offered.clone(), &measured);
     if let Some(http) = legs.first() {
@@ -266,7 +273,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let report = Report { machine: report::machine(), command, legs, end_to_end, ratios, distribution };
+    let report = Report { machine: report::machine(), command, legs, stages, end_to_end, ratios, distribution };
     print!("{}", report.text());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

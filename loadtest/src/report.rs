@@ -131,6 +131,8 @@ pub struct Report {
     pub machine: String,
     pub command: String,
     pub legs: Vec<Leg>,
+    /// The gateway's own stage histograms over the measured leg.
+    pub stages: Vec<crate::stages::Stage>,
     pub end_to_end: Option<EndToEndReport>,
     pub ratios: Vec<Ratio>,
     /// The gateway's raw per-event distribution, for the chart.
@@ -179,6 +181,17 @@ impl Report {
             let _ = writeln!(out, "  ack latency  {}", leg.ack.line());
             let statuses: Vec<String> = leg.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
             let _ = writeln!(out, "  statuses     {}\n", statuses.join(", "));
+        }
+        if !self.stages.is_empty() {
+            let _ = writeln!(out, "gateway stages (its histograms; bucket upper bounds):");
+            for stage in &self.stages {
+                let _ = writeln!(
+                    out,
+                    "  {:<8} p50 ≤ {} ms  p99 ≤ {} ms  (n={})",
+                    stage.stage, stage.p50_le_ms, stage.p99_le_ms, stage.count
+                );
+            }
+            let _ = writeln!(out);
         }
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(out, "end to end (last event sent → rows committed)  {}", e2e.committed.line());
