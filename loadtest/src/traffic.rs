@@ -33,6 +33,14 @@ pub struct Last {
     pub wants_booking: bool,
 }
 
+/// Appointment slots handed out by this process.
+static SLOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The first slot: on the hour, 400 days ahead.
+static SLOT_BASE: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> = std::sync::LazyLock::new(|| {
+    let now = chrono::Utc::now() + chrono::Duration::days(400);
+    now - chrono::Duration::seconds(now.timestamp() % 3600)
+});
+
 #[derive(Debug)]
 struct Call {
     events: VecDeque<Event>,
@@ -90,11 +98,12 @@ impl Scheduler {
         let line = Line { number, secret: &secret };
         let call_id = format!("lt-{}-{}", self.run_id, self.calls);
         let caller = format!("+1415{:07}", rng.gen_range(0..10_000_000));
-        // Slots half an hour apart per run never overlap, so Cal.com books every one.
+        // Slots half an hour apart across the process (warm-up and measured legs alike) never
+        // overlap, so Cal.com books every one.
         let wants = provider != Provider::Twilio && rng.gen_bool(self.appointment_share);
-        let start =
-            (chrono::Utc::now() + chrono::Duration::days(400) + chrono::Duration::minutes(30 * self.calls as i64))
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let slot = SLOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = (*SLOT_BASE + chrono::Duration::minutes(30 * slot as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let analysis = wants.then(|| appointment_analysis(&start, "checkup"));
         let (webhooks, last_type) = match provider {
             Provider::Retell => (retell_call_on(line, &call_id, &caller, analysis), "call_analyzed"),
