@@ -5,8 +5,8 @@
 # `callgate-loadtest run` (default: 2,000 req/s open loop for 30 s), e.g.
 #   deploy/local/loadtest.sh --rate 1000 --duration 60s
 #   deploy/local/loadtest.sh --connections 64 --duration 20s        # closed loop: the ceiling
-# Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30); the worker's librdkafka
-# properties: CALLGATE_LT_WORKER_KAFKA_PROPERTIES. Reports in .local/loadtest/.
+# Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30); librdkafka properties:
+# CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES, CALLGATE_LT_WORKER_KAFKA_PROPERTIES. Reports in .local/loadtest/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
@@ -43,7 +43,8 @@ CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.mess
     CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
     target/release/callgate-worker run &
 PIDS+=($!)
-CALLGATE_KAFKA_PROPERTIES=batch.num.messages=1 CALLGATE_LISTEN="$GATEWAY" target/release/callgate-gateway serve &
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_LISTEN="$GATEWAY" \
+    target/release/callgate-gateway serve &
 PIDS+=($!)
 until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 
