@@ -19,7 +19,7 @@ ensure_packages
 ensure_tansu
 stack_env loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}"
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; stop_tansu; stop_postgres' EXIT
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; stop_tansu; stop_postgres' EXIT
 start_postgres
 start_tansu
 create_topics
