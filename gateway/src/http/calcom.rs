@@ -6,13 +6,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use callgate_contract::booking::{self, BookingEnvelope};
-use callgate_contract::envelope::{ENVELOPE_VERSION, headers as record_headers};
+use callgate_contract::envelope::ENVELOPE_VERSION;
 use serde_json::value::RawValue;
 
-use super::webhook::{Incoming, observe_stage, read_body, serve};
+use super::webhook::{Incoming, RecordMeta, observe_stage, publish, read_body, serve};
 use super::{AppState, WebhookError};
 use crate::providers::{MalformedPayload, calcom};
-use crate::publish::Record;
 
 pub async fn calcom(State(state): State<AppState>, Path(endpoint): Path<String>, request: Request) -> Response {
     serve(&state.clone(), booking::SOURCE, request, |incoming| process(state, endpoint, incoming)).await
@@ -47,18 +46,13 @@ async fn process(state: AppState, endpoint: String, incoming: Incoming) -> Resul
     };
     let value = serde_json::to_vec(&envelope).expect("an envelope always serialises");
     let key = booking::record_key(envelope.route.company_id);
-    let event_id = envelope.event_id.to_string();
-    let version = ENVELOPE_VERSION.to_string();
-    let headers = [
-        (record_headers::EVENT_TYPE, envelope.event_type.as_str()),
-        (record_headers::EVENT_ID, event_id.as_str()),
-        (record_headers::TRACE_ID, trace_id.as_str()),
-        (record_headers::ENVELOPE_VERSION, version.as_str()),
-        (record_headers::ENVELOPE_KIND, booking::BOOKING_KIND),
-    ];
-    let produce_started = std::time::Instant::now();
-    state.publisher.publish(Record { key: &key, value: &value, headers: &headers }).await?;
-    observe_stage(&state, "produce", produce_started);
+    let meta = RecordMeta {
+        event_type: &envelope.event_type,
+        event_id: envelope.event_id,
+        trace_id: &trace_id,
+        kind: Some(booking::BOOKING_KIND),
+    };
+    publish(&state, &key, &value, &meta).await?;
 
     tracing::info!(
         event_id = %envelope.event_id,

@@ -175,19 +175,44 @@ async fn process(
     };
     let value = serde_json::to_vec(&envelope).expect("an envelope always serialises");
     let key = envelope::record_key(provider, &routing.call_id);
-    let event_id_text = event_id.to_string();
-    let version = ENVELOPE_VERSION.to_string();
-    let headers = [
-        (record_headers::EVENT_TYPE, routing.event_type.as_str()),
-        (record_headers::EVENT_ID, event_id_text.as_str()),
-        (record_headers::TRACE_ID, trace_id),
-        (record_headers::ENVELOPE_VERSION, version.as_str()),
-    ];
-    let produce_started = Instant::now();
-    state.publisher.publish(Record { key: &key, value: &value, headers: &headers }).await?;
-    observe_stage(state, "produce", produce_started);
+    let meta = RecordMeta { event_type: &routing.event_type, event_id, trace_id, kind: None };
+    publish(state, &key, &value, &meta).await?;
 
     Ok(Accepted { routing, entry, event_id })
+}
+
+/// What every record's headers say about it.
+pub(super) struct RecordMeta<'a> {
+    pub event_type: &'a str,
+    pub event_id: uuid::Uuid,
+    pub trace_id: &'a str,
+    /// The envelope-kind header; None for a call event.
+    pub kind: Option<&'a str>,
+}
+
+/// Publishes one envelope with the standard headers and times the produce stage: the one path
+/// by which every webhook route reaches Kafka.
+pub(super) async fn publish(
+    state: &AppState,
+    key: &str,
+    value: &[u8],
+    meta: &RecordMeta<'_>,
+) -> Result<(), WebhookError> {
+    let event_id = meta.event_id.to_string();
+    let version = ENVELOPE_VERSION.to_string();
+    let mut headers = vec![
+        (record_headers::EVENT_TYPE, meta.event_type),
+        (record_headers::EVENT_ID, event_id.as_str()),
+        (record_headers::TRACE_ID, meta.trace_id),
+        (record_headers::ENVELOPE_VERSION, version.as_str()),
+    ];
+    if let Some(kind) = meta.kind {
+        headers.push((record_headers::ENVELOPE_KIND, kind));
+    }
+    let produce_started = Instant::now();
+    state.publisher.publish(Record { key, value, headers: &headers }).await?;
+    observe_stage(state, "produce", produce_started);
+    Ok(())
 }
 
 pub(super) fn observe_stage(state: &AppState, stage: &str, started: Instant) {
