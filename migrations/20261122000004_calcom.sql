@@ -49,6 +49,15 @@ CREATE TABLE calcom_rate_gates (
     blocked_until      timestamptz NOT NULL DEFAULT '-infinity'
 );
 
+-- The GCRA step, the one formula every charge to a gate uses: `cost` requests move the gate on
+-- by `cost` spacings (60 / requests per minute seconds each), starting no earlier than `burst`
+-- spacings ago, so that a quiet key may send a burst at once.
+CREATE FUNCTION callgate_gate_advance(next_send_at timestamptz, rate_per_minute float8, burst float8, cost float8)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT GREATEST(next_send_at, now() - burst * (60.0 / rate_per_minute) * interval '1 second')
+           + cost * (60.0 / rate_per_minute) * interval '1 second'
+$$;
+
 -- Every account has its gate, whoever creates the account.
 CREATE FUNCTION callgate_calcom_gate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

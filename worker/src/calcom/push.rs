@@ -107,8 +107,7 @@ enum Settled {
 
 const CLAIM: &str = "
 WITH due_accounts AS (
-    SELECT ca.id AS account_id, ca.company_id,
-           (60.0 / COALESCE(ca.rate_per_minute, $2)) * interval '1 second' AS spacing
+    SELECT ca.id AS account_id, ca.company_id, COALESCE(ca.rate_per_minute, $2) AS rate
     FROM calcom_accounts ca
     JOIN calcom_rate_gates g ON g.calcom_account_id = ca.id
     WHERE ca.deleted_at IS NULL AND g.blocked_until <= now() AND g.next_send_at <= now()
@@ -119,7 +118,7 @@ WITH due_accounts AS (
     LIMIT $1
     FOR UPDATE OF g SKIP LOCKED
 ), picked AS (
-    SELECT d.account_id, d.spacing, a.id, a.calcom_unsure
+    SELECT d.account_id, d.rate, a.id, a.calcom_unsure
     FROM due_accounts d
     CROSS JOIN LATERAL (
         SELECT a.id, a.calcom_unsure FROM appointments a
@@ -130,11 +129,9 @@ WITH due_accounts AS (
         FOR UPDATE OF a SKIP LOCKED
     ) a
 ), gated AS (
-    -- A GCRA: the gate moves on by one spacing per request (two when a lookup comes first),
-    -- starting no earlier than `burst` spacings ago.
+    -- One request charged, two when a lookup comes first.
     UPDATE calcom_rate_gates g
-    SET next_send_at = GREATEST(g.next_send_at, now() - $3 * p.spacing)
-                       + (CASE WHEN p.calcom_unsure THEN 2 ELSE 1 END) * p.spacing
+    SET next_send_at = callgate_gate_advance(g.next_send_at, p.rate, $3, CASE WHEN p.calcom_unsure THEN 2 ELSE 1 END)
     FROM picked p WHERE g.calcom_account_id = p.account_id
 )
 UPDATE appointments a
@@ -473,10 +470,8 @@ impl Pusher {
     async fn spend(&self, account: Uuid, requests: u32) {
         let spent = sqlx::query(
             "UPDATE calcom_rate_gates g \
-             SET next_send_at = GREATEST(g.next_send_at, now() - $3 * s.spacing) + $2 * s.spacing \
-             FROM (SELECT (60.0 / COALESCE(rate_per_minute, $4)) * interval '1 second' AS spacing \
-                   FROM calcom_accounts WHERE id = $1) s \
-             WHERE g.calcom_account_id = $1",
+             SET next_send_at = callgate_gate_advance(g.next_send_at, COALESCE(ca.rate_per_minute, $4), $3, $2) \
+             FROM calcom_accounts ca WHERE ca.id = $1 AND g.calcom_account_id = $1",
         )
         .bind(account)
         .bind(f64::from(requests))
