@@ -52,7 +52,7 @@ pub async fn apply(
     }
     let company = record.envelope.route.company_id.0;
     let result = match find(conn, company, change).await? {
-        None => Err("no appointment has this booking".to_owned()),
+        None => Err((ChangeResult::Unmatched, "no appointment has this booking".to_owned())),
         Some(current) => decide(&current, change).map(|()| current),
     };
     let result = match result {
@@ -64,8 +64,7 @@ pub async fn apply(
             );
             ChangeResult::Applied
         }
-        Err(detail) => {
-            let result = if detail.starts_with("stale") { ChangeResult::Stale } else { ChangeResult::Unmatched };
+        Err((result, detail)) => {
             sqlx::query("UPDATE processed_events SET outcome = 'ignored', detail = $2 WHERE event_id = $1")
                 .bind(record.envelope.event_id)
                 .bind(&detail)
@@ -105,11 +104,11 @@ async fn find(conn: &mut PgConnection, company: Uuid, change: &BookingChange) ->
 }
 
 /// Whether `change` applies to the appointment as it stands; the error says why not.
-fn decide(current: &Current, change: &BookingChange) -> Result<(), String> {
+fn decide(current: &Current, change: &BookingChange) -> Result<(), (ChangeResult, String)> {
     if let (Some(seen), Some(incoming)) = (current.sequence, change.sequence)
         && incoming < seen
     {
-        return Err(format!("stale: iCalSequence {incoming} is older than {seen}"));
+        return Err((ChangeResult::Stale, format!("stale: iCalSequence {incoming} is older than {seen}")));
     }
     let ours = current.uid.as_deref();
     let applies = match change.trigger {
@@ -130,9 +129,12 @@ fn decide(current: &Current, change: &BookingChange) -> Result<(), String> {
             appointment_id = %current.id, booking_uid = %change.uid,
             "Cal.com holds a second booking carrying this appointment's key; left for review"
         );
-        return Err(format!("a second booking carries the key of appointment {}", current.id));
+        return Err((
+            ChangeResult::Unmatched,
+            format!("a second booking carries the key of appointment {}", current.id),
+        ));
     }
-    Err(format!("the appointment's booking is {}", ours.unwrap_or("unknown")))
+    Err((ChangeResult::Unmatched, format!("the appointment's booking is {}", ours.unwrap_or("unknown"))))
 }
 
 async fn write(
