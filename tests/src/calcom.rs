@@ -224,8 +224,8 @@ impl FakeCalcom {
         Some(booking.clone())
     }
 
-    /// Per-key rate limiting; `None` when the request may go on. Every answer carries the headers.
-    fn throttle(&self, key: &str) -> (HeaderMap, bool) {
+    /// Per-key rate limiting: the rate-limit headers every answer carries, or the 429 to answer.
+    fn throttle(&self, key: &str, path: &str) -> Result<HeaderMap, Box<Response>> {
         let mut inner = self.inner.lock().unwrap();
         inner.requests += 1;
         let now = Instant::now();
@@ -257,7 +257,8 @@ impl FakeCalcom {
         if limited {
             inner.rate_limited += 1;
         }
-        (rate_headers(limits.limit, remaining, reset), limited)
+        let headers = rate_headers(limits.limit, remaining, reset);
+        if limited { Err(Box::new(throttled(path, headers))) } else { Ok(headers) }
     }
 
     fn force_block(&self, key: &str) -> HeaderMap {
@@ -401,10 +402,10 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
         Err(response) => return *response,
     };
     fake.inner.lock().unwrap().creates.entry(key.clone()).or_default().push(Instant::now());
-    let (rate, limited) = fake.throttle(&key);
-    if limited {
-        return throttled(path, rate);
-    }
+    let rate = match fake.throttle(&key, path) {
+        Ok(rate) => rate,
+        Err(response) => return *response,
+    };
     let fault = {
         let mut inner = fake.inner.lock().unwrap();
         let chaos = inner.chaos;
@@ -497,10 +498,10 @@ async fn one(State(fake): State<FakeCalcom>, Path(uid): Path<String>, headers: H
         Ok(key) => key,
         Err(response) => return *response,
     };
-    let (rate, limited) = fake.throttle(&key);
-    if limited {
-        return throttled(&path, rate);
-    }
+    let rate = match fake.throttle(&key, &path) {
+        Ok(rate) => rate,
+        Err(response) => return *response,
+    };
     let found = fake.inner.lock().unwrap().bookings.iter().find(|b| b.uid == uid).cloned();
     match found {
         Some(booking) => success(StatusCode::OK, booking.output(), rate),
@@ -541,10 +542,10 @@ async fn list(
         Ok(key) => key,
         Err(response) => return *response,
     };
-    let (rate, limited) = fake.throttle(&key);
-    if limited {
-        return throttled(path, rate);
-    }
+    let rate = match fake.throttle(&key, path) {
+        Ok(rate) => rate,
+        Err(response) => return *response,
+    };
     let instant =
         |name: &str| query.get(name).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc));
     let (after_start, before_end, after_updated) =
