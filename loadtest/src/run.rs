@@ -121,7 +121,7 @@ pub async fn run(plan: &Plan, mut scheduler: Scheduler, finished: Option<mpsc::U
     });
     let bar = progress(plan, shared.clone());
     let end = shared.started + plan.duration;
-    match plan.mode {
+    let calls = match plan.mode {
         Mode::Open { rate } => {
             let slots = Arc::new(Semaphore::new(plan.max_in_flight));
             let period = Duration::from_secs_f64(1.0 / rate);
@@ -149,6 +149,7 @@ pub async fn run(plan: &Plan, mut scheduler: Scheduler, finished: Option<mpsc::U
                 while tasks.try_join_next().is_some() {}
             }
             while tasks.join_next().await.is_some() {}
+            scheduler.calls_started()
         }
         Mode::Closed { connections } => {
             let scheduler = Arc::new(Mutex::new(scheduler));
@@ -165,11 +166,9 @@ pub async fn run(plan: &Plan, mut scheduler: Scheduler, finished: Option<mpsc::U
                 });
             }
             while tasks.join_next().await.is_some() {}
-            let calls = scheduler.lock().expect("not poisoned").calls_started();
-            return finish(shared, bar, calls);
+            scheduler.lock().expect("not poisoned").calls_started()
         }
-    }
-    let calls = scheduler.calls_started();
+    };
     finish(shared, bar, calls)
 }
 
