@@ -163,15 +163,33 @@ ensure_secret_key() {
     export CALLGATE_SECRET_KEY
 }
 
-# start_test_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres
-# and tansu (stopped on exit) and exports what the test harness reads.
-start_test_stack() {
+# Processes a script starts beside its stack: on exit they are stopped and waited for (each by
+# its PID, never a bare `wait`, which would also wait for tansu), then the stack goes.
+STACK_PIDS=()
+track() { STACK_PIDS+=("$1"); }
+
+stop_stack() {
+    local pid
+    for pid in "${STACK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_tansu
+    stop_postgres
+}
+
+# start_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres
+# and tansu, and stops them (after the tracked processes) on exit.
+start_stack() {
     ensure_packages
     ensure_tansu
     stack_env "$1" "$2" "$3"
-    trap 'stop_tansu; stop_postgres' EXIT
+    trap stop_stack EXIT
     start_postgres
     start_tansu
+}
+
+# start_test_stack NAME PG_PORT KAFKA_PORT: start_stack, and exports what the test harness reads.
+start_test_stack() {
+    start_stack "$1" "$2" "$3"
     export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
     export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
     export CALLGATE_TANSU_BIN="$TANSU_BIN"

@@ -15,13 +15,7 @@ GATEWAY="127.0.0.1:${CALLGATE_LT_GATEWAY_PORT:-28080}"
 WORKER="127.0.0.1:${CALLGATE_LT_WORKER_PORT:-29190}"
 CALCOM="127.0.0.1:${CALLGATE_LT_CALCOM_PORT:-28095}"
 OUT="$ROOT/.local/loadtest"
-ensure_packages
-ensure_tansu
-stack_env loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}"
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; stop_tansu; stop_postgres' EXIT
-start_postgres
-start_tansu
+start_stack loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}"
 create_topics
 ensure_secret_key
 
@@ -37,15 +31,17 @@ target/release/callgate-loadtest seed "${MODEL[@]}" --calcom
 events=()
 for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$c:30" --api-key "cal_lt_$c"); done
 target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
-PIDS+=($!)
+track $!
 # tansu 0.6.0: one record per batch (README, "A defect of the local broker").
 CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_WORKER_LISTEN="$WORKER" \
     CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
     target/release/callgate-worker run &
-PIDS+=($!)
+WORKER_PID=$!
+track "$WORKER_PID"
 CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_LISTEN="$GATEWAY" \
     target/release/callgate-gateway serve &
-PIDS+=($!)
+GATEWAY_PID=$!
+track "$GATEWAY_PID"
 until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 
 mkdir -p "$OUT"
@@ -54,5 +50,5 @@ stamp="$(date +%Y%m%d-%H%M%S)"
 target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" --database-url "$DATABASE_URL" \
     --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties batch.num.messages=1 --baseline-db \
     --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@"
-log "memory (RSS): gateway $(ps -o rss= -p "${PIDS[2]}") KiB, worker $(ps -o rss= -p "${PIDS[1]}") KiB"
+log "memory (RSS): gateway $(ps -o rss= -p "$GATEWAY_PID") KiB, worker $(ps -o rss= -p "$WORKER_PID") KiB"
 log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg"

@@ -9,14 +9,7 @@ LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
 WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
 # Cal.com is a SaaS: locally, appointments are booked into the test suite's fake Cal.com.
 CALCOM_LISTEN="${CALLGATE_FAKE_CALCOM_LISTEN:-127.0.0.1:8095}"
-ensure_packages
-ensure_tansu
-stack_env dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
-WORKER_PID=""
-CALCOM_PID=""
-trap '[ -z "$WORKER_PID" ] || { kill -TERM "$WORKER_PID" 2>/dev/null; wait "$WORKER_PID"; }; [ -z "$CALCOM_PID" ] || kill "$CALCOM_PID" 2>/dev/null; stop_tansu; stop_postgres' EXIT
-start_postgres
-start_tansu
+start_stack dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
 create_topics
 ensure_secret_key
 
@@ -31,10 +24,10 @@ export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
 target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
 target/release/fake-calcom --listen "$CALCOM_LISTEN" &
-CALCOM_PID=$!
+track $!
 CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
     target/release/callgate-worker run &
-WORKER_PID=$!
+track $!
 
 cat >&2 <<INFO
 
