@@ -61,8 +61,14 @@ struct Claim {
     unsure: bool,
     /// Attempts so far, this one included.
     attempts: i32,
-    /// Requests the claim already charged to the key's gate.
-    charged: u32,
+}
+
+impl Claim {
+    /// Requests the claim already charged to the key's gate (the claim's SQL charges two when
+    /// a lookup comes first).
+    fn charged(&self) -> u32 {
+        if self.unsure { 2 } else { 1 }
+    }
 }
 
 /// What a push needs to know about the appointment.
@@ -209,14 +215,12 @@ impl Pusher {
             .await?;
         rows.iter()
             .map(|row| {
-                let unsure: bool = row.try_get("was_unsure")?;
                 Ok(Claim {
                     id: row.try_get("id")?,
                     company_id: row.try_get("company_id")?,
                     account_id: row.try_get("account_id")?,
-                    unsure,
+                    unsure: row.try_get("was_unsure")?,
                     attempts: row.try_get("sync_attempts")?,
-                    charged: if unsure { 2 } else { 1 },
                 })
             })
             .collect()
@@ -225,10 +229,10 @@ impl Pusher {
     async fn push(&self, claim: Claim) {
         self.metrics.calcom_in_flight.inc();
         let mut requests = 0;
-        let settled = self.attempt(&claim, &mut requests).await;
+        let settled = self.out_of_attempts(&claim, self.attempt(&claim, &mut requests).await);
         let result = self.settle(&claim, &settled).await;
-        if requests > claim.charged {
-            self.spend(claim.account_id, requests - claim.charged).await;
+        if requests > claim.charged() {
+            self.spend(claim.account_id, requests - claim.charged()).await;
         }
         self.metrics.calcom_in_flight.dec();
         match result {
@@ -336,13 +340,20 @@ impl Pusher {
         })
     }
 
+    /// A retry after the last allowed attempt is a failure.
+    fn out_of_attempts(&self, claim: &Claim, settled: Settled) -> Settled {
+        match settled {
+            Settled::Retry { unsure, error } if claim.attempts >= self.max_attempts() => {
+                Settled::Failed { unsure, error: format!("gave up after {} attempts: {error}", claim.attempts) }
+            }
+            other => other,
+        }
+    }
+
     /// The metric result and the status-history reason of an attempt.
-    fn outcome(&self, claim: &Claim, settled: &Settled) -> (&'static str, String) {
+    fn outcome(settled: &Settled) -> (&'static str, String) {
         match settled {
             Settled::Synced { booking, how } => (how_label(how), format!("Cal.com booking {} ({how})", booking.uid)),
-            Settled::Retry { error, .. } if claim.attempts >= self.max_attempts() => {
-                ("failed", format!("gave up after {} attempts: {error}", claim.attempts))
-            }
             Settled::Retry { error, .. } => ("retry", error.clone()),
             Settled::RateLimited { .. } => ("rate_limited", "rate limited by Cal.com".to_owned()),
             Settled::Failed { error, .. } => ("failed", error.clone()),
@@ -353,7 +364,7 @@ impl Pusher {
     /// Records how the attempt ended, with its reason in the status history. False when the
     /// lease was lost meanwhile (only a booking is recorded whoever holds the lease).
     async fn settle(&self, claim: &Claim, settled: &Settled) -> Result<bool, sqlx::Error> {
-        let (result, reason) = self.outcome(claim, settled);
+        let (result, reason) = Self::outcome(settled);
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(&reason).execute(&mut *tx).await?;
         let done = match settled {
@@ -373,11 +384,11 @@ impl Pusher {
                 .execute(&mut *tx)
                 .await?
             }
-            Settled::Retry { unsure, .. } | Settled::Failed { unsure, .. } if result == "failed" => {
+            Settled::Failed { unsure, .. } => {
                 self.terminal(claim, "failed", *unsure, &reason).execute(&mut *tx).await?
             }
             Settled::Review { .. } => self.terminal(claim, "needs_review", false, &reason).execute(&mut *tx).await?,
-            Settled::Retry { unsure, .. } | Settled::Failed { unsure, .. } => {
+            Settled::Retry { unsure, .. } => {
                 let delay = self.backoff(claim.attempts);
                 sqlx::query(
                     "UPDATE appointments SET calcom_sync_status = $3, calcom_unsure = $4, last_sync_error = $5, \
@@ -415,8 +426,8 @@ impl Pusher {
             return Ok(false);
         }
         self.metrics.calcom_pushes.with_label_values(&[result]).inc();
-        self.log(claim, result, &reason);
-        if result == "failed" {
+        self.log(claim, settled, result, &reason);
+        if matches!(settled, Settled::Failed { .. }) {
             self.dead_letter(claim, &reason).await;
         }
         Ok(true)
@@ -501,13 +512,13 @@ impl Pusher {
         }
     }
 
-    fn log(&self, claim: &Claim, result: &str, reason: &str) {
+    fn log(&self, claim: &Claim, settled: &Settled, result: &str, reason: &str) {
         let (id, company, attempts) = (claim.id, claim.company_id, claim.attempts);
-        match result {
-            "synced" | "adopted" => {
+        match settled {
+            Settled::Synced { .. } => {
                 tracing::info!(appointment_id = %id, company_id = %company, attempts, result, %reason, "appointment synced to Cal.com")
             }
-            "retry" | "rate_limited" => {
+            Settled::Retry { .. } | Settled::RateLimited { .. } => {
                 tracing::warn!(appointment_id = %id, company_id = %company, attempts, result, %reason, "Cal.com push will be retried")
             }
             _ => {
