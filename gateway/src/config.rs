@@ -75,6 +75,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_KAFKA_LINGER", value_parser = parse_duration, default_value = "2ms")]
     pub kafka_linger: Duration,
 
+    /// How many Kafka producers (each its own broker connections) records are spread over,
+    /// by key, so one call's events keep their order. An idempotent producer allows 5 produce
+    /// requests in flight per connection; more producers allow more when the broker is slow
+    /// to acknowledge.
+    #[arg(long, env = "CALLGATE_KAFKA_PRODUCERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub kafka_producers: u16,
+
     /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
     #[arg(long, env = "CALLGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
     pub kafka_properties: Vec<SecretString>,

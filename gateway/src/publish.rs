@@ -1,5 +1,11 @@
-//! Publishing to Kafka: an idempotent producer with `acks=all`; a webhook is answered only
+//! Publishing to Kafka: idempotent producers with `acks=all`; a webhook is answered only
 //! after the broker acknowledged its record, or 503 once the ack bound passes.
+//!
+//! There are several producers, and a record always goes to the one its key hashes to. An
+//! idempotent librdkafka producer keeps at most 5 produce requests in flight per broker
+//! connection, which caps one producer at about 5 round trips' worth of batches; N producers
+//! have N connections. Per-key ordering and idempotence hold because one key only ever uses
+//! one producer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -53,6 +59,8 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     pub message_timeout: Duration,
     pub linger: Duration,
+    /// How many producers (broker connections) records are spread over, by key.
+    pub producers: usize,
     /// Extra librdkafka properties (`key=value`).
     pub properties: Vec<String>,
 }
@@ -64,6 +72,7 @@ impl std::fmt::Debug for PublisherConfig {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("ack_timeout", &self.ack_timeout)
+            .field("producers", &self.producers)
             .field("properties", &self.properties.len())
             .finish_non_exhaustive()
     }
@@ -76,14 +85,19 @@ const STUCK_AFTER_FAILURES: u32 = 3;
 pub struct Publisher {
     config: PublisherConfig,
     client_config: ClientConfig,
-    producer: ArcSwap<FutureProducer>,
-    rebuild: tokio::sync::Mutex<()>,
+    slots: Box<[Slot]>,
     /// Result of the last metadata probe.
     reachable: AtomicBool,
+    metrics: Metrics,
+}
+
+/// One producer, and what tells whether it is stuck.
+struct Slot {
+    producer: ArcSwap<FutureProducer>,
+    rebuild: tokio::sync::Mutex<()>,
     /// Records not acknowledged since the last acknowledged one (or since the broker became
     /// reachable again).
     consecutive_failures: AtomicU32,
-    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -109,16 +123,26 @@ impl Publisher {
                 client_config.set(key.trim(), value.trim());
             }
         }
-        let producer: FutureProducer = client_config.create().map_err(PublishError::Config)?;
-        Ok(Self {
-            config,
-            client_config,
-            producer: ArcSwap::from_pointee(producer),
-            rebuild: tokio::sync::Mutex::new(()),
-            reachable: AtomicBool::new(false),
-            consecutive_failures: AtomicU32::new(0),
-            metrics,
-        })
+        let slots = (0..config.producers.max(1))
+            .map(|_| {
+                let producer: FutureProducer = client_config.create().map_err(PublishError::Config)?;
+                Ok(Slot {
+                    producer: ArcSwap::from_pointee(producer),
+                    rebuild: tokio::sync::Mutex::new(()),
+                    consecutive_failures: AtomicU32::new(0),
+                })
+            })
+            .collect::<Result<_, PublishError>>()?;
+        Ok(Self { config, client_config, slots, reachable: AtomicBool::new(false), metrics })
+    }
+
+    /// The producer a key always goes to. FNV-1a: stable, cheap, and spreads call ids well.
+    fn slot(&self, key: &str) -> &Slot {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        // The remainder is below the slot count, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (hash % self.slots.len() as u64) as usize;
+        &self.slots[index]
     }
 
     pub fn topic(&self) -> &str {
@@ -127,7 +151,8 @@ impl Publisher {
 
     /// Produces one record and waits for the broker's acknowledgement.
     pub async fn publish(&self, record: Record<'_>) -> Result<(), PublishError> {
-        let producer = self.producer.load_full();
+        let slot = self.slot(record.key);
+        let producer = slot.producer.load_full();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
             headers = headers.insert(Header { key, value: Some(*value) });
@@ -146,17 +171,17 @@ impl Publisher {
         };
         match &result {
             Ok(()) => {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
+                slot.consecutive_failures.store(0, Ordering::Relaxed);
                 // An acknowledgement is proof of reachability too.
                 self.set_reachable(true);
             }
             Err(error) => {
                 self.metrics.produce_errors.with_label_values(&[error.reason()]).inc();
-                let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let failures = slot.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some((code, reason)) = producer.client().fatal_error() {
-                    self.replace(&producer, &format!("fatal error {code:?}: {reason}")).await;
+                    self.replace(slot, &producer, &format!("fatal error {code:?}: {reason}")).await;
                 } else if failures >= STUCK_AFTER_FAILURES && self.is_reachable() {
-                    self.replace(&producer, "broker reachable but records are not acknowledged").await;
+                    self.replace(slot, &producer, "broker reachable but records are not acknowledged").await;
                 }
             }
         }
@@ -167,16 +192,16 @@ impl Publisher {
     /// fatal error, and can also stay stuck when the broker lost its producer state (a broker
     /// restarted without its data keeps answering UNKNOWN_PRODUCER_ID to the old id). The
     /// records still queued in the old producer were all answered 503 already.
-    async fn replace(&self, failed: &Arc<FutureProducer>, why: &str) {
-        let _guard = self.rebuild.lock().await;
-        if !Arc::ptr_eq(&self.producer.load_full(), failed) {
+    async fn replace(&self, slot: &Slot, failed: &Arc<FutureProducer>, why: &str) {
+        let _guard = slot.rebuild.lock().await;
+        if !Arc::ptr_eq(&slot.producer.load_full(), failed) {
             return; // another request replaced it already
         }
         tracing::error!(reason = why, "replacing the Kafka producer");
         match self.client_config.create::<FutureProducer>() {
             Ok(fresh) => {
-                let old = self.producer.swap(Arc::new(fresh));
-                self.consecutive_failures.store(0, Ordering::Relaxed);
+                let old = slot.producer.swap(Arc::new(fresh));
+                slot.consecutive_failures.store(0, Ordering::Relaxed);
                 self.metrics.producer_replacements.inc();
                 // Dropping a producer purges and flushes it: a blocking call.
                 tokio::task::spawn_blocking(move || drop(old));
@@ -192,7 +217,8 @@ impl Publisher {
 
     /// Asks the broker for the topic's metadata: is it reachable and does the topic exist?
     pub async fn probe(&self, wait: Duration) -> bool {
-        let producer = self.producer.load_full();
+        // They all talk to the same brokers; the first answers for all.
+        let producer = self.slots[0].producer.load_full();
         let topic = self.config.topic.clone();
         let up = tokio::task::spawn_blocking(move || {
             producer
@@ -216,15 +242,23 @@ impl Publisher {
     fn set_reachable(&self, up: bool) {
         let was = self.reachable.swap(up, Ordering::AcqRel);
         if up && !was {
-            // Failures during the outage say nothing about the producer's health.
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+            // Failures during the outage say nothing about the producers' health.
+            for slot in &self.slots {
+                slot.consecutive_failures.store(0, Ordering::Relaxed);
+            }
         }
         self.metrics.broker_up.set(i64::from(up));
     }
 
     /// Waits for records still in flight (on shutdown).
     pub async fn flush(&self, wait: Duration) -> Result<(), KafkaError> {
-        let producer = self.producer.load_full();
-        tokio::task::spawn_blocking(move || producer.flush(wait)).await.unwrap_or(Err(KafkaError::Canceled))
+        let producers: Vec<_> = self.slots.iter().map(|slot| slot.producer.load_full()).collect();
+        tokio::task::spawn_blocking(move || {
+            // One deadline for all of them, not `wait` each.
+            let deadline = std::time::Instant::now() + wait;
+            producers.iter().try_for_each(|p| p.flush(deadline.saturating_duration_since(std::time::Instant::now())))
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
     }
 }

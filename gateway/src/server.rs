@@ -61,6 +61,7 @@ impl Gateway {
                 ack_timeout: config.kafka_ack_timeout,
                 message_timeout: config.kafka_message_timeout,
                 linger: config.kafka_linger,
+                producers: usize::from(config.kafka_producers),
                 properties: config.kafka_properties.iter().map(|p| p.expose().to_owned()).collect(),
             },
             metrics.clone(),
