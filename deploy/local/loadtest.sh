@@ -6,7 +6,10 @@
 #   deploy/local/loadtest.sh --rate 1000 --duration 60s
 #   deploy/local/loadtest.sh --connections 64 --duration 20s        # closed loop: the ceiling
 # Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30); librdkafka properties:
-# CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES, CALLGATE_LT_WORKER_KAFKA_PROPERTIES. Reports in .local/loadtest/.
+# CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES, CALLGATE_LT_WORKER_KAFKA_PROPERTIES. CALLGATE_LT_WORKER=off
+# measures the gateway with only the broker beside it (no worker, no end-to-end figures). Other
+# CALLGATE_* variables reach the gateway and worker (e.g. CALLGATE_KAFKA_PRODUCERS=1).
+# Reports, and the gateway's and worker's logs, in .local/loadtest/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
@@ -28,27 +31,34 @@ target/release/callgate-worker migrate
 MODEL=(--companies "$COMPANIES" --numbers-per-company "$NUMBERS" --twilio-public-url "http://$GATEWAY")
 target/release/callgate-loadtest seed "${MODEL[@]}" --calcom
 
+mkdir -p "$OUT"
+stamp="$(date +%Y%m%d-%H%M%S)"
 events=()
 for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$c:30" --api-key "cal_lt_$c"); done
 target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
 track $!
 # tansu 0.6.0: one record per batch (README, "A defect of the local broker").
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_WORKER_LISTEN="$WORKER" \
-    CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
-    target/release/callgate-worker run &
-WORKER_PID=$!
-track "$WORKER_PID"
+WORKER_PID=""
+END_TO_END=(--database-url "$DATABASE_URL" --baseline-db)
+if [ "${CALLGATE_LT_WORKER:-on}" = off ]; then
+    END_TO_END=()
+else
+    CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_WORKER_LISTEN="$WORKER" \
+        CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
+        target/release/callgate-worker run 2>"$OUT/$stamp-worker.log" &
+    WORKER_PID=$!
+    track "$WORKER_PID"
+fi
 CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_LISTEN="$GATEWAY" \
-    target/release/callgate-gateway serve &
+    target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
 until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 
-mkdir -p "$OUT"
-stamp="$(date +%Y%m%d-%H%M%S)"
 [ $# -gt 0 ] || set -- --rate 2000 --duration 30s
-target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" --database-url "$DATABASE_URL" \
-    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties batch.num.messages=1 --baseline-db \
+# The run reads the database only when told to (END_TO_END), not from the exported variable.
+env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" "${END_TO_END[@]}" \
+    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties batch.num.messages=1 \
     --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@"
-log "memory (RSS): gateway $(ps -o rss= -p "$GATEWAY_PID") KiB, worker $(ps -o rss= -p "$WORKER_PID") KiB"
-log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg"
+log "memory (RSS): gateway $(ps -o rss= -p "$GATEWAY_PID") KiB${WORKER_PID:+, worker $(ps -o rss= -p "$WORKER_PID") KiB}"
+log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg, logs: $OUT/$stamp-{gateway,worker}.log"

@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod baseline;
+mod cpu;
 mod e2e;
 mod model;
 mod report;
@@ -200,9 +201,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let scheduler = Scheduler::new(model.clone(), args.event_gap, args.appointment_share);
     let scraper = reqwest::Client::new();
     let stages_before = stages::scrape(&scraper, &args.target).await;
+    let cpu_before = cpu::snapshot();
     let window_start = chrono::Utc::now();
     let measured = run::run(&plan(args.target.clone()), scheduler, tracker.as_ref().map(|_| finished_tx)).await;
     let window_end = chrono::Utc::now();
+    let cpu = cpu::between(&cpu_before, &cpu::snapshot());
     let stages = match (stages_before, stages::scrape(&scraper, &args.target).await) {
         (Some(before), Some(after)) => stages::between(&before, &after),
         _ => Vec::new(),
@@ -225,9 +228,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let published = measured.ok;
     legs.push(gateway);
-    eprintln!("waiting for the last calls to reach the database…");
     let end_to_end = match tracker {
-        Some(tracker) => Some(EndToEndReport::of(&tracker.await?)),
+        Some(tracker) => {
+            eprintln!("waiting for the last calls to reach the database…");
+            Some(EndToEndReport::of(&tracker.await?))
+        }
         None => None,
     };
 
@@ -273,7 +278,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let report = Report { machine: report::machine(), command, legs, stages, end_to_end, ratios, distribution };
+    let report = Report { machine: report::machine(), command, legs, stages, cpu, end_to_end, ratios, distribution };
     print!("{}", report.text());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -133,6 +133,8 @@ pub struct Report {
     pub legs: Vec<Leg>,
     /// The gateway's own stage histograms over the measured leg.
     pub stages: Vec<crate::stages::Stage>,
+    /// CPU per process over the gateway leg (every process on the machine).
+    pub cpu: Vec<crate::cpu::Usage>,
     pub end_to_end: Option<EndToEndReport>,
     pub ratios: Vec<Ratio>,
     /// The gateway's raw per-event distribution, for the chart.
@@ -192,6 +194,15 @@ impl Report {
                 );
             }
             let _ = writeln!(out);
+        }
+        if !self.cpu.is_empty() {
+            let parts: Vec<String> = self.cpu.iter().map(|u| format!("{} {:.0} %", u.process, u.cpu_percent)).collect();
+            let total: f64 = self.cpu.iter().map(|u| u.cpu_percent).sum();
+            let _ = writeln!(
+                out,
+                "CPU during the gateway leg (100 % = one core; {total:.0} % in all):\n  {}\n",
+                parts.join(", ")
+            );
         }
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(out, "end to end (last event sent → rows committed)  {}", e2e.committed.line());
