@@ -1,7 +1,7 @@
 //! The ceilings the gateway and worker are measured against, on the same machine in the same
 //! run: a plain axum handler answering 204 (HTTP), a bare rdkafka producer sending records of
-//! the same size with the same settings (broker), and a bare batched insert of call-shaped
-//! rows (database).
+//! the same size with the same settings (broker). The database's, a bare batched insert, is
+//! shared with the worker bench: `callgate_tests::baseline`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::PgPool;
 
 use crate::run::histogram;
 
@@ -107,35 +106,4 @@ fn record(latency: &mut Histogram<u64>, errors: &mut u64, sent: Instant, ok: boo
     } else {
         *errors += 1;
     }
-}
-
-/// Inserts `rows` rows shaped like `calls` (the same column types and index) into a scratch
-/// table, 500 per statement, one transaction per statement: rows per second.
-pub async fn bare_insert(pool: &PgPool, rows: u64) -> Result<Duration, sqlx::Error> {
-    // A temporary table lives on one connection: keep it.
-    let mut conn = pool.acquire().await?;
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS baseline_calls (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
-         provider text NOT NULL, provider_call_id text NOT NULL, status text NOT NULL, caller_raw text, \
-         started_at timestamptz, ended_at timestamptz, transcript text, analysis jsonb, UNIQUE (provider, provider_call_id))",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let started = Instant::now();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut done = 0;
-    while done < rows {
-        let n = (rows - done).min(500);
-        let ids: Vec<String> = (done..done + n).map(|i| format!("{run}-{i}")).collect();
-        sqlx::query(
-            "INSERT INTO baseline_calls (provider, provider_call_id, status, caller_raw, started_at, ended_at, transcript, analysis) \
-             SELECT 'retell', id, 'ended', '+14155550123', now(), now(), 'Agent: Hi.\nUser: A cleaning.', '{\"summary\":\"x\"}'::jsonb \
-             FROM unnest($1::text[]) AS id",
-        )
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
-        done += n;
-    }
-    Ok(started.elapsed())
 }

@@ -269,7 +269,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .fetch_one(pool)
                 .await?;
         let rows = u64::try_from(applied).unwrap_or(0).max(1_000);
-        let took = baseline::bare_insert(pool, rows).await?;
+        let took = callgate_tests::baseline::bare_insert(pool, rows).await?;
         ratios.push(Ratio {
             what: "worker events applied/s in this run vs bare batched insert rows/s".into(),
             ours: applied as f64 / measured.wall.as_secs_f64(),

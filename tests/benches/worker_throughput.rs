@@ -5,6 +5,10 @@
 //! drain it. The rate counts from the moment the group settled (every worker owns partitions)
 //! to the last commit, so joining and the first rebalance are left out.
 //!
+//! Beside it, in the same run and database: a bare batched insert of as many call-shaped rows
+//! (the database's ceiling), and, when Postgres loads `pg_stat_statements` (the local stack
+//! does), the statements that took its time.
+//!
 //!   deploy/local/with-stack.sh cargo bench -p callgate-tests --bench worker_throughput [-- EVENTS [WORKERS…]]
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
@@ -16,7 +20,7 @@ use callgate_contract::{E164, PhoneNumberId, Provider};
 use callgate_gateway::providers;
 use callgate_tests::calls::{FUTURE_LOCAL, Webhook, appointment_analysis, retell_call, twilio_call, vapi_call};
 use callgate_tests::worker::{fresh_dlq_and_group, run_args, run_config};
-use callgate_tests::{Tenant, TestDb, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
+use callgate_tests::{Tenant, TestDb, baseline, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
 use callgate_worker::Worker;
 use futures::StreamExt as _;
 use rdkafka::config::ClientConfig;
@@ -35,12 +39,17 @@ async fn main() {
     let counts = if numbers.len() > 1 { numbers[1..].to_vec() } else { vec![1, 2] };
     println!("worker throughput: {events} events, {PARTITIONS} partitions, default batch settings");
     for workers in counts {
-        let (rate, wall) = run(events, workers).await;
-        println!("  {workers} worker(s): {rate:>8.0} events/s applied ({wall:.1} s from start to the last commit)");
+        let (rate, wall, ceiling) = run(events, workers).await;
+        println!(
+            "  {workers} worker(s): {rate:>8.0} events/s applied ({wall:.1} s from start to the last commit); \
+             bare batched insert {ceiling:.0} rows/s; ratio {:.3}",
+            rate / ceiling
+        );
     }
 }
 
-async fn run(target: usize, workers: usize) -> (f64, f64) {
+/// (events/s, seconds from start to the last commit, bare insert rows/s).
+async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
     let db = TestDb::create().await;
     let key = secret_key();
     let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
@@ -59,6 +68,7 @@ async fn run(target: usize, workers: usize) -> (f64, f64) {
 
     let (dlq, group) = fresh_dlq_and_group();
     let args = run_args(&db, &topic, &group, &dlq);
+    let statements = baseline::statements::reset(&db.pool).await;
     let started = Instant::now();
     let mut running = Vec::new();
     for _ in 0..workers {
@@ -95,7 +105,14 @@ async fn run(target: usize, workers: usize) -> (f64, f64) {
         worker.shutdown().await;
     }
     println!("    {at_settle} events applied before the group settled; {duplicates} redeliveries skipped");
-    ((n - at_settle) as f64 / steady.max(1e-6), wall)
+    if statements {
+        println!("    Postgres time by statement (calls, ms in all, µs per event):");
+        for (calls, ms, query) in baseline::statements::top(&db.pool, 8).await {
+            println!("      {calls:>7} {ms:>9.0} ms {:>6.0} µs  {query}", ms * 1000.0 / n as f64);
+        }
+    }
+    let took = baseline::bare_insert(&db.pool, n as u64).await.unwrap();
+    ((n - at_settle) as f64 / steady.max(1e-6), wall, n as f64 / took.as_secs_f64())
 }
 
 async fn processed(db: &TestDb) -> usize {

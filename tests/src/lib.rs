@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+pub mod baseline;
 pub mod broker;
 pub mod calcom;
 pub mod calls;
