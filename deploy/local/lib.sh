@@ -15,6 +15,13 @@ TANSU_BIN="${CALLGATE_TANSU_BIN:-$CALLGATE_CACHE/tansu-$TANSU_VERSION/bin/tansu}
 # Partitions of call-events.v1: the ceiling on worker parallelism; 12 splits evenly over
 # 1, 2, 3, 4 or 6 workers.
 EVENTS_PARTITIONS="${CALLGATE_EVENTS_PARTITIONS:-12}"
+# librdkafka settings for tansu 0.6.0 (README, "Two quirks of the local broker"); real Kafka
+# needs neither. It cannot serve a fetch that starts inside a record batch, so producers send
+# one record per batch. And it holds a fetch for the whole fetch.wait.max.ms even when records
+# arrive meanwhile: the default 500 ms would be most of the end-to-end latency, 10 ms loads it
+# so much that the gateway's acks slow down (BENCHMARKS.md, "fetch wait").
+TANSU_PRODUCER_PROPERTIES="batch.num.messages=1"
+TANSU_WORKER_PROPERTIES="batch.num.messages=1,fetch.wait.max.ms=100"
 
 log() { printf '\033[1;34m[callgate]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[callgate]\033[0m %s\n' "$*" >&2; exit 1; }
@@ -95,6 +102,7 @@ wait_port() {
 }
 
 # A fresh cluster each start: local state is disposable, tests want a clean slate.
+# pg_stat_statements is loaded so the benchmarks can say which statements took the time.
 start_postgres() {
     local bin
     bin="$(pg_bindir)"
@@ -106,7 +114,7 @@ start_postgres() {
     as_root chmod 700 "$PG_DATA"
     as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
     as_postgres "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA -c fsync=off -c synchronous_commit=off -c max_connections=300" \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA -c fsync=off -c synchronous_commit=off -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" \
         start >/dev/null || { cat "$PG_DATA/server.log" >&2 || true; die "Postgres did not start"; }
     as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
         -c "CREATE DATABASE callgate" >/dev/null

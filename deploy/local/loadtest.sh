@@ -37,19 +37,19 @@ events=()
 for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$c:30" --api-key "cal_lt_$c"); done
 target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
 track $!
-# tansu 0.6.0: one record per batch (README, "A defect of the local broker").
+# The tansu settings: lib.sh, TANSU_*_PROPERTIES.
 WORKER_PID=""
 END_TO_END=(--database-url "$DATABASE_URL" --baseline-db)
 if [ "${CALLGATE_LT_WORKER:-on}" = off ]; then
     END_TO_END=()
 else
-    CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_WORKER_LISTEN="$WORKER" \
+    CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-$TANSU_WORKER_PROPERTIES}" CALLGATE_WORKER_LISTEN="$WORKER" \
         CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
         target/release/callgate-worker run 2>"$OUT/$stamp-worker.log" &
     WORKER_PID=$!
     track "$WORKER_PID"
 fi
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-batch.num.messages=1}" CALLGATE_LISTEN="$GATEWAY" \
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" CALLGATE_LISTEN="$GATEWAY" \
     target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
@@ -58,7 +58,7 @@ until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 [ $# -gt 0 ] || set -- --rate 2000 --duration 30s
 # The run reads the database only when told to (END_TO_END), not from the exported variable.
 env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" "${END_TO_END[@]}" \
-    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties batch.num.messages=1 \
+    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties "$TANSU_PRODUCER_PROPERTIES" \
     --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@"
 log "memory (RSS): gateway $(ps -o rss= -p "$GATEWAY_PID") KiB${WORKER_PID:+, worker $(ps -o rss= -p "$WORKER_PID") KiB}"
 log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg, logs: $OUT/$stamp-{gateway,worker}.log"

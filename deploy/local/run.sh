@@ -25,7 +25,8 @@ target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
 target/release/fake-calcom --listen "$CALCOM_LISTEN" &
 track $!
-CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_WORKER_PROPERTIES}" \
+    CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
     target/release/callgate-worker run &
 track $!
 
@@ -42,7 +43,5 @@ cat >&2 <<INFO
     broker     $KAFKA_BROKERS   topic call-events.v1
 
 INFO
-# tansu 0.6.0 cannot serve a fetch that starts inside a record batch (it skips to the next
-# batch), so a worker resuming mid-batch would miss records: one record per batch locally.
-# Real Kafka needs no such setting.
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-batch.num.messages=1}" target/release/callgate-gateway serve
+# The tansu settings: lib.sh, TANSU_*_PROPERTIES.
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" target/release/callgate-gateway serve
