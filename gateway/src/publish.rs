@@ -262,3 +262,48 @@ impl Publisher {
         .unwrap_or(Err(KafkaError::Canceled))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(producers: usize) -> Publisher {
+        let config = PublisherConfig {
+            // Never contacted: creating a producer does not connect.
+            brokers: "127.0.0.1:1".into(),
+            topic: "t".into(),
+            ack_timeout: Duration::from_secs(1),
+            message_timeout: Duration::from_secs(1),
+            linger: Duration::from_millis(2),
+            producers,
+            properties: Vec::new(),
+        };
+        Publisher::new(config, Metrics::new()).expect("producers are created without a broker")
+    }
+
+    fn index(publisher: &Publisher, key: &str) -> usize {
+        let slot = publisher.slot(key);
+        publisher.slots.iter().position(|s| std::ptr::eq(s, slot)).expect("a slot of this publisher")
+    }
+
+    #[test]
+    fn a_key_always_uses_the_same_producer_and_keys_spread_over_all_of_them() {
+        let publisher = publisher(4);
+        let mut used = [0_u32; 4];
+        for call in 0..400 {
+            let key = format!("retell:call_{call}");
+            let first = index(&publisher, &key);
+            // Every event of one call goes through one producer: that keeps their order.
+            assert_eq!(index(&publisher, &key), first);
+            used[first] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 50), "400 call ids over 4 producers: {used:?}");
+    }
+
+    #[test]
+    fn zero_producers_means_one() {
+        let publisher = publisher(0);
+        assert_eq!(publisher.slots.len(), 1);
+        assert_eq!(index(&publisher, "any"), 0);
+    }
+}
