@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod directory;
+mod fnv;
 pub mod http;
 pub mod metrics;
 pub mod providers;

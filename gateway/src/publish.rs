@@ -138,7 +138,7 @@ impl Publisher {
 
     /// The producer a key always goes to. FNV-1a: stable, cheap, and spreads call ids well.
     fn slot(&self, key: &str) -> &Slot {
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = crate::fnv::fnv1a(key.as_bytes());
         // The remainder is below the slot count, a usize.
         #[allow(clippy::cast_possible_truncation)]
         let index = (hash % self.slots.len() as u64) as usize;

@@ -102,8 +102,7 @@ fn shard_of_number(number: E164) -> usize {
 
 fn shard_of_id(id: &str) -> usize {
     // FNV-1a: provider ids are short strings.
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash >> 56) as usize % SHARDS
+    (crate::fnv::fnv1a(id.as_bytes()) >> 56) as usize % SHARDS
 }
 
 /// An immutable snapshot.
