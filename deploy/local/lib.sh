@@ -129,6 +129,15 @@ stop_postgres() {
     fi
 }
 
+# A cluster kept in /var/tmp (checkout not reachable by `postgres`) belongs to no checkout that
+# would clean it; each fresh clone would leave hundreds of MB behind. One inside .local/ stays
+# until the next start, so its server.log can be read after a failure.
+remove_stray_postgres() {
+    case "$PG_DATA" in
+    /var/tmp/callgate-*) as_root rm -rf "$(dirname "$PG_DATA")" ;;
+    esac
+}
+
 start_tansu() {
     stop_tansu
     wait_port free "$KAFKA_PORT" "the broker"
@@ -182,6 +191,7 @@ stop_stack() {
     for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_tansu
     stop_postgres
+    remove_stray_postgres
 }
 
 # start_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres

@@ -9,19 +9,35 @@ fn gateway(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap().trim().to_owned())
 }
 
-fn body_file(name: &str, body: &str) -> String {
+/// A body written to a temporary file, removed again when the test ends (pass or fail).
+struct BodyFile(String);
+
+impl BodyFile {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for BodyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn body_file(name: &str, body: &str) -> BodyFile {
     let path = std::env::temp_dir().join(format!("callgate-cli-{}-{name}", std::process::id()));
     std::fs::write(&path, body).unwrap();
-    path.to_string_lossy().into_owned()
+    BodyFile(path.to_string_lossy().into_owned())
 }
 
 const RETELL_SIG: &str = "v=1700000000000,d=07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e";
 
 #[test]
 fn retell_official_vector_valid_then_stale() {
-    let body = body_file("retell", r#"{"event":"call_ended"}"#);
+    let file = body_file("retell", r#"{"event":"call_ended"}"#);
+    let body = file.as_str();
     let base =
-        ["verify", "--provider", "retell", "--secret", "test-api-key", "--signature", RETELL_SIG, "--body-file", &body];
+        ["verify", "--provider", "retell", "--secret", "test-api-key", "--signature", RETELL_SIG, "--body-file", body];
     let (code, out) = gateway(&[&base[..], &["--now-ms", "1700000000000"]].concat());
     assert_eq!((code, out.as_str()), (0, "valid"));
     let (code, out) = gateway(&[&base[..], &["--now-ms", "1700000300001"]].concat());
@@ -32,10 +48,11 @@ fn retell_official_vector_valid_then_stale() {
 
 #[test]
 fn twilio_official_vector_and_wrong_signature() {
-    let body = body_file(
+    let file = body_file(
         "twilio",
         "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212",
     );
+    let body = file.as_str();
     let args = |sig: &'static str| {
         vec![
             "verify",
@@ -52,31 +69,33 @@ fn twilio_official_vector_and_wrong_signature() {
             "--body-file",
         ]
     };
-    let (code, out) = gateway(&[&args("RSOYDt4T1cUTdK1PDd93/VVr8B8=")[..], &[body.as_str()]].concat());
+    let (code, out) = gateway(&[&args("RSOYDt4T1cUTdK1PDd93/VVr8B8=")[..], &[body]].concat());
     assert_eq!((code, out.as_str()), (0, "valid"));
-    let (code, out) = gateway(&[&args("WRONG_SIGNATURE")[..], &[body.as_str()]].concat());
+    let (code, out) = gateway(&[&args("WRONG_SIGNATURE")[..], &[body]].concat());
     assert_eq!((code, out.as_str()), (1, "invalid: signature does not match"));
 }
 
 #[test]
 fn sign_produces_what_verify_accepts() {
-    let body = body_file("roundtrip", r#"{"event":"call_started","call":{"call_id":"c"}}"#);
-    let (code, sig) = gateway(&["sign", "--provider", "retell", "--secret", "k", "--body-file", &body]);
+    let file = body_file("roundtrip", r#"{"event":"call_started","call":{"call_id":"c"}}"#);
+    let body = file.as_str();
+    let (code, sig) = gateway(&["sign", "--provider", "retell", "--secret", "k", "--body-file", body]);
     assert_eq!(code, 0);
     assert!(sig.starts_with("v="), "{sig}");
     let (code, out) =
-        gateway(&["verify", "--provider", "retell", "--secret", "k", "--signature", &sig, "--body-file", &body]);
+        gateway(&["verify", "--provider", "retell", "--secret", "k", "--signature", &sig, "--body-file", body]);
     assert_eq!((code, out.as_str()), (0, "valid"));
     let (code, out) =
-        gateway(&["verify", "--provider", "retell", "--secret", "other", "--signature", &sig, "--body-file", &body]);
+        gateway(&["verify", "--provider", "retell", "--secret", "other", "--signature", &sig, "--body-file", body]);
     assert_eq!((code, out.as_str()), (1, "invalid: signature does not match"));
 }
 
 #[test]
 fn calcom_known_digest_no_secret_and_roundtrip() {
-    let body = body_file("calcom", "The quick brown fox jumps over the lazy dog");
+    let file = body_file("calcom", "The quick brown fox jumps over the lazy dog");
+    let body = file.as_str();
     let verify = |secret: &str, sig: &str| {
-        gateway(&["verify", "--provider", "calcom", "--secret", secret, "--signature", sig, "--body-file", &body])
+        gateway(&["verify", "--provider", "calcom", "--secret", secret, "--signature", sig, "--body-file", body])
     };
     let digest = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
     assert_eq!(verify("key", digest), (0, "valid".to_owned()));
@@ -85,6 +104,6 @@ fn calcom_known_digest_no_secret_and_roundtrip() {
         verify("key", "no-secret-provided"),
         (1, "invalid: the sender was configured without a secret".to_owned())
     );
-    let (code, sig) = gateway(&["sign", "--provider", "calcom", "--secret", "key", "--body-file", &body]);
+    let (code, sig) = gateway(&["sign", "--provider", "calcom", "--secret", "key", "--body-file", body]);
     assert_eq!((code, sig.as_str()), (0, digest));
 }
