@@ -20,8 +20,9 @@ EVENTS_PARTITIONS="${CALLGATE_EVENTS_PARTITIONS:-12}"
 # one record per batch. And it holds a fetch for the whole fetch.wait.max.ms even when records
 # arrive meanwhile: the default 500 ms would be most of the end-to-end latency, 10 ms loads it
 # so much that the gateway's acks slow down (BENCHMARKS.md, "fetch wait").
+# Each kind of client gets only its own (librdkafka warns about the others at every start).
 TANSU_PRODUCER_PROPERTIES="batch.num.messages=1"
-TANSU_WORKER_PROPERTIES="batch.num.messages=1,fetch.wait.max.ms=100"
+TANSU_CONSUMER_PROPERTIES="fetch.wait.max.ms=100"
 
 log() { printf '\033[1;34m[callgate]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[callgate]\033[0m %s\n' "$*" >&2; exit 1; }
@@ -142,7 +143,9 @@ start_tansu() {
     stop_tansu
     wait_port free "$KAFKA_PORT" "the broker"
     mkdir -p "$STATE"
-    nohup "$TANSU_BIN" broker \
+    # Its own session: a Ctrl-C at the terminal reaches the whole foreground group, and the
+    # broker must outlive the gateway and worker while they drain; stop_stack stops it last.
+    setsid nohup "$TANSU_BIN" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine "memory://tansu/" >"$STATE/tansu.log" 2>&1 &
@@ -187,6 +190,9 @@ track() { STACK_PIDS+=("$1"); }
 
 stop_stack() {
     local pid
+    # A second Ctrl-C or TERM must not cut the cleanup short (a gateway still loading its
+    # directory takes a few seconds to stop, and Postgres would be left running).
+    trap '' INT TERM HUP
     for pid in "${STACK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_tansu
@@ -195,12 +201,16 @@ stop_stack() {
 }
 
 # start_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres
-# and tansu, and stops them (after the tracked processes) on exit.
+# and tansu, and stops them (after the tracked processes) on exit, including an exit by
+# Ctrl-C, TERM or a closed terminal.
 start_stack() {
     ensure_packages
     ensure_tansu
     stack_env "$1" "$2" "$3"
     trap stop_stack EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
     start_postgres
     start_tansu
 }

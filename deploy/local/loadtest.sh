@@ -6,7 +6,8 @@
 #   deploy/local/loadtest.sh --rate 1000 --duration 60s
 #   deploy/local/loadtest.sh --connections 64 --duration 20s        # closed loop: the ceiling
 # Tenants: CALLGATE_LT_COMPANIES (100) x CALLGATE_LT_NUMBERS (30); librdkafka properties:
-# CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES, CALLGATE_LT_WORKER_KAFKA_PROPERTIES. CALLGATE_LT_WORKER=off
+# CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES, CALLGATE_LT_WORKER_KAFKA_PROPERTIES (the worker's
+# consumer, e.g. fetch.wait.max.ms=10). CALLGATE_LT_WORKER=off
 # measures the gateway with only the broker beside it (no worker, no end-to-end figures). Other
 # CALLGATE_* variables reach the gateway and worker (e.g. CALLGATE_KAFKA_PRODUCERS=1).
 # Reports, and the gateway's and worker's logs, in .local/loadtest/.
@@ -43,7 +44,8 @@ END_TO_END=(--database-url "$DATABASE_URL" --baseline-db)
 if [ "${CALLGATE_LT_WORKER:-on}" = off ]; then
     END_TO_END=()
 else
-    CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-$TANSU_WORKER_PROPERTIES}" CALLGATE_WORKER_LISTEN="$WORKER" \
+    CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-$TANSU_CONSUMER_PROPERTIES}" \
+        CALLGATE_KAFKA_PRODUCER_PROPERTIES="$TANSU_PRODUCER_PROPERTIES" CALLGATE_WORKER_LISTEN="$WORKER" \
         CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
         target/release/callgate-worker run 2>"$OUT/$stamp-worker.log" &
     WORKER_PID=$!
@@ -59,6 +61,11 @@ until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 # The run reads the database only when told to (END_TO_END), not from the exported variable.
 env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" "${END_TO_END[@]}" \
     --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties "$TANSU_PRODUCER_PROPERTIES" \
-    --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@"
+    --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@" &
+RUN_PID=$!
+track "$RUN_PID"
+# Waited on, not run in the foreground, so that a TERM stops the run and the stack at once
+# instead of after the run's last leg.
+wait "$RUN_PID"
 log "memory (RSS): gateway $(ps -o rss= -p "$GATEWAY_PID") KiB${WORKER_PID:+, worker $(ps -o rss= -p "$WORKER_PID") KiB}"
 log "report: $OUT/$stamp.json, chart: $OUT/$stamp.svg, logs: $OUT/$stamp-{gateway,worker}.log"

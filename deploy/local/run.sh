@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything and runs callgate locally: Postgres, the Kafka-protocol broker, topics,
-# migrations, a demo tenant, the worker in the background, then the gateway in the foreground
-# (Ctrl-C stops it all).
+# migrations, a demo tenant, the fake Cal.com, the worker and the gateway (Ctrl-C or TERM stops
+# it all).
 # Installs what is missing, reuses what is there (the tansu build is cached).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -25,7 +25,8 @@ target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
 target/release/fake-calcom --listen "$CALCOM_LISTEN" &
 track $!
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_WORKER_PROPERTIES}" \
+CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_KAFKA_CONSUMER_PROPERTIES:-$TANSU_CONSUMER_PROPERTIES}" \
+    CALLGATE_KAFKA_PRODUCER_PROPERTIES="${CALLGATE_KAFKA_PRODUCER_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" \
     CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
     target/release/callgate-worker run &
 track $!
@@ -44,4 +45,10 @@ cat >&2 <<INFO
 
 INFO
 # The tansu settings: lib.sh, TANSU_*_PROPERTIES.
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" target/release/callgate-gateway serve
+CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" target/release/callgate-gateway serve &
+GATEWAY_PID=$!
+track "$GATEWAY_PID"
+# Waiting on the gateway rather than running it in the foreground: a TERM to this script (not
+# only Ctrl-C to the terminal's whole group) then stops the gateway too, and if the gateway
+# exits the rest of the stack goes with it.
+wait "$GATEWAY_PID"

@@ -33,6 +33,9 @@ pub fn run_args(db: &TestDb, topic: &str, group: &str, dlq_topic: &str) -> Vec<S
         group,
         "--kafka-stats-interval",
         "1s",
+        // The DLQ producer writes to tansu too.
+        "--kafka-producer-properties",
+        crate::TANSU_PRODUCER_PROPERTIES,
     ]
     .iter()
     .map(|s| (*s).to_owned())

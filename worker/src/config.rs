@@ -38,9 +38,21 @@ pub struct RunConfig {
     #[arg(long, env = "CALLGATE_KAFKA_GROUP_ID", default_value = "callgate-worker")]
     pub kafka_group_id: String,
 
-    /// Extra librdkafka properties, `key=value` separated by commas (e.g. TLS or SASL settings).
+    /// Extra librdkafka properties for both the consumer and the DLQ producer, `key=value`
+    /// separated by commas (e.g. TLS or SASL settings).
     #[arg(long, env = "CALLGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
     pub kafka_properties: Vec<String>,
+
+    /// Extra librdkafka properties for the consumer only (e.g. `fetch.wait.max.ms`); applied
+    /// after `--kafka-properties`. librdkafka warns at start about a property given to the
+    /// wrong kind of client, so each goes where it applies.
+    #[arg(long, env = "CALLGATE_KAFKA_CONSUMER_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
+    pub kafka_consumer_properties: Vec<String>,
+
+    /// Extra librdkafka properties for the DLQ producer only (e.g. `batch.num.messages`);
+    /// applied after `--kafka-properties`.
+    #[arg(long, env = "CALLGATE_KAFKA_PRODUCER_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
+    pub kafka_producer_properties: Vec<String>,
 
     /// How often librdkafka reports statistics (consumer lag per partition).
     #[arg(long, env = "CALLGATE_KAFKA_STATS_INTERVAL", value_parser = parse_duration, default_value = "5s")]

@@ -115,10 +115,11 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
 
 pub type KafkaConsumer = StreamConsumer<WorkerContext>;
 
-fn client_config(config: &RunConfig) -> ClientConfig {
+/// The shared settings, then `own`: the properties of this kind of client only.
+fn client_config(config: &RunConfig, own: &[String]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
-    for property in &config.kafka_properties {
+    for property in config.kafka_properties.iter().chain(own) {
         if let Some((key, value)) = property.split_once('=') {
             client.set(key.trim(), value.trim());
         }
@@ -128,7 +129,7 @@ fn client_config(config: &RunConfig) -> ClientConfig {
 
 /// A consumer in the group, subscribed, committing only by hand.
 pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned) -> Result<KafkaConsumer, KafkaError> {
-    let mut client = client_config(config);
+    let mut client = client_config(config, &config.kafka_consumer_properties);
     client
         .set("group.id", &config.kafka_group_id)
         .set("client.id", "callgate-worker")
@@ -149,7 +150,7 @@ pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned)
 }
 
 pub fn create_dlq_producer(config: &RunConfig) -> Result<FutureProducer, KafkaError> {
-    client_config(config)
+    client_config(config, &config.kafka_producer_properties)
         .set("client.id", "callgate-worker-dlq")
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -585,4 +586,38 @@ fn is_booking(message: &OwnedMessage) -> bool {
             .iter()
             .any(|h| h.key == record_headers::ENVELOPE_KIND && h.value == Some(booking::BOOKING_KIND.as_bytes()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn each_client_gets_the_shared_properties_and_only_its_own() {
+        let cli = Cli::try_parse_from([
+            "callgate-worker",
+            "run",
+            "--database-url",
+            "postgres://h/db",
+            "--kafka-properties",
+            "security.protocol=ssl, fetch.wait.max.ms=500",
+            "--kafka-consumer-properties",
+            "fetch.wait.max.ms=100",
+            "--kafka-producer-properties",
+            "batch.num.messages=1",
+        ])
+        .unwrap();
+        let Command::Run(config) = &cli.command else { panic!("run expected") };
+        let consumer = client_config(config, &config.kafka_consumer_properties);
+        assert_eq!(consumer.get("security.protocol"), Some("ssl"));
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("100"), "the client's own value wins");
+        assert_eq!(consumer.get("batch.num.messages"), None);
+        let producer = client_config(config, &config.kafka_producer_properties);
+        assert_eq!(producer.get("security.protocol"), Some("ssl"));
+        assert_eq!(producer.get("batch.num.messages"), Some("1"));
+        assert_eq!(producer.get("fetch.wait.max.ms"), Some("500"));
+    }
 }
