@@ -118,10 +118,8 @@ impl Publisher {
             // Fail fast on a dead broker instead of backing off for long.
             .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "callgate-gateway");
-        for property in &config.properties {
-            if let Some((key, value)) = property.split_once('=') {
-                client_config.set(key.trim(), value.trim());
-            }
+        for (key, value) in callgate_ops::kafka_properties(&config.properties) {
+            client_config.set(key, value);
         }
         let slots = (0..config.producers.max(1))
             .map(|_| {

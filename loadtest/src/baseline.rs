@@ -51,10 +51,8 @@ pub async fn bare_producer(
         .set("acks", "all")
         .set("linger.ms", "0")
         .set("message.timeout.ms", "5000");
-    for property in properties {
-        if let Some((k, v)) = property.split_once('=') {
-            config.set(k.trim(), v.trim());
-        }
+    for (key, value) in callgate_ops::kafka_properties(properties) {
+        config.set(key, value);
     }
     create_topic(&config, topic).await?;
     let producer: FutureProducer = config.create()?;

@@ -80,6 +80,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The `key=value` pairs of a librdkafka property list (`--kafka-properties` and the like),
+/// trimmed, in order (a later pair for the same key wins when set). An entry without `=` is
+/// skipped.
+pub fn kafka_properties<S: AsRef<str>>(entries: &[S]) -> impl Iterator<Item = (&str, &str)> {
+    entries.iter().filter_map(|entry| entry.as_ref().split_once('=')).map(|(key, value)| (key.trim(), value.trim()))
+}
+
 /// Resolves on Ctrl-C or SIGTERM (what an orchestrator sends before it kills).
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -111,6 +118,13 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn kafka_properties_are_trimmed_pairs() {
+        let entries = ["security.protocol=ssl", " sasl.password = a=b ", "no-equals-sign"];
+        let pairs: Vec<_> = kafka_properties(&entries).collect();
+        assert_eq!(pairs, [("security.protocol", "ssl"), ("sasl.password", "a=b")]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use callgate_contract::EventEnvelope;
 use callgate_contract::booking::{self, BookingEnvelope};
 use callgate_contract::call::normalize;
 use callgate_contract::envelope::{ENVELOPE_VERSION, headers as record_headers};
+use callgate_ops::kafka_properties;
 use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -119,10 +120,8 @@ pub type KafkaConsumer = StreamConsumer<WorkerContext>;
 fn client_config(config: &RunConfig, own: &[String]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
-    for property in config.kafka_properties.iter().chain(own) {
-        if let Some((key, value)) = property.split_once('=') {
-            client.set(key.trim(), value.trim());
-        }
+    for (key, value) in kafka_properties(&config.kafka_properties).chain(kafka_properties(own)) {
+        client.set(key, value);
     }
     client
 }
