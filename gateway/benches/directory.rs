@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use callgate_contract::secrets::Secret;
 use callgate_contract::{BranchId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route};
-use callgate_gateway::directory::{Account, AccountSettings, ChangeSet, Directory, NumberEntry};
+use callgate_gateway::directory::{Account, AccountSettings, ChangeSet, Directory, NumberEntry, RotatingSecret};
 use criterion::Criterion;
 use uuid::Uuid;
 
@@ -40,8 +40,7 @@ fn build() -> Directory {
                 id: ProviderAccountId(Uuid::new_v4()),
                 company_id: CompanyId(Uuid::new_v4()),
                 provider: Provider::Retell,
-                current_secret: Secret::new(b"a-retell-api-key-of-typical-length".to_vec()),
-                previous_secret: None,
+                signing_secret: RotatingSecret::new(Secret::new(b"a-retell-api-key-of-typical-length".to_vec())),
                 settings: AccountSettings::Retell,
             }));
         }

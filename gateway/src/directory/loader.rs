@@ -10,6 +10,7 @@ use callgate_contract::secrets::{
 };
 use callgate_contract::{
     BranchId, CalcomAccountId, CompanyId, E164, PhoneNumberId, Provider, ProviderAccountId, Route, SecretCipher,
+    SecretError,
 };
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use callgate_contract::settings::parse_settings;
 
-use super::{Account, CalendarEntry, Calendars, ChangeSet, Directory, NumberEntry};
+use super::{Account, CalendarEntry, Calendars, ChangeSet, Directory, NumberEntry, RotatingSecret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -207,18 +208,34 @@ impl Loader {
         Ok(calendars)
     }
 
-    fn calendar(&self, row: CalendarRow) -> Result<(Arc<str>, CalendarEntry), callgate_contract::SecretError> {
-        let current_secret =
-            self.cipher.open(&row.webhook_secret, &calcom_binding(row.id, CalcomColumn::WebhookSecret))?;
-        let previous_secret = match row.previous_webhook_secret {
-            Some(sealed) => Some((
-                self.cipher.open(&sealed, &calcom_binding(row.id, CalcomColumn::PreviousWebhookSecret))?,
-                row.previous_webhook_secret_expires_at,
-            )),
-            None => None,
-        };
+    fn calendar(&self, row: CalendarRow) -> Result<(Arc<str>, CalendarEntry), SecretError> {
+        let webhook_secret = self.open_rotating(
+            &row.webhook_secret,
+            &calcom_binding(row.id, CalcomColumn::WebhookSecret),
+            row.previous_webhook_secret.as_deref(),
+            &calcom_binding(row.id, CalcomColumn::PreviousWebhookSecret),
+            row.previous_webhook_secret_expires_at,
+        )?;
         let route = CalendarRoute { company_id: CompanyId(row.company_id), calcom_account_id: CalcomAccountId(row.id) };
-        Ok((Arc::from(row.webhook_path), CalendarEntry { route, current_secret, previous_secret }))
+        Ok((Arc::from(row.webhook_path), CalendarEntry { route, webhook_secret }))
+    }
+
+    /// Opens a secret and, if there is one, the secret it is replacing; each sealed under its
+    /// own binding.
+    fn open_rotating(
+        &self,
+        current: &[u8],
+        current_binding: &[u8],
+        previous: Option<&[u8]>,
+        previous_binding: &[u8],
+        previous_expires_at: Option<DateTime<Utc>>,
+    ) -> Result<RotatingSecret, SecretError> {
+        Ok(RotatingSecret {
+            current: self.cipher.open(current, current_binding)?,
+            previous: previous
+                .map(|sealed| Ok::<_, SecretError>((self.cipher.open(sealed, previous_binding)?, previous_expires_at)))
+                .transpose()?,
+        })
     }
 
     async fn accounts(&self, only: Option<Vec<Uuid>>) -> Result<LoadedAccounts, LoadError> {
@@ -250,20 +267,18 @@ impl Loader {
     fn account(&self, row: AccountRow) -> Result<Account, AccountError> {
         let provider: Provider = row.provider.parse().map_err(|_| AccountError::Provider(row.provider.clone()))?;
         let settings = parse_settings(provider, &row.settings)?;
-        let current_secret = self.cipher.open(&row.signing_secret, &signing_secret_binding(row.id))?;
-        let previous_secret = match row.previous_signing_secret {
-            Some(sealed) => Some((
-                self.cipher.open(&sealed, &previous_signing_secret_binding(row.id))?,
-                row.previous_secret_expires_at,
-            )),
-            None => None,
-        };
+        let signing_secret = self.open_rotating(
+            &row.signing_secret,
+            &signing_secret_binding(row.id),
+            row.previous_signing_secret.as_deref(),
+            &previous_signing_secret_binding(row.id),
+            row.previous_secret_expires_at,
+        )?;
         Ok(Account {
             id: ProviderAccountId(row.id),
             company_id: CompanyId(row.company_id),
             provider,
-            current_secret,
-            previous_secret,
+            signing_secret,
             settings,
         })
     }

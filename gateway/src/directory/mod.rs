@@ -29,48 +29,42 @@ pub struct Account {
     pub id: ProviderAccountId,
     pub company_id: CompanyId,
     pub provider: Provider,
-    pub current_secret: Secret,
-    /// The secret being rotated out, and when it stops being accepted (None: until removed).
-    pub previous_secret: Option<(Secret, Option<DateTime<Utc>>)>,
+    pub signing_secret: RotatingSecret,
     pub settings: AccountSettings,
 }
 
-impl Account {
+/// A secret, decrypted, and the one it replaced while that is still accepted.
+#[derive(Debug)]
+pub struct RotatingSecret {
+    pub current: Secret,
+    /// The secret being rotated out, and when it stops being accepted (None: until removed).
+    pub previous: Option<(Secret, Option<DateTime<Utc>>)>,
+}
+
+impl RotatingSecret {
+    /// A secret with nothing being rotated out.
+    pub fn new(current: Secret) -> Self {
+        Self { current, previous: None }
+    }
+
     /// The secrets a signature may be made with at `now`: current first, then a previous one
     /// still inside its rotation window.
     pub fn secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
-        candidate_secrets(&self.current_secret, self.previous_secret.as_ref(), now)
+        let mut out = vec![self.current.expose()];
+        if let Some((previous, expires)) = &self.previous
+            && expires.is_none_or(|at| now < at)
+        {
+            out.push(previous.expose());
+        }
+        out
     }
-}
-
-/// Current secret first, then a previous one still inside its rotation window.
-fn candidate_secrets<'a>(
-    current: &'a Secret,
-    previous: Option<&'a (Secret, Option<DateTime<Utc>>)>,
-    now: DateTime<Utc>,
-) -> Vec<&'a [u8]> {
-    let mut out = vec![current.expose()];
-    if let Some((previous, expires)) = previous
-        && expires.is_none_or(|at| now < at)
-    {
-        out.push(previous.expose());
-    }
-    out
 }
 
 /// A company's Cal.com webhook endpoint and its secrets, decrypted.
 #[derive(Debug)]
 pub struct CalendarEntry {
     pub route: CalendarRoute,
-    pub current_secret: Secret,
-    pub previous_secret: Option<(Secret, Option<DateTime<Utc>>)>,
-}
-
-impl CalendarEntry {
-    /// The webhook secrets a delivery may be signed with at `now`.
-    pub fn secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
-        candidate_secrets(&self.current_secret, self.previous_secret.as_ref(), now)
-    }
+    pub webhook_secret: RotatingSecret,
 }
 
 /// Cal.com endpoints by their path segment. There is one per company, so copying the map on
@@ -356,8 +350,7 @@ mod tests {
             id: ProviderAccountId(Uuid::new_v4()),
             company_id: CompanyId(company),
             provider: Provider::Retell,
-            current_secret: Secret::new(b"k".to_vec()),
-            previous_secret: None,
+            signing_secret: RotatingSecret::new(Secret::new(b"k".to_vec())),
             settings: AccountSettings::Retell,
         });
         NumberEntry {
@@ -436,18 +429,15 @@ mod tests {
     #[test]
     fn previous_secret_honours_its_expiry() {
         let now = Utc::now();
-        let mut account = Account {
-            id: ProviderAccountId(Uuid::new_v4()),
-            company_id: CompanyId(Uuid::new_v4()),
-            provider: Provider::Twilio,
-            current_secret: Secret::new(b"new".to_vec()),
-            previous_secret: Some((Secret::new(b"old".to_vec()), Some(now + chrono::Duration::minutes(5)))),
-            settings: AccountSettings::Twilio { public_base_url: None },
+        let mut secret = RotatingSecret {
+            current: Secret::new(b"new".to_vec()),
+            previous: Some((Secret::new(b"old".to_vec()), Some(now + chrono::Duration::minutes(5)))),
         };
-        assert_eq!(account.secrets(now), vec![&b"new"[..], &b"old"[..]]);
-        account.previous_secret = Some((Secret::new(b"old".to_vec()), Some(now - chrono::Duration::seconds(1))));
-        assert_eq!(account.secrets(now), vec![&b"new"[..]]);
-        account.previous_secret = Some((Secret::new(b"old".to_vec()), None));
-        assert_eq!(account.secrets(now).len(), 2);
+        assert_eq!(secret.secrets(now), vec![&b"new"[..], &b"old"[..]]);
+        secret.previous = Some((Secret::new(b"old".to_vec()), Some(now - chrono::Duration::seconds(1))));
+        assert_eq!(secret.secrets(now), vec![&b"new"[..]]);
+        secret.previous = Some((Secret::new(b"old".to_vec()), None));
+        assert_eq!(secret.secrets(now).len(), 2);
+        assert_eq!(RotatingSecret::new(Secret::new(b"only".to_vec())).secrets(now), vec![&b"only"[..]]);
     }
 }

@@ -27,7 +27,7 @@ async fn process(state: AppState, endpoint: String, incoming: Incoming) -> Resul
 
     let verify_started = std::time::Instant::now();
     let signature = parts.headers.get(calcom::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    calcom::verify(&entry.secrets(chrono::Utc::now()), &body, signature)?;
+    calcom::verify(&entry.webhook_secret.secrets(chrono::Utc::now()), &body, signature)?;
     observe_stage(&state, "verify", verify_started);
 
     let (event_type, booking_uid) = booking::routing(&body).map_err(|e| MalformedPayload(e.0))?;

@@ -284,7 +284,7 @@ fn verify(
     public_url: Option<&str>,
 ) -> Result<(), WebhookError> {
     let now = chrono::Utc::now();
-    let secrets = entry.account.secrets(now);
+    let secrets = entry.account.signing_secret.secrets(now);
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
     match (&entry.account.settings, provider) {
