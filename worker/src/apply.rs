@@ -249,6 +249,13 @@ pub(crate) async fn record_event(
     Ok(inserted == 1)
 }
 
+/// The reason the `appointments_history` trigger records for the appointment changes made
+/// later in this transaction (it reads the setting; see the calls migration).
+pub(crate) async fn set_status_reason(conn: &mut PgConnection, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(reason).execute(conn).await?;
+    Ok(())
+}
+
 #[derive(Debug)]
 enum Upserted {
     Call(CallRow),
@@ -511,10 +518,8 @@ async fn create_appointment(
     let company = env.route.company_id.0;
     let key = appointments::idempotency_key(company, call.id, start, service.id);
     let end = start + chrono::Duration::minutes(i64::from(service.duration_minutes));
-    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)")
-        .bind(format!("created from the analysis of {} call {}", env.provider, env.provider_call_id))
-        .execute(&mut *conn)
-        .await?;
+    let reason = format!("created from the analysis of {} call {}", env.provider, env.provider_call_id);
+    set_status_reason(conn, &reason).await?;
     let created = sqlx::query(
         "INSERT INTO appointments (company_id, branch_id, call_id, customer_id, service_id, starts_at, ends_at, \
          timezone, customer_name, customer_email, notes, idempotency_key) \

@@ -10,7 +10,7 @@ use callgate_contract::booking::{BookingChange, Trigger};
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use crate::apply::{BookingRecord, Outcome, Prepared, record_event};
+use crate::apply::{BookingRecord, Outcome, Prepared, record_event, set_status_reason};
 
 /// What a booking change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ async fn write(
         Some(reason) => format!("Cal.com {trigger}: {reason}"),
         None => format!("Cal.com {trigger}"),
     };
-    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(&reason).execute(&mut *conn).await?;
+    set_status_reason(conn, &reason).await?;
     let status = match change.trigger {
         Trigger::Created => "booked",
         // Waits for the host's confirmation.

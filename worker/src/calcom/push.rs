@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::client::{Attendee, Booking, Budget, Client, Created, Lookup, NewBooking};
+use crate::apply::set_status_reason;
 use crate::config::CalcomConfig;
 use crate::consumer::{dlq_headers, stop_requested};
 use crate::metrics::Metrics;
@@ -366,7 +367,7 @@ impl Pusher {
     async fn settle(&self, claim: &Claim, settled: &Settled) -> Result<bool, sqlx::Error> {
         let (result, reason) = Self::outcome(settled);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(&reason).execute(&mut *tx).await?;
+        set_status_reason(&mut tx, &reason).await?;
         let done = match settled {
             Settled::Synced { booking, .. } => {
                 sqlx::query(
