@@ -83,7 +83,13 @@ pub struct ServeConfig {
     pub kafka_producers: u16,
 
     /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
-    #[arg(long, env = "CALLGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = callgate_ops::KafkaPropertyParser
+    )]
     pub kafka_properties: Vec<SecretString>,
 
     /// Largest accepted request body in bytes; larger ones get 413. Retell call_analyzed
@@ -181,5 +187,28 @@ mod tests {
         .unwrap();
         let text = format!("{cli:?}");
         assert!(!text.contains("hunter2") && !text.contains("c2VjcmV0"), "{text}");
+    }
+
+    #[test]
+    fn a_kafka_property_without_equals_is_refused_without_echoing_it() {
+        let serve = |property: &str| {
+            Cli::try_parse_from([
+                "callgate-gateway",
+                "serve",
+                "--database-url",
+                "postgres://h/db",
+                "--secret-key",
+                "c2VjcmV0",
+                "--kafka-properties",
+                property,
+            ])
+        };
+        let cli = serve("security.protocol=ssl,sasl.password=hunter2").unwrap();
+        let Command::Serve(config) = cli.command else { panic!("serve expected") };
+        assert_eq!(config.kafka_properties.len(), 2);
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let error = serve("security.protocol=ssl,sasl.password:hunter2").unwrap_err().to_string();
+        assert!(error.contains("--kafka-properties") && error.contains("key=value"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

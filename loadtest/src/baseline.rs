@@ -39,7 +39,7 @@ pub struct Produced {
 pub async fn bare_producer(
     brokers: &str,
     topic: &str,
-    properties: &[String],
+    properties: &[callgate_ops::SecretString],
     records: u64,
     bytes: usize,
     in_flight: usize,

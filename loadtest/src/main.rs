@@ -121,8 +121,8 @@ struct RunArgs {
     #[arg(long)]
     baseline_kafka: Option<String>,
     /// librdkafka properties for the bare producer (use the gateway's).
-    #[arg(long, value_delimiter = ',')]
-    baseline_kafka_properties: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = callgate_ops::KafkaPropertyParser)]
+    baseline_kafka_properties: Vec<callgate_ops::SecretString>,
     /// Then insert as many call-shaped rows as calls were sent, batched, into a scratch table
     /// of --database-url (the database ceiling).
     #[arg(long)]

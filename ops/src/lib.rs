@@ -80,9 +80,43 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The `key=value` pairs of a librdkafka property list (`--kafka-properties` and the like),
-/// trimmed, in order (a later pair for the same key wins when set). An entry without `=` is
-/// skipped.
+/// One entry of a librdkafka property list (`--kafka-properties` and the like): `key=value`.
+/// A typo such as `security.protocol:ssl` must stop the start with a clear error, not start a
+/// client without that setting.
+pub fn parse_kafka_property(text: &str) -> Result<SecretString, String> {
+    match text.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(SecretString(text.to_owned())),
+        _ => Err("a Kafka property must be key=value (the entry is not shown: it may hold a credential)".to_owned()),
+    }
+}
+
+/// clap's value parser for [`parse_kafka_property`]. clap's own errors quote the rejected
+/// value, and an entry may hold a credential (`sasl.password=…`), so this one names only the
+/// option.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaPropertyParser;
+
+impl clap::builder::TypedValueParser for KafkaPropertyParser {
+    type Value = SecretString;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretString, clap::Error> {
+        let parsed =
+            value.to_str().ok_or_else(|| "a Kafka property must be UTF-8".to_owned()).and_then(parse_kafka_property);
+        parsed.map_err(|message| {
+            let option = arg.map_or_else(|| "a Kafka property".to_owned(), ToString::to_string);
+            cmd.clone()
+                .error(clap::error::ErrorKind::ValueValidation, format!("invalid value for '{option}': {message}"))
+        })
+    }
+}
+
+/// The `key=value` pairs of a librdkafka property list (entries checked by
+/// [`parse_kafka_property`]), trimmed, in order (a later pair for the same key wins when set).
 pub fn kafka_properties<S: AsRef<str>>(entries: &[S]) -> impl Iterator<Item = (&str, &str)> {
     entries.iter().filter_map(|entry| entry.as_ref().split_once('=')).map(|(key, value)| (key.trim(), value.trim()))
 }
@@ -118,6 +152,18 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn kafka_property_entries_need_a_key_and_an_equals_sign() {
+        assert_eq!(parse_kafka_property("sasl.password=a=b").unwrap().expose(), "sasl.password=a=b");
+        assert!(parse_kafka_property("acks=").is_ok(), "an empty value is librdkafka's to judge");
+        for bad in ["security.protocol:ssl", "=ssl", " = x", ""] {
+            let error = parse_kafka_property(bad).unwrap_err();
+            assert!(error.contains("key=value"), "{bad:?}: {error}");
+        }
+        let error = parse_kafka_property("sasl.password hunter2").unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

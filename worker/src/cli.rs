@@ -436,4 +436,18 @@ mod tests {
         assert_eq!(config.batch_max_records, 500);
         assert!(!format!("{cli:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn kafka_properties_are_checked_and_never_echoed() {
+        for option in ["--kafka-properties", "--kafka-consumer-properties", "--kafka-producer-properties"] {
+            let run = |property: &str| {
+                Cli::try_parse_from(["callgate-worker", "run", "--database-url", "postgres://h/db", option, property])
+            };
+            let cli = run("sasl.password=hunter2").unwrap();
+            assert!(!format!("{cli:?}").contains("hunter2"), "{option}");
+            let error = run("sasl.password hunter2").unwrap_err().to_string();
+            assert!(error.contains(option) && error.contains("key=value"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
 }

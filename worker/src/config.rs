@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use callgate_contract::envelope::{DLQ_TOPIC, EVENTS_TOPIC};
-use callgate_ops::{LogConfig, SecretString, parse_duration};
+use callgate_ops::{KafkaPropertyParser, LogConfig, SecretString, parse_duration};
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
@@ -40,19 +40,37 @@ pub struct RunConfig {
 
     /// Extra librdkafka properties for both the consumer and the DLQ producer, `key=value`
     /// separated by commas (e.g. TLS or SASL settings).
-    #[arg(long, env = "CALLGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
-    pub kafka_properties: Vec<String>,
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = KafkaPropertyParser
+    )]
+    pub kafka_properties: Vec<SecretString>,
 
     /// Extra librdkafka properties for the consumer only (e.g. `fetch.wait.max.ms`); applied
     /// after `--kafka-properties`. librdkafka warns at start about a property given to the
     /// wrong kind of client, so each goes where it applies.
-    #[arg(long, env = "CALLGATE_KAFKA_CONSUMER_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
-    pub kafka_consumer_properties: Vec<String>,
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_CONSUMER_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = KafkaPropertyParser
+    )]
+    pub kafka_consumer_properties: Vec<SecretString>,
 
     /// Extra librdkafka properties for the DLQ producer only (e.g. `batch.num.messages`);
     /// applied after `--kafka-properties`.
-    #[arg(long, env = "CALLGATE_KAFKA_PRODUCER_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
-    pub kafka_producer_properties: Vec<String>,
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_PRODUCER_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = KafkaPropertyParser
+    )]
+    pub kafka_producer_properties: Vec<SecretString>,
 
     /// How often librdkafka reports statistics (consumer lag per partition).
     #[arg(long, env = "CALLGATE_KAFKA_STATS_INTERVAL", value_parser = parse_duration, default_value = "5s")]

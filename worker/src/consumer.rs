@@ -17,7 +17,7 @@ use callgate_contract::EventEnvelope;
 use callgate_contract::booking::{self, BookingEnvelope};
 use callgate_contract::call::normalize;
 use callgate_contract::envelope::{ENVELOPE_VERSION, headers as record_headers};
-use callgate_ops::kafka_properties;
+use callgate_ops::{SecretString, kafka_properties};
 use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -117,7 +117,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
 pub type KafkaConsumer = StreamConsumer<WorkerContext>;
 
 /// The shared settings, then `own`: the properties of this kind of client only.
-fn client_config(config: &RunConfig, own: &[String]) -> ClientConfig {
+fn client_config(config: &RunConfig, own: &[SecretString]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
     for (key, value) in kafka_properties(&config.kafka_properties).chain(kafka_properties(own)) {
