@@ -2,7 +2,7 @@
 # Shared by deploy/local/*.sh: installs what is missing, starts and stops the local stack.
 #
 # The stack is real, on loopback: a throwaway Postgres cluster (the Debian server, run as the
-# `postgres` user) and tansu, a Kafka-protocol broker built once with cargo and cached under
+# `postgres` user) and nisshi, a Kafka-protocol broker built once with cargo and cached under
 # $CALLGATE_CACHE (default ~/.cache/callgate). Each stack ("dev", "test") has its own ports
 # and state directory under .local/.
 
@@ -10,19 +10,24 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CALLGATE_CACHE="${CALLGATE_CACHE:-$HOME/.cache/callgate}"
-TANSU_VERSION="0.6.0"
-TANSU_BIN="${CALLGATE_TANSU_BIN:-$CALLGATE_CACHE/tansu-$TANSU_VERSION/bin/tansu}"
+# nisshi 0.6.0: 0.7 and later need a newer rustc than these machines have.
+NISSHI_VERSION="0.6.0"
+BROKER_BIN="${CALLGATE_BROKER_BIN:-$CALLGATE_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi}"
 # Partitions of call-events.v1: the ceiling on worker parallelism; 12 splits evenly over
 # 1, 2, 3, 4 or 6 workers.
 EVENTS_PARTITIONS="${CALLGATE_EVENTS_PARTITIONS:-12}"
-# librdkafka settings for tansu 0.6.0 (README, "Two quirks of the local broker"); real Kafka
-# needs neither. It cannot serve a fetch that starts inside a record batch, so producers send
-# one record per batch. And it holds a fetch for the whole fetch.wait.max.ms even when records
-# arrive meanwhile: the default 500 ms would be most of the end-to-end latency, 10 ms loads it
-# so much that the gateway's acks slow down (BENCHMARKS.md, "fetch wait").
-# Each kind of client gets only its own (librdkafka warns about the others at every start).
-TANSU_PRODUCER_PROPERTIES="batch.num.messages=1"
-TANSU_CONSUMER_PROPERTIES="fetch.wait.max.ms=100"
+# The largest webhook body the gateway accepts (its --max-body-bytes default, 8 MiB): the events
+# topic must take a record that size plus the envelope around it.
+TOPIC_MAX_MESSAGE_BYTES="${CALLGATE_TOPIC_MAX_MESSAGE_BYTES:-10485760}"
+# The worker's consumer settings against the local broker (README, "The local broker"); real
+# Kafka needs neither.
+# - nisshi does not answer a waiting fetch when records arrive; it looks again after half the
+#   remaining wait, so librdkafka's default 500 ms wait adds up to 250 ms to every record's way
+#   to the worker (BENCHMARKS.md, "fetch wait").
+# - nisshi holds every JoinGroup for half the session timeout, waiting for more members: with
+#   librdkafka's default 45 s, a worker owns no partition for 22.5 s after it starts and after
+#   every rebalance. 6 s is Kafka's smallest allowed session timeout (3 s per join).
+BROKER_CONSUMER_PROPERTIES="fetch.wait.max.ms=100,session.timeout.ms=6000"
 
 log() { printf '\033[1;34m[callgate]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[callgate]\033[0m %s\n' "$*" >&2; exit 1; }
@@ -60,14 +65,16 @@ pg_bindir() {
     [ -n "$dir" ] && [ -x "$dir/pg_ctl" ] && echo "$dir"
 }
 
-# Builds tansu once (about 7 minutes on 2 cores) and caches the binary.
-ensure_tansu() {
-    if [ -x "$TANSU_BIN" ]; then return; fi
-    log "building tansu $TANSU_VERSION once (about 7 minutes; cached in $CALLGATE_CACHE)"
+# Builds nisshi once (about 10 minutes on 2 cores) and caches the binary. Without features it
+# has no storage engine at all: `dynostore` brings memory://, `libsql` sqlite://, and `postgres`
+# is the engine set this version was checked with (README, "The local broker").
+ensure_broker() {
+    if [ -x "$BROKER_BIN" ]; then return; fi
+    log "building nisshi $NISSHI_VERSION once (about 10 minutes; cached in $CALLGATE_CACHE)"
     mkdir -p "$CALLGATE_CACHE"
-    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore \
-        --root "$CALLGATE_CACHE/tansu-$TANSU_VERSION" >"$CALLGATE_CACHE/tansu-build.log" 2>&1 \
-        || die "tansu build failed; see $CALLGATE_CACHE/tansu-build.log"
+    cargo install nisshi --locked --version "$NISSHI_VERSION" --features dynostore,libsql,postgres \
+        --root "$CALLGATE_CACHE/nisshi-$NISSHI_VERSION" >"$CALLGATE_CACHE/nisshi-build.log" 2>&1 \
+        || die "nisshi build failed; see $CALLGATE_CACHE/nisshi-build.log"
 }
 
 # stack_env NAME PG_PORT KAFKA_PORT: sets the variables describing one stack. Ports are kept
@@ -139,35 +146,63 @@ remove_stray_postgres() {
     esac
 }
 
-start_tansu() {
-    stop_tansu
-    wait_port free "$KAFKA_PORT" "the broker"
-    mkdir -p "$STATE"
-    # Its own session: a Ctrl-C at the terminal reaches the whole foreground group, and the
-    # broker must outlive the gateway and worker while they drain; stop_stack stops it last.
-    setsid nohup "$TANSU_BIN" broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "memory://tansu/" >"$STATE/tansu.log" 2>&1 &
-    echo $! >"$STATE/tansu.pid"
-    wait_port open "$KAFKA_PORT" "tansu"
-    log "Kafka-protocol broker (tansu) on 127.0.0.1:$KAFKA_PORT"
+# The broker's storage engine, chosen per stack (README, "The local broker"): `sqlite` keeps
+# every acknowledged record across a crash and restart, as Kafka does (run.sh, loadtest.sh);
+# `memory` is faster and forgets everything when the broker stops (test.sh, with-stack.sh,
+# where each test or bench makes its own topics and a restart test runs a broker of its own).
+# CALLGATE_BROKER_STORAGE overrides the script's choice. Either way the state is thrown away
+# at the next start, like the Postgres cluster.
+broker_storage_url() {
+    case "$1" in
+    memory) echo "memory://callgate/" ;;
+    # Relative to the broker's working directory, $STATE/broker.
+    sqlite) echo "sqlite://broker.db" ;;
+    *) die "CALLGATE_BROKER_STORAGE must be memory or sqlite, not '$1'" ;;
+    esac
 }
 
-stop_tansu() {
-    if [ -f "$STATE/tansu.pid" ]; then
-        kill "$(cat "$STATE/tansu.pid")" 2>/dev/null || true
-        rm -f "$STATE/tansu.pid"
+start_broker() {
+    local storage="${CALLGATE_BROKER_STORAGE:-$1}" url
+    url="$(broker_storage_url "$storage")"
+    stop_broker
+    wait_port free "$KAFKA_PORT" "the broker"
+    rm -rf "$STATE/broker"
+    mkdir -p "$STATE/broker"
+    # Its own session: a Ctrl-C at the terminal reaches the whole foreground group, and the
+    # broker must outlive the gateway and worker while they drain; stop_stack stops it last.
+    (cd "$STATE/broker" && exec setsid nohup "$BROKER_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine "$url" >"$STATE/broker.log" 2>&1) &
+    echo $! >"$STATE/broker.pid"
+    wait_port open "$KAFKA_PORT" "nisshi"
+    log "Kafka-protocol broker (nisshi, $storage storage) on 127.0.0.1:$KAFKA_PORT"
+}
+
+stop_broker() {
+    local pid
+    if [ -f "$STATE/broker.pid" ]; then
+        pid="$(cat "$STATE/broker.pid")"
+        kill "$pid" 2>/dev/null || true
+        # Its port and files are reused by the next start.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$STATE/broker.pid"
     fi
 }
 
+# create_topic NAME PARTITIONS [KEY=VALUE...]: topic configs as Kafka names them.
 create_topic() {
-    "$TANSU_BIN" topic create "$1" --partitions "$2" --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null
+    local name="$1" partitions="$2" configs=() kv
+    shift 2
+    for kv in "$@"; do configs+=(--config "$kv"); done
+    "$BROKER_BIN" topic create "$name" --partitions "$partitions" "${configs[@]}" \
+        --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null
 }
 
 create_topics() {
-    create_topic call-events.v1 "$EVENTS_PARTITIONS"
-    create_topic call-events.dlq.v1 1
+    create_topic call-events.v1 "$EVENTS_PARTITIONS" "max.message.bytes=$TOPIC_MAX_MESSAGE_BYTES"
+    create_topic call-events.dlq.v1 1 "max.message.bytes=$TOPIC_MAX_MESSAGE_BYTES"
     log "topics call-events.v1 ($EVENTS_PARTITIONS partitions) and call-events.dlq.v1"
 }
 
@@ -184,7 +219,7 @@ ensure_secret_key() {
 }
 
 # Processes a script starts beside its stack: on exit they are stopped and waited for (each by
-# its PID, never a bare `wait`, which would also wait for tansu), then the stack goes.
+# its PID, never a bare `wait`, which would also wait for the broker), then the stack goes.
 STACK_PIDS=()
 track() { STACK_PIDS+=("$1"); }
 
@@ -195,30 +230,32 @@ stop_stack() {
     trap '' INT TERM HUP
     for pid in "${STACK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    stop_tansu
+    stop_broker
     stop_postgres
     remove_stray_postgres
 }
 
-# start_stack NAME PG_PORT KAFKA_PORT: installs what is missing, starts a throwaway Postgres
-# and tansu, and stops them (after the tracked processes) on exit, including an exit by
+# start_stack NAME PG_PORT KAFKA_PORT STORAGE: installs what is missing, starts a throwaway
+# Postgres and the broker (STORAGE: memory or sqlite, see start_broker), and stops them (after the tracked processes) on exit, including an exit by
 # Ctrl-C, TERM or a closed terminal.
 start_stack() {
     ensure_packages
-    ensure_tansu
+    ensure_broker
     stack_env "$1" "$2" "$3"
     trap stop_stack EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
     trap 'exit 129' HUP
     start_postgres
-    start_tansu
+    start_broker "$4"
 }
 
-# start_test_stack NAME PG_PORT KAFKA_PORT: start_stack, and exports what the test harness reads.
+# start_test_stack NAME PG_PORT KAFKA_PORT: start_stack with the memory engine, and exports what
+# the test harness reads.
 start_test_stack() {
-    start_stack "$1" "$2" "$3"
+    start_stack "$1" "$2" "$3" memory
     export CALLGATE_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
     export CALLGATE_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-    export CALLGATE_TANSU_BIN="$TANSU_BIN"
+    export CALLGATE_BROKER_BIN="$BROKER_BIN"
+    export CALLGATE_TEST_KAFKA_CONSUMER_PROPERTIES="$BROKER_CONSUMER_PROPERTIES"
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# "How fast is callgate on this machine?" in one command: a throwaway stack (Postgres, tansu,
+# "How fast is callgate on this machine?" in one command: a throwaway stack (Postgres, nisshi,
 # a fake Cal.com), the release gateway and worker, load-test tenants seeded, then
 # callgate-loadtest against them with the same-run baselines. Arguments go to
 # `callgate-loadtest run` (default: 2,000 req/s open loop for 30 s), e.g.
@@ -10,7 +10,9 @@
 # consumer, e.g. fetch.wait.max.ms=10). CALLGATE_LT_WORKER=off
 # measures the gateway with only the broker beside it (no worker, no end-to-end figures). Other
 # CALLGATE_* variables reach the gateway and worker (e.g. CALLGATE_KAFKA_PRODUCERS=1).
-# Reports, and the gateway's and worker's logs, in .local/loadtest/.
+# The broker keeps its log in SQLite, as Kafka keeps its on disk (CALLGATE_BROKER_STORAGE=memory
+# for the faster engine that forgets). Reports, and the gateway's and worker's logs, in
+# .local/loadtest/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
@@ -19,7 +21,7 @@ GATEWAY="127.0.0.1:${CALLGATE_LT_GATEWAY_PORT:-28080}"
 WORKER="127.0.0.1:${CALLGATE_LT_WORKER_PORT:-29190}"
 CALCOM="127.0.0.1:${CALLGATE_LT_CALCOM_PORT:-28095}"
 OUT="$ROOT/.local/loadtest"
-start_stack loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}"
+start_stack loadtest "${CALLGATE_LT_PG_PORT:-25435}" "${CALLGATE_LT_KAFKA_PORT:-29095}" sqlite
 create_topics
 ensure_secret_key
 
@@ -38,21 +40,26 @@ events=()
 for c in $(seq 0 $((COMPANIES - 1))); do events+=(--event-type "$((10000 + c)):$c:30" --api-key "cal_lt_$c"); done
 target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
 track $!
-# The tansu settings: lib.sh, TANSU_*_PROPERTIES.
+# The local broker's fetch wait: lib.sh, BROKER_CONSUMER_PROPERTIES.
 WORKER_PID=""
 END_TO_END=(--database-url "$DATABASE_URL" --baseline-db)
 if [ "${CALLGATE_LT_WORKER:-on}" = off ]; then
     END_TO_END=()
 else
-    CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-$TANSU_CONSUMER_PROPERTIES}" \
-        CALLGATE_KAFKA_PRODUCER_PROPERTIES="$TANSU_PRODUCER_PROPERTIES" CALLGATE_WORKER_LISTEN="$WORKER" \
+    CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_LT_WORKER_KAFKA_PROPERTIES:-$BROKER_CONSUMER_PROPERTIES}" \
+        CALLGATE_WORKER_LISTEN="$WORKER" \
         CALLGATE_CALCOM_BASE_URL="http://$CALCOM" \
         target/release/callgate-worker run 2>"$OUT/$stamp-worker.log" &
     WORKER_PID=$!
     track "$WORKER_PID"
 fi
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" CALLGATE_LISTEN="$GATEWAY" \
-    target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
+# Extra librdkafka properties go to the gateway and to the bare producer it is measured against.
+GATEWAY_KAFKA=()
+if [ -n "${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-}" ]; then
+    GATEWAY_KAFKA=(--baseline-kafka-properties "$CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES")
+    export CALLGATE_KAFKA_PROPERTIES="$CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES"
+fi
+CALLGATE_LISTEN="$GATEWAY" target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
 until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
@@ -60,7 +67,7 @@ until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
 [ $# -gt 0 ] || set -- --rate 2000 --duration 30s
 # The run reads the database only when told to (END_TO_END), not from the exported variable.
 env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" "${END_TO_END[@]}" \
-    --baseline-http --baseline-kafka "$KAFKA_BROKERS" --baseline-kafka-properties "$TANSU_PRODUCER_PROPERTIES" \
+    --baseline-http --baseline-kafka "$KAFKA_BROKERS" "${GATEWAY_KAFKA[@]}" \
     --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@" &
 RUN_PID=$!
 track "$RUN_PID"

@@ -2,14 +2,15 @@
 # Sets up everything and runs callgate locally: Postgres, the Kafka-protocol broker, topics,
 # migrations, a demo tenant, the fake Cal.com, the worker and the gateway (Ctrl-C or TERM stops
 # it all).
-# Installs what is missing, reuses what is there (the tansu build is cached).
+# Installs what is missing, reuses what is there (the broker build is cached). The broker keeps
+# its log in SQLite, so like Kafka it keeps what it acknowledged across a crash and restart.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
 WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
 # Cal.com is a SaaS: locally, appointments are booked into the test suite's fake Cal.com.
 CALCOM_LISTEN="${CALLGATE_FAKE_CALCOM_LISTEN:-127.0.0.1:8095}"
-start_stack dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}"
+start_stack dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}" sqlite
 create_topics
 ensure_secret_key
 
@@ -25,8 +26,8 @@ target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
 target/release/fake-calcom --listen "$CALCOM_LISTEN" &
 track $!
-CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_KAFKA_CONSUMER_PROPERTIES:-$TANSU_CONSUMER_PROPERTIES}" \
-    CALLGATE_KAFKA_PRODUCER_PROPERTIES="${CALLGATE_KAFKA_PRODUCER_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" \
+# The local broker's fetch wait: lib.sh, BROKER_CONSUMER_PROPERTIES.
+CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_KAFKA_CONSUMER_PROPERTIES:-$BROKER_CONSUMER_PROPERTIES}" \
     CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
     target/release/callgate-worker run &
 track $!
@@ -44,8 +45,7 @@ cat >&2 <<INFO
     broker     $KAFKA_BROKERS   topic call-events.v1
 
 INFO
-# The tansu settings: lib.sh, TANSU_*_PROPERTIES.
-CALLGATE_KAFKA_PROPERTIES="${CALLGATE_KAFKA_PROPERTIES:-$TANSU_PRODUCER_PROPERTIES}" target/release/callgate-gateway serve &
+target/release/callgate-gateway serve &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
 # Waiting on the gateway rather than running it in the foreground: a TERM to this script (not

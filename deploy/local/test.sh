@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust:
 #   formatting, clippy (warnings are errors), unit tests with the official vectors, and
-#   integration tests against a real Postgres and a real Kafka-protocol broker (tansu).
+#   integration tests against a real Postgres and a real Kafka-protocol broker (nisshi, memory
+#   storage; the tests that restart a broker run one of their own on SQLite).
 # Installs what is missing, reuses what is there. The test stack has its own ports
 # (Postgres 25433, broker 29093) and is torn down on exit.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

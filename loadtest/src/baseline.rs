@@ -35,7 +35,8 @@ pub struct Produced {
 }
 
 /// Sends `records` records of `bytes` bytes to `topic`, at most `in_flight` unacknowledged,
-/// with the gateway's producer settings (acks=all, idempotence) plus `properties`.
+/// with the gateway's producer settings (acks=all, idempotence, its default 2 ms linger, so
+/// both batch alike) plus `properties`.
 pub async fn bare_producer(
     brokers: &str,
     topic: &str,
@@ -49,7 +50,7 @@ pub async fn bare_producer(
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", "2")
         .set("message.timeout.ms", "5000");
     for (key, value) in callgate_ops::kafka_properties(properties) {
         config.set(key, value);
@@ -85,7 +86,7 @@ pub async fn bare_producer(
     Ok(Produced { records, wall: started.elapsed(), latency, errors })
 }
 
-/// A scratch topic with the events topic's 12 partitions (tansu does not create on produce).
+/// A scratch topic with the events topic's 12 partitions (the local broker does not create topics on produce).
 async fn create_topic(config: &ClientConfig, topic: &str) -> Result<(), rdkafka::error::KafkaError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = config.create()?;

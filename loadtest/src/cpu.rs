@@ -92,20 +92,20 @@ mod tests {
         let at = Instant::now();
         let before = Snapshot {
             at,
-            ticks: HashMap::from([(1, ("postgres".into(), 100)), (2, ("tansu".into(), 50)), (3, ("old".into(), 90))]),
+            ticks: HashMap::from([(1, ("postgres".into(), 100)), (2, ("nisshi".into(), 50)), (3, ("old".into(), 90))]),
         };
         let after = Snapshot {
             at: at + std::time::Duration::from_secs(2),
             ticks: HashMap::from([
                 (1, ("postgres".into(), 200)),
-                (2, ("tansu".into(), 250)),
+                (2, ("nisshi".into(), 250)),
                 (3, ("postgres".into(), 40)),
                 (4, ("postgres".into(), 20)),
             ]),
         };
         let usage = between(&before, &after);
         let names: Vec<_> = usage.iter().map(|u| (u.process.as_str(), u.cpu_percent.round())).collect();
-        // tansu 200 ticks / 2 s = 100 %; postgres 100 + 40 (pid 3 reused) + 20 = 160 ticks = 80 %.
-        assert_eq!(names, vec![("tansu", 100.0), ("postgres", 80.0)]);
+        // nisshi 200 ticks / 2 s = 100 %; postgres 100 + 40 (pid 3 reused) + 20 = 160 ticks = 80 %.
+        assert_eq!(names, vec![("nisshi", 100.0), ("postgres", 80.0)]);
     }
 }

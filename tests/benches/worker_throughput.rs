@@ -127,7 +127,6 @@ async fn produce(tenant: &Tenant, topic: &str, target: usize) -> usize {
         .set("bootstrap.servers", kafka_brokers())
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
-        .set("batch.num.messages", "1") // see callgate_tests::TANSU_PRODUCER_PROPERTIES
         .create()
         .unwrap();
     let mut records = Vec::new();

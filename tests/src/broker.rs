@@ -10,12 +10,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Creates a topic with the broker's own CLI.
 pub fn create_topic(brokers: &str, name: &str, partitions: u32) {
-    let status = Command::new(crate::tansu_bin())
-        .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"])
-        .arg(format!("tcp://{brokers}"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    create_topic_with(brokers, name, partitions, &[]);
+}
+
+/// Creates a topic with topic configs, named as Kafka names them (`max.message.bytes`, …).
+pub fn create_topic_with(brokers: &str, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+    let mut command = Command::new(crate::broker_bin());
+    command.args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"]);
+    command.arg(format!("tcp://{brokers}"));
+    for (key, value) in configs {
+        command.arg("--config").arg(format!("{key}={value}"));
+    }
+    let status = command.stdout(Stdio::null()).status().unwrap();
     assert!(status.success(), "creating topic {name} failed");
 }
 
@@ -92,17 +98,20 @@ pub async fn consume(brokers: &str, topic: &str, expected: usize, within: Durati
     .unwrap()
 }
 
-/// A broker of the test's own, which the test may stop and start again.
+/// A broker of the test's own, which the test may kill and start again. It keeps its log in
+/// SQLite in a directory of its own, so, like Kafka, it still has every record it acknowledged
+/// (and its topics and committed offsets) after a `kill -9` and a restart.
 #[derive(Debug)]
 pub struct TestBroker {
     pub port: u16,
+    dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl TestBroker {
     pub fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut broker = Self { port, child: None };
+        let mut broker = Self { port, dir: tempfile::tempdir().unwrap(), child: None };
         broker.restart();
         broker
     }
@@ -111,13 +120,16 @@ impl TestBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker again on the same port (memory storage: empty, topics gone).
+    /// Kills the broker if it runs (SIGKILL: no chance to flush anything) and starts it again on
+    /// the same port and storage.
     pub fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(crate::tansu_bin())
+        // The SQLite path is relative to the broker's working directory.
+        let child = Command::new(crate::broker_bin())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -130,6 +142,7 @@ impl TestBroker {
         }
     }
 
+    /// Kills the broker (SIGKILL).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -1,8 +1,9 @@
 //! Test harness: a fresh database and a fresh topic per test, a gateway on port 0, a signed
 //! client for each provider, and a consumer that reads the topic back.
 //!
-//! The stack itself (Postgres, tansu) is started by `deploy/local/test.sh`, which exports
-//! `CALLGATE_TEST_DATABASE_URL`, `CALLGATE_TEST_KAFKA_BROKERS` and `CALLGATE_TANSU_BIN`.
+//! The stack itself (Postgres, the nisshi broker) is started by `deploy/local/test.sh`, which
+//! exports `CALLGATE_TEST_DATABASE_URL`, `CALLGATE_TEST_KAFKA_BROKERS`, `CALLGATE_BROKER_BIN`
+//! and `CALLGATE_TEST_KAFKA_CONSUMER_PROPERTIES`.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -23,7 +24,7 @@ use clap::Parser as _;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-pub use broker::{ConsumedRecord, TestBroker, consume, create_topic, fresh_topic};
+pub use broker::{ConsumedRecord, TestBroker, consume, create_topic, create_topic_with, fresh_topic};
 pub use tenant::{Tenant, seed_tenant};
 
 fn required_env(name: &str) -> String {
@@ -41,8 +42,15 @@ pub fn kafka_brokers() -> String {
     required_env("CALLGATE_TEST_KAFKA_BROKERS")
 }
 
-pub fn tansu_bin() -> String {
-    required_env("CALLGATE_TANSU_BIN")
+/// The worker consumer's librdkafka settings for the local broker (`deploy/local/lib.sh`,
+/// `BROKER_CONSUMER_PROPERTIES`: its fetch wait and session timeout).
+pub fn consumer_properties() -> String {
+    required_env("CALLGATE_TEST_KAFKA_CONSUMER_PROPERTIES")
+}
+
+/// The broker's binary, for its topic CLI and for tests that run a broker of their own.
+pub fn broker_bin() -> String {
+    required_env("CALLGATE_BROKER_BIN")
 }
 
 /// A database of its own, migrated.
@@ -79,13 +87,6 @@ pub fn init_logs() {
 pub fn secret_key() -> String {
     callgate_contract::SecretCipher::generate_key()
 }
-
-/// Producer settings for tansu 0.6.0, which cannot serve a fetch that starts inside a record
-/// batch: it answers with the next batch, so a consumer resuming from a committed offset in the
-/// middle of a batch silently skips the rest of that batch (seen as lost records after a
-/// rebalance; real Kafka returns the containing batch). One record per batch keeps every offset
-/// a batch boundary. Production against Kafka needs nothing of the kind.
-pub const TANSU_PRODUCER_PROPERTIES: &str = "batch.num.messages=1";
 
 /// A migrated database holding the "acme" tenant, a fresh topic, and a gateway serving both.
 #[derive(Debug)]
@@ -139,8 +140,6 @@ pub fn serve_config(db: &TestDb, brokers: &str, topic: &str, secret_key: &str, e
         // Only LISTEN/NOTIFY may refresh the directory in tests, unless a test says otherwise.
         "--directory-reload-interval".into(),
         "1h".into(),
-        "--kafka-properties".into(),
-        TANSU_PRODUCER_PROPERTIES.into(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     match Cli::try_parse_from(args).unwrap().command {

@@ -33,9 +33,8 @@ pub fn run_args(db: &TestDb, topic: &str, group: &str, dlq_topic: &str) -> Vec<S
         group,
         "--kafka-stats-interval",
         "1s",
-        // The DLQ producer writes to tansu too.
-        "--kafka-producer-properties",
-        crate::TANSU_PRODUCER_PROPERTIES,
+        "--kafka-consumer-properties",
+        &crate::consumer_properties(),
     ]
     .iter()
     .map(|s| (*s).to_owned())

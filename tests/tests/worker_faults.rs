@@ -236,9 +236,9 @@ async fn a_worker_killed_mid_stream_and_restarted_ends_where_an_undisturbed_one_
             Command::new(worker_bin())
                 .arg("run")
                 .args(&args)
+                // The killed member holds its partitions until its session expires: 6 s
+                // (run_args, the local broker's consumer settings).
                 .args(["--batch-max-records", "1", "--log", "warn"])
-                // The killed member holds its partitions until its session expires (45 s by default).
-                .args(["--kafka-properties", "session.timeout.ms=6000"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()

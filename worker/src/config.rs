@@ -61,7 +61,7 @@ pub struct RunConfig {
     )]
     pub kafka_consumer_properties: Vec<SecretString>,
 
-    /// Extra librdkafka properties for the DLQ producer only (e.g. `batch.num.messages`);
+    /// Extra librdkafka properties for the DLQ producer only (e.g. `linger.ms`);
     /// applied after `--kafka-properties`.
     #[arg(
         long,

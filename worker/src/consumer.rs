@@ -606,17 +606,17 @@ mod tests {
             "--kafka-consumer-properties",
             "fetch.wait.max.ms=100",
             "--kafka-producer-properties",
-            "batch.num.messages=1",
+            "linger.ms=5",
         ])
         .unwrap();
         let Command::Run(config) = &cli.command else { panic!("run expected") };
         let consumer = client_config(config, &config.kafka_consumer_properties);
         assert_eq!(consumer.get("security.protocol"), Some("ssl"));
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("100"), "the client's own value wins");
-        assert_eq!(consumer.get("batch.num.messages"), None);
+        assert_eq!(consumer.get("linger.ms"), None);
         let producer = client_config(config, &config.kafka_producer_properties);
         assert_eq!(producer.get("security.protocol"), Some("ssl"));
-        assert_eq!(producer.get("batch.num.messages"), Some("1"));
+        assert_eq!(producer.get("linger.ms"), Some("5"));
         assert_eq!(producer.get("fetch.wait.max.ms"), Some("500"));
     }
 }

@@ -53,7 +53,7 @@ pub struct Metrics {
     pub apply_duration: Histogram,
     /// Records per batch polled from Kafka.
     pub batch_records: Histogram,
-    /// `topic`, `partition`: from librdkafka's statistics (approximate on tansu).
+    /// `topic`, `partition`: from librdkafka's statistics (approximate on the local broker).
     pub consumer_lag: IntGaugeVec,
     pub assigned_partitions: IntGauge,
     /// `reason`: envelope, version, payload, database.
