@@ -147,9 +147,10 @@ remove_stray_postgres() {
 }
 
 # The broker's storage engine, chosen per stack (README, "The local broker"): `sqlite` keeps
-# every acknowledged record across a crash and restart, as Kafka does (run.sh, loadtest.sh);
-# `memory` is faster and forgets everything when the broker stops (test.sh, with-stack.sh,
-# where each test or bench makes its own topics and a restart test runs a broker of its own).
+# every acknowledged record across a crash and restart, as Kafka does (run.sh); `memory` is
+# faster and forgets everything when the broker stops (loadtest.sh, which would otherwise
+# measure SQLite; test.sh and with-stack.sh, where each test or bench makes its own topics and
+# a restart test runs a broker of its own).
 # CALLGATE_BROKER_STORAGE overrides the script's choice. Either way the state is thrown away
 # at the next start, like the Postgres cluster.
 broker_storage_url() {
