@@ -83,6 +83,14 @@ async fn analyses_that_cannot_become_appointments_flag_the_call_and_the_worker_k
             analyzed(&stack.tenant, "c_dst", appointment_analysis("2031-03-09T02:30", "cleaning")),
         ),
         ("no_timezone", analyzed(&remote_tenant, "c_zone", appointment_analysis(FUTURE_LOCAL, "cleaning"))),
+        // The last minute chrono can represent: its end (start + the service's duration) cannot
+        // be computed. This one used to panic the lane and stall the partition.
+        (
+            "implausible_time",
+            analyzed(&stack.tenant, "c_far", appointment_analysis("+262142-12-31T23:59Z", "cleaning")),
+        ),
+        ("implausible_time", analyzed(&stack.tenant, "c_2999", appointment_analysis("2999-01-01T10:00Z", "cleaning"))),
+        ("past_time", analyzed(&stack.tenant, "c_bce", appointment_analysis("-262143-01-01T00:00Z", "cleaning"))),
     ];
     for (_, webhook) in &cases {
         deliver_once_routed(webhook, &stack.gw).await;
@@ -112,7 +120,8 @@ async fn analyses_that_cannot_become_appointments_flag_the_call_and_the_worker_k
     let (_, metrics) = ops_get(&worker, "/metrics").await;
     for (reason, _) in &cases {
         let series = format!("callgate_worker_calls_flagged_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric_sum(&metrics, &series), 1.0, "{series}");
+        let expected = cases.iter().filter(|(r, _)| r == reason).count() as f64;
+        assert_eq!(metric_sum(&metrics, &series), expected, "{series}");
     }
     worker.shutdown().await;
 }

@@ -504,9 +504,8 @@ async fn create_appointment(
             return Ok(Err((reason, detail)));
         }
     };
-    if start <= reference {
-        let detail = format!("{} is not after the call ({})", start.to_rfc3339(), reference.to_rfc3339());
-        return Ok(Err((ReviewReason::PastTime, detail)));
+    if let Err(flag) = appointments::check_start(start, reference, record.envelope.received_at) {
+        return Ok(Err(flag));
     }
     let Some(spoken) = request.service.as_deref() else {
         return Ok(Err((ReviewReason::MissingService, "the analysis names no service".to_owned())));
@@ -517,7 +516,10 @@ async fn create_appointment(
     };
     let company = env.route.company_id.0;
     let key = appointments::idempotency_key(company, call.id, start, service.id);
-    let end = start + chrono::Duration::minutes(i64::from(service.duration_minutes));
+    let end = match appointments::end_of(start, service.duration_minutes) {
+        Ok(end) => end,
+        Err(flag) => return Ok(Err(flag)),
+    };
     let reason = format!("created from the analysis of {} call {}", env.provider, env.provider_call_id);
     set_status_reason(conn, &reason).await?;
     let created = sqlx::query(

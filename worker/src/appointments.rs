@@ -5,7 +5,7 @@
 
 use std::str::FromStr as _;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone as _, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -151,6 +151,9 @@ pub enum ReviewReason {
     /// A local time that does not exist in the branch's zone (skipped by a DST change).
     NonexistentLocalTime,
     PastTime,
+    /// Further ahead than [`HORIZON`]: a misheard or invented date, or one the calendar's range
+    /// cannot hold with the service's duration added.
+    ImplausibleTime,
     /// A time without an offset, and a branch zone the worker cannot read.
     NoTimezone,
     MissingService,
@@ -158,10 +161,11 @@ pub enum ReviewReason {
 }
 
 impl ReviewReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::UnparseableTime,
         Self::NonexistentLocalTime,
         Self::PastTime,
+        Self::ImplausibleTime,
         Self::NoTimezone,
         Self::MissingService,
         Self::UnknownService,
@@ -172,11 +176,48 @@ impl ReviewReason {
             Self::UnparseableTime => "unparseable_time",
             Self::NonexistentLocalTime => "nonexistent_local_time",
             Self::PastTime => "past_time",
+            Self::ImplausibleTime => "implausible_time",
             Self::NoTimezone => "no_timezone",
             Self::MissingService => "missing_service",
             Self::UnknownService => "unknown_service",
         }
     }
+}
+
+/// How far ahead of the webhook's arrival a requested start may lie. Receptionists book weeks or
+/// months ahead; a start decades away (year 2999, or the calendar's end) is a misheard or
+/// invented value for a person to look at. Ten years is deliberately lenient: a flagged call
+/// loses nothing, but a plausible booking should not wait for review. The bound also keeps every
+/// later computation on the date (its end, Cal.com's lookup window) far inside the calendar's
+/// range, whatever the payload says.
+pub const HORIZON: TimeDelta = TimeDelta::days(3_653);
+
+/// Checks a requested start: after the call (`after`, its end), and no further than
+/// [`HORIZON`] from `received_at` (the gateway's clock, not the payload's). Never panics, for any
+/// input: every date computation is checked.
+pub fn check_start(
+    start: DateTime<Utc>,
+    after: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+) -> Result<(), (ReviewReason, String)> {
+    if start <= after {
+        let detail = format!("{} is not after the call ({})", start.to_rfc3339(), after.to_rfc3339());
+        return Err((ReviewReason::PastTime, detail));
+    }
+    match received_at.checked_add_signed(HORIZON) {
+        Some(latest) if start <= latest => Ok(()),
+        _ => Err((
+            ReviewReason::ImplausibleTime,
+            format!("{} is more than {} days after the call arrived", start.to_rfc3339(), HORIZON.num_days()),
+        )),
+    }
+}
+
+/// The end of an appointment of `minutes` starting at `start`, or why not.
+pub fn end_of(start: DateTime<Utc>, minutes: i32) -> Result<DateTime<Utc>, (ReviewReason, String)> {
+    start.checked_add_signed(TimeDelta::minutes(i64::from(minutes))).ok_or_else(|| {
+        (ReviewReason::ImplausibleTime, format!("{} plus {minutes} minutes is beyond the calendar", start.to_rfc3339()))
+    })
 }
 
 /// Reads the requested start. With an offset (`2026-11-24T10:00:00-05:00`, `…Z`) it is an
@@ -262,6 +303,28 @@ mod tests {
 
     fn data(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn starts_outside_the_call_and_the_horizon_are_flagged_and_no_date_overflows() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let (call_end, received) = (at("2026-12-03T10:00:00Z"), at("2026-12-03T10:00:05Z"));
+        assert_eq!(check_start(at("2026-12-10T09:00:00Z"), call_end, received), Ok(()));
+        assert_eq!(check_start(call_end, call_end, received).unwrap_err().0, ReviewReason::PastTime);
+        assert_eq!(check_start(at("2036-12-01T09:00:00Z"), call_end, received), Ok(()), "inside ten years");
+        let far = check_start(at("2036-12-04T09:00:00Z"), call_end, received).unwrap_err();
+        assert_eq!(far.0, ReviewReason::ImplausibleTime);
+        // The calendar's last minute, a payload whose call "ended" there, a clock at its end.
+        let last = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(check_start(last, call_end, received).unwrap_err().0, ReviewReason::ImplausibleTime);
+        assert_eq!(
+            check_start(last, call_end, last - TimeDelta::minutes(1)).unwrap_err().0,
+            ReviewReason::ImplausibleTime
+        );
+        assert_eq!(check_start(DateTime::<Utc>::MIN_UTC, last, received).unwrap_err().0, ReviewReason::PastTime);
+        assert_eq!(end_of(last, 30).unwrap_err().0, ReviewReason::ImplausibleTime);
+        assert_eq!(end_of(at("2026-12-10T09:00:00Z"), 45), Ok(at("2026-12-10T09:45:00Z")));
+        assert_eq!(end_of(DateTime::<Utc>::MIN_UTC, i32::MIN).unwrap_err().0, ReviewReason::ImplausibleTime);
     }
 
     #[test]
