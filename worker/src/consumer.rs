@@ -174,6 +174,9 @@ struct Stopped;
 enum Failure {
     Stopped,
     Permanent(String),
+    /// Applying panicked: a defect, since no input may cause one. Handled like a permanent
+    /// failure (the record at fault is found and dead-lettered), so the lane lives on.
+    Panicked(String),
 }
 
 pub struct Pipeline {
@@ -240,6 +243,7 @@ impl Pipeline {
         let pipeline = Arc::new(self);
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
+        let mut failed: HashSet<(String, i32)> = HashSet::new();
         let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,11 +254,17 @@ impl Pipeline {
                 Some(progress) = progress_rx.recv() => {
                     uncommitted.insert((progress.topic, progress.partition), progress.next_offset);
                 }
-                _ = tick.tick() => pipeline.commit(&mut uncommitted, CommitMode::Async),
+                _ = tick.tick() => {
+                    pipeline.check_lanes(&mut lanes, &mut failed);
+                    pipeline.commit(&mut uncommitted, CommitMode::Async);
+                }
                 received = pipeline.consumer.recv() => match received {
                     Ok(message) => {
                         let message = message.detach();
                         let key = (message.topic().to_owned(), message.partition());
+                        if failed.contains(&key) {
+                            continue; // never committed: delivered again after the restart
+                        }
                         let lane = lanes.entry(key).or_insert_with(|| {
                             pipeline.lane(progress_tx.clone(), shutdown.clone())
                         });
@@ -376,26 +386,31 @@ impl Pipeline {
         match self.apply_with_retry(&all, shutdown.clone()).await {
             Ok(outcomes) => return Ok((all.into_iter().zip(outcomes).collect(), Vec::new())),
             Err(Failure::Stopped) => return Err(Stopped),
-            Err(Failure::Permanent(error)) if records.len() > 1 => {
+            Err(Failure::Permanent(error) | Failure::Panicked(error)) if records.len() > 1 => {
                 tracing::warn!(%error, records = records.len(), "batch failed; applying its records one by one");
             }
-            Err(Failure::Permanent(_)) => {}
+            Err(Failure::Permanent(_) | Failure::Panicked(_)) => {}
         }
         let mut done = Vec::new();
         let mut letters = Vec::new();
         for record in records {
-            match self.apply_with_retry(&[record], shutdown.clone()).await {
-                Ok(mut outcome) => done.push((record, outcome.remove(0))),
+            let (reason, error) = match self.apply_with_retry(&[record], shutdown.clone()).await {
+                Ok(mut outcome) => {
+                    done.push((record, outcome.remove(0)));
+                    continue;
+                }
                 Err(Failure::Stopped) => return Err(Stopped),
-                Err(Failure::Permanent(error)) => letters.push(DeadLetter {
-                    partition: record.partition(),
-                    offset: record.offset(),
-                    reason: "database",
-                    error,
-                    source: Some(record.source()),
-                    event_type: Some(record.event_type().to_owned()),
-                }),
-            }
+                Err(Failure::Permanent(error)) => ("database", error),
+                Err(Failure::Panicked(error)) => ("panic", error),
+            };
+            letters.push(DeadLetter {
+                partition: record.partition(),
+                offset: record.offset(),
+                reason,
+                error,
+                source: Some(record.source()),
+                event_type: Some(record.event_type().to_owned()),
+            });
         }
         Ok((done, letters))
     }
@@ -409,7 +424,13 @@ impl Pipeline {
         loop {
             let started = Instant::now();
             let applied = match self.transactions.acquire().await {
-                Ok(_slot) => apply::apply_batch(&self.pool, records).await,
+                Ok(_slot) => guarded(apply::apply_batch(&self.pool, records)).await.map_err(|message| {
+                    tracing::error!(
+                        %message, records = records.len(),
+                        "applying a batch panicked (a defect); the record at fault goes to the dead-letter topic"
+                    );
+                    Failure::Panicked(format!("panicked: {message}"))
+                })?,
                 Err(_) => return Err(Failure::Stopped),
             };
             match applied {
@@ -428,6 +449,29 @@ impl Pipeline {
                 Err(error) => return Err(Failure::Permanent(error.to_string())),
             }
         }
+    }
+
+    /// Counts and reports the lanes that ended on their own (a panic outside the apply, which
+    /// the guard cannot catch): their partitions stall until the worker restarts, so the worker
+    /// says so on /readyz and /healthz (an orchestrator then restarts it, and the uncommitted
+    /// records are delivered again) instead of staying silent.
+    /// A failed partition gets no new lane: one would apply the records behind the lost ones
+    /// and commit past them.
+    fn check_lanes(&self, lanes: &mut HashMap<(String, i32), Lane>, failed: &mut HashSet<(String, i32)>) {
+        lanes.retain(|key, lane| {
+            if !lane.task.is_finished() {
+                return true;
+            }
+            let (topic, partition) = key;
+            self.metrics.lane_failures.inc();
+            tracing::error!(
+                topic,
+                partition,
+                "a partition lane stopped unexpectedly; the partition stalls until the worker restarts (/healthz fails)"
+            );
+            failed.insert(key.clone());
+            false
+        });
     }
 
     async fn backoff(&self, attempt: u32, shutdown: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
@@ -587,12 +631,37 @@ fn is_booking(message: &OwnedMessage) -> bool {
     })
 }
 
+/// Runs `attempt`, turning a panic inside it into the panic's message: a defect must cost one
+/// record (dead-lettered), never the lane and with it the partition.
+async fn guarded<T>(attempt: impl Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(attempt).catch_unwind().await.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[tokio::test]
+    async fn a_panic_while_applying_becomes_an_error_and_not_a_dead_lane() {
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let overflow = guarded(async {
+            let at = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+            at + chrono::TimeDelta::minutes(30)
+        });
+        assert!(overflow.await.unwrap_err().contains("overflowed"));
+        let formatted = guarded(async { panic!("record {} is odd", 42) });
+        assert_eq!(formatted.await, Err::<(), _>("record 42 is odd".to_owned()));
+    }
 
     #[test]
     fn each_client_gets_the_shared_properties_and_only_its_own() {

@@ -56,8 +56,11 @@ pub struct Metrics {
     /// `topic`, `partition`: from librdkafka's statistics (approximate on the local broker).
     pub consumer_lag: IntGaugeVec,
     pub assigned_partitions: IntGauge,
-    /// `reason`: envelope, version, payload, database.
+    /// `reason`: envelope, version, payload, database, panic.
     pub dlq_records: IntCounterVec,
+    /// Partition lanes that ended while the worker was not stopping: their partitions stall
+    /// until a restart, so /readyz and /healthz fail once this is non-zero.
+    pub lane_failures: IntCounter,
     /// `reason`: see `appointments::ReviewReason`.
     pub calls_flagged: IntCounterVec,
     pub customers_created: IntCounter,
@@ -147,6 +150,11 @@ impl Metrics {
             "Offset commits that failed (the records are redelivered and skipped as duplicates).",
         )
         .expect("valid metric");
+        let lane_failures = IntCounter::new(
+            "callgate_worker_lane_failures_total",
+            "Partition lanes that stopped unexpectedly; the worker reports unhealthy until restarted.",
+        )
+        .expect("valid metric");
         let calcom_requests = IntCounterVec::new(
             Opts::new("callgate_worker_calcom_requests_total", "Requests sent to Cal.com, by operation and outcome."),
             &["operation", "outcome"],
@@ -180,6 +188,7 @@ impl Metrics {
             consumer_lag,
             assigned_partitions,
             dlq_records,
+            lane_failures,
             calls_flagged,
             customers_created,
             appointments_created,
@@ -200,6 +209,7 @@ impl Metrics {
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.dlq_records.clone()),
+            Box::new(metrics.lane_failures.clone()),
             Box::new(metrics.calls_flagged.clone()),
             Box::new(metrics.customers_created.clone()),
             Box::new(metrics.appointments_created.clone()),

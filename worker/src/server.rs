@@ -182,7 +182,7 @@ async fn probe(
 async fn serve_ops(listener: TcpListener, state: OpsState, mut shutdown: watch::Receiver<bool>) {
     let router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .with_state(state);
     let stopped = async move { consumer::stop_requested(&mut shutdown).await };
@@ -195,8 +195,20 @@ async fn metrics(State(state): State<OpsState>) -> String {
     state.metrics.render()
 }
 
-/// Ready: Postgres answered and the broker answered, and the worker is not stopping.
+/// Alive, unless a partition lane stopped: its partition stalls until a restart, which the
+/// orchestrator's liveness check then makes (the uncommitted records are delivered again).
+async fn alive(State(state): State<OpsState>) -> (StatusCode, &'static str) {
+    if state.metrics.lane_failures.get() > 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "a partition lane failed: restart the worker");
+    }
+    (StatusCode::OK, "ok")
+}
+
+/// Ready: alive, Postgres answered and the broker answered, and the worker is not stopping.
 async fn ready(State(state): State<OpsState>) -> (StatusCode, &'static str) {
+    if state.metrics.lane_failures.get() > 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "a partition lane failed: restart the worker");
+    }
     let health = &state.health;
     if health.stopping.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping");
