@@ -93,7 +93,8 @@ pub struct ServeConfig {
     pub kafka_properties: Vec<SecretString>,
 
     /// Largest accepted request body in bytes; larger ones get 413. Retell call_analyzed
-    /// events with word-level transcripts of long calls run to megabytes.
+    /// events with word-level transcripts of long calls run to megabytes. The topic's
+    /// `max.message.bytes` must take this plus 64 KiB for the envelope: checked at start.
     #[arg(long, env = "CALLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 

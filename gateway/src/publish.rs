@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -30,6 +32,15 @@ pub enum PublishError {
     Broker(KafkaError),
     #[error("producer configuration invalid: {0}")]
     Config(KafkaError),
+    /// Larger than the records this gateway is sized for: the request's own doing, refused
+    /// before it reaches a producer.
+    #[error("record of {size} bytes is larger than the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    /// The broker refused a record within our limit as too large: its topic takes less than
+    /// the gateway was started for. Permanent until an operator raises it; never a reason to
+    /// replace a producer.
+    #[error("the broker refused the record as too large for the topic: {0}")]
+    TopicTooSmall(KafkaError),
 }
 
 impl PublishError {
@@ -39,6 +50,8 @@ impl PublishError {
             PublishError::QueueFull => "queue_full",
             PublishError::Broker(_) => "broker",
             PublishError::Config(_) => "config",
+            PublishError::TooLarge { .. } => "too_large",
+            PublishError::TopicTooSmall(_) => "topic_too_small",
         }
     }
 }
@@ -63,6 +76,33 @@ pub struct PublisherConfig {
     pub producers: usize,
     /// Extra librdkafka properties (`key=value`).
     pub properties: Vec<String>,
+    /// The largest record (value, key and headers) the gateway publishes: the body limit plus
+    /// the envelope ([`record_limit`]).
+    pub max_record_bytes: usize,
+}
+
+/// Room for the envelope around a body (ids, route, received_at, JSON quoting of a form body
+/// that needs none when it is properly encoded), the key and the headers.
+pub const ENVELOPE_ALLOWANCE: usize = 64 * 1024;
+
+/// Room for the Kafka protocol around one record in a produce request.
+const PROTOCOL_ALLOWANCE: usize = 64 * 1024;
+
+/// The largest record a gateway with this body limit publishes, and so the least the topic's
+/// `max.message.bytes` must allow.
+pub fn record_limit(max_body_bytes: usize) -> usize {
+    max_body_bytes.saturating_add(ENVELOPE_ALLOWANCE)
+}
+
+/// What the broker said about the topic's record size limit at start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopicLimit {
+    /// `max.message.bytes` allows at least the largest record.
+    Fits(usize),
+    /// The topic takes records up to this size, less than needed.
+    TooSmall(usize),
+    /// The broker did not answer, or did not describe the setting.
+    Unknown(String),
 }
 
 impl std::fmt::Debug for PublisherConfig {
@@ -117,6 +157,11 @@ impl Publisher {
             .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
             // Fail fast on a dead broker instead of backing off for long.
             .set("reconnect.backoff.max.ms", "1000")
+            // librdkafka's default (1,000,000) would refuse every body over about 1 MB.
+            .set(
+                "message.max.bytes",
+                config.max_record_bytes.saturating_add(PROTOCOL_ALLOWANCE).min(1_000_000_000).to_string(),
+            )
             .set("client.id", "callgate-gateway");
         for (key, value) in callgate_ops::kafka_properties(&config.properties) {
             client_config.set(key, value);
@@ -149,6 +194,13 @@ impl Publisher {
 
     /// Produces one record and waits for the broker's acknowledgement.
     pub async fn publish(&self, record: Record<'_>) -> Result<(), PublishError> {
+        let size = record.value.len()
+            + record.key.len()
+            + record.headers.iter().map(|(key, value)| key.len() + value.len()).sum::<usize>();
+        if size > self.config.max_record_bytes {
+            self.metrics.produce_errors.with_label_values(&["too_large"]).inc();
+            return Err(PublishError::TooLarge { size, limit: self.config.max_record_bytes });
+        }
         let slot = self.slot(record.key);
         let producer = slot.producer.load_full();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -158,12 +210,12 @@ impl Publisher {
         let future_record = FutureRecord::to(&self.config.topic).key(record.key).payload(record.value).headers(headers);
         let result = match producer.send_result(future_record) {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::QueueFull),
-            Err((error, _)) => Err(PublishError::Broker(error)),
+            Err((error, _)) => Err(broker_error(error)),
             Ok(delivery) => match tokio::time::timeout(self.config.ack_timeout, delivery).await {
                 Err(_) => Err(PublishError::Timeout(self.config.ack_timeout)),
                 // The producer dropped the record (it is being shut down).
                 Ok(Err(_canceled)) => Err(PublishError::Broker(KafkaError::Canceled)),
-                Ok(Ok(Err((error, _)))) => Err(PublishError::Broker(error)),
+                Ok(Ok(Err((error, _)))) => Err(broker_error(error)),
                 Ok(Ok(Ok(_delivery))) => Ok(()),
             },
         };
@@ -172,6 +224,15 @@ impl Publisher {
                 slot.consecutive_failures.store(0, Ordering::Relaxed);
                 // An acknowledgement is proof of reachability too.
                 self.set_reachable(true);
+            }
+            Err(error @ PublishError::TopicTooSmall(_)) => {
+                // The producer is fine and so is the broker: only this record's size is wrong
+                // for the topic, so it says nothing about the producer's health.
+                self.metrics.produce_errors.with_label_values(&[error.reason()]).inc();
+                tracing::error!(
+                    %error, topic = %self.config.topic, size,
+                    "raise the topic's max.message.bytes to at least --max-body-bytes + 64 KiB, or lower --max-body-bytes"
+                );
             }
             Err(error) => {
                 self.metrics.produce_errors.with_label_values(&[error.reason()]).inc();
@@ -205,6 +266,29 @@ impl Publisher {
                 tokio::task::spawn_blocking(move || drop(old));
             }
             Err(error) => tracing::error!(%error, "could not create a replacement Kafka producer"),
+        }
+    }
+
+    /// Asks the broker (DescribeConfigs) whether the topic's `max.message.bytes` takes the
+    /// largest record this gateway publishes. Kafka answers the effective value, the broker's
+    /// default included, so a missing entry means a broker that does not say.
+    pub async fn check_topic_limit(&self, wait: Duration) -> TopicLimit {
+        let admin: AdminClient<DefaultClientContext> = match self.client_config.create() {
+            Ok(admin) => admin,
+            Err(error) => return TopicLimit::Unknown(error.to_string()),
+        };
+        let options = AdminOptions::new().request_timeout(Some(wait));
+        let described = admin.describe_configs([&ResourceSpecifier::Topic(&self.config.topic)], &options).await;
+        let entry = match described.as_deref() {
+            Ok([Ok(resource)]) => resource.get("max.message.bytes").and_then(|e| e.value.clone()),
+            Ok([Err(code)]) => return TopicLimit::Unknown(format!("{code:?}")),
+            Ok(_) => return TopicLimit::Unknown("no answer for the topic".into()),
+            Err(error) => return TopicLimit::Unknown(error.to_string()),
+        };
+        match entry.as_deref().map(str::parse::<usize>) {
+            Some(Ok(limit)) if limit >= self.config.max_record_bytes => TopicLimit::Fits(limit),
+            Some(Ok(limit)) => TopicLimit::TooSmall(limit),
+            Some(Err(_)) | None => TopicLimit::Unknown("max.message.bytes not described".into()),
         }
     }
 
@@ -261,6 +345,15 @@ impl Publisher {
     }
 }
 
+/// A broker error, with "too large for the topic" told apart: it is permanent for that record
+/// and says nothing about the producer.
+fn broker_error(error: KafkaError) -> PublishError {
+    match error {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => PublishError::TopicTooSmall(error),
+        other => PublishError::Broker(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +368,7 @@ mod tests {
             linger: Duration::from_millis(2),
             producers,
             properties: Vec::new(),
+            max_record_bytes: record_limit(8 * 1024 * 1024),
         };
         Publisher::new(config, Metrics::new()).expect("producers are created without a broker")
     }
@@ -296,6 +390,14 @@ mod tests {
             used[first] += 1;
         }
         assert!(used.iter().all(|&n| n > 50), "400 call ids over 4 producers: {used:?}");
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_topic_is_told_apart_from_an_outage() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(broker_error(too_large).reason(), "topic_too_small");
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut);
+        assert_eq!(broker_error(timeout).reason(), "broker");
     }
 
     #[test]

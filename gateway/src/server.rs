@@ -15,7 +15,7 @@ use crate::config::ServeConfig;
 use crate::directory::{DirectoryHandle, Loader, run_refresh};
 use crate::http::{AppState, EdgeConfig, ops_router, router};
 use crate::metrics::Metrics;
-use crate::publish::{PublishError, Publisher, PublisherConfig};
+use crate::publish::{PublishError, Publisher, PublisherConfig, TopicLimit, record_limit};
 
 /// How often readiness asks the broker for the topic's metadata.
 const BROKER_PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -30,7 +30,15 @@ pub enum StartError {
     Kafka(#[from] PublishError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "topic {topic} takes records up to {limit} bytes (its max.message.bytes), but --max-body-bytes {max_body} \
+         needs {needed}: raise the topic's max.message.bytes to at least {needed}, or lower --max-body-bytes"
+    )]
+    TopicTooSmall { topic: String, limit: usize, max_body: usize, needed: usize },
 }
+
+/// How long the start waits for the broker to describe the topic's record size limit.
+const TOPIC_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 /// A running gateway.
 #[derive(Debug)]
@@ -63,9 +71,11 @@ impl Gateway {
                 linger: config.kafka_linger,
                 producers: usize::from(config.kafka_producers),
                 properties: config.kafka_properties.iter().map(|p| p.expose().to_owned()).collect(),
+                max_record_bytes: record_limit(config.max_body_bytes),
             },
             metrics.clone(),
         )?);
+        check_topic_limit(&publisher, config.max_body_bytes).await?;
         let state = AppState {
             directory: Arc::new(DirectoryHandle::default()),
             publisher: publisher.clone(),
@@ -129,6 +139,29 @@ impl Gateway {
         match self.publisher.flush(self.grace).await {
             Ok(()) => tracing::info!("producer flushed; gateway stopped"),
             Err(error) => tracing::error!(%error, "producer flush incomplete at shutdown"),
+        }
+    }
+}
+
+/// Refuses to start when the broker says the topic cannot take the largest body: every such
+/// webhook would be answered 503 forever. A broker that cannot be asked now does not stop the
+/// start (the gateway waits for the broker anyway); that is logged.
+async fn check_topic_limit(publisher: &Publisher, max_body: usize) -> Result<(), StartError> {
+    let needed = record_limit(max_body);
+    match publisher.check_topic_limit(TOPIC_CHECK_WAIT).await {
+        TopicLimit::Fits(limit) => {
+            tracing::info!(topic = publisher.topic(), limit, needed, "topic takes the largest record");
+            Ok(())
+        }
+        TopicLimit::TooSmall(limit) => {
+            Err(StartError::TopicTooSmall { topic: publisher.topic().to_owned(), limit, max_body, needed })
+        }
+        TopicLimit::Unknown(why) => {
+            tracing::warn!(
+                topic = publisher.topic(), needed, %why,
+                "could not check the topic's max.message.bytes; bodies near --max-body-bytes may be refused"
+            );
+            Ok(())
         }
     }
 }

@@ -148,9 +148,16 @@ pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned)
     Ok(consumer)
 }
 
+/// The largest record the DLQ producer sends: librdkafka's default for the largest response the
+/// consumer accepts (`receive.message.max.bytes`), so whatever the worker could read it can
+/// dead-letter. librdkafka's own producer default (1,000,000) would refuse a long call's
+/// record (the gateway takes bodies up to 8 MiB) and stall its partition on the retry loop.
+const DLQ_MAX_RECORD_BYTES: &str = "100000000";
+
 pub fn create_dlq_producer(config: &RunConfig) -> Result<FutureProducer, KafkaError> {
     client_config(config, &config.kafka_producer_properties)
         .set("client.id", "callgate-worker-dlq")
+        .set("message.max.bytes", DLQ_MAX_RECORD_BYTES)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()

@@ -31,7 +31,18 @@ pub enum WebhookError {
     #[error("directory not loaded yet")]
     NotReady,
     #[error("broker unavailable: {0}")]
-    Unavailable(#[from] PublishError),
+    Unavailable(PublishError),
+}
+
+impl From<PublishError> for WebhookError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            // Within --max-body-bytes but not within the record limit (a form body whose JSON
+            // quoting grew past the envelope allowance): the request's own size.
+            PublishError::TooLarge { .. } => WebhookError::TooLarge,
+            other => WebhookError::Unavailable(other),
+        }
+    }
 }
 
 impl From<VerifyError> for WebhookError {
