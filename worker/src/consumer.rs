@@ -53,10 +53,56 @@ pub struct WorkerContext {
     assigned: Assigned,
 }
 
-/// The partitions this worker owns right now, kept by the rebalance callback, so that a lane
-/// drops what it queued for a partition that moved away instead of applying it beside the new
-/// owner (harmless, thanks to the dedupe, but wasted work and lock waits).
-pub type Assigned = Arc<std::sync::Mutex<HashSet<(String, i32)>>>;
+/// The partitions this worker owns right now, each with the generation of the assignment that
+/// gave it, kept by the rebalance callback.
+///
+/// Every record a lane queues carries the generation its partition had when it was read, and a
+/// lane applies only records of the partition's current generation. A record read under an
+/// earlier assignment is dropped (the partition moved away, or moved away and came back:
+/// librdkafka then reads again from the committed offset, so the dropped records come again).
+/// Checking ownership alone was not enough: after a revoke and an assign, a stale batch behind
+/// dropped records was applied and its offset committed past them, and a crash before their
+/// second copies were applied lost them.
+pub type Assigned = Arc<std::sync::Mutex<Assignments>>;
+
+#[derive(Debug, Default)]
+pub struct Assignments {
+    current: HashMap<(String, i32), u64>,
+    next: u64,
+}
+
+impl Assignments {
+    /// The generation of the partition's current assignment, if this worker owns it.
+    pub fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.current.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    fn assign(&mut self, topic: &str, partition: i32) {
+        self.next += 1;
+        self.current.insert((topic.to_owned(), partition), self.next);
+    }
+
+    fn revoke(&mut self, topic: &str, partition: i32) {
+        self.current.remove(&(topic.to_owned(), partition));
+    }
+}
+
+/// A record on its way to a lane, with the generation of the assignment it was read under.
+#[derive(Debug)]
+struct Queued {
+    message: OwnedMessage,
+    generation: u64,
+}
+
+/// What a lane may apply of a batch: the records read under the partition's current
+/// assignment (`current`; None once it is revoked), and the offset to commit after them.
+fn current_records(batch: Vec<Queued>, current: Option<u64>) -> Option<(Vec<OwnedMessage>, i64)> {
+    let current = current?;
+    let fresh: Vec<OwnedMessage> =
+        batch.into_iter().filter(|queued| queued.generation == current).map(|queued| queued.message).collect();
+    let next_offset = fresh.last()?.offset() + 1;
+    Some((fresh, next_offset))
+}
 
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
@@ -87,7 +133,7 @@ impl ConsumerContext for WorkerContext {
             && let Ok(mut assigned) = self.assigned.lock()
         {
             for element in list.elements() {
-                assigned.remove(&(element.topic().to_owned(), element.partition()));
+                assigned.revoke(element.topic(), element.partition());
             }
         }
     }
@@ -97,7 +143,7 @@ impl ConsumerContext for WorkerContext {
             && let Ok(mut assigned) = self.assigned.lock()
         {
             for element in list.elements() {
-                assigned.insert((element.topic().to_owned(), element.partition()));
+                assigned.assign(element.topic(), element.partition());
             }
         }
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
@@ -221,7 +267,7 @@ struct Progress {
 /// A partition's queue and the task applying it.
 #[derive(Debug)]
 struct Lane {
-    records: mpsc::Sender<OwnedMessage>,
+    records: mpsc::Sender<Queued>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -272,13 +318,16 @@ impl Pipeline {
                         if failed.contains(&key) {
                             continue; // never committed: delivered again after the restart
                         }
+                        // Read before a revoke and handed over after it: not ours to apply.
+                        let Some(generation) = pipeline.generation(&key.0, key.1) else { continue };
+                        let queued = Queued { message, generation };
                         let lane = lanes.entry(key).or_insert_with(|| {
                             pipeline.lane(progress_tx.clone(), shutdown.clone())
                         });
                         // A full lane makes the dispatcher wait: backpressure all the way to Kafka.
                         tokio::select! {
                             _ = stop_requested(&mut shutdown) => break,
-                            sent = lane.records.send(message) => if sent.is_err() {
+                            sent = lane.records.send(queued) => if sent.is_err() {
                                 tracing::error!("a partition lane stopped; its records will be delivered again");
                             },
                         }
@@ -307,6 +356,11 @@ impl Pipeline {
         tracing::info!("consumer stopped");
     }
 
+    /// The generation of the partition's current assignment, if this worker owns it.
+    fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation(topic, partition)
+    }
+
     fn lane(self: &Arc<Self>, progress: mpsc::UnboundedSender<Progress>, shutdown: watch::Receiver<bool>) -> Lane {
         let (records, queue) = mpsc::channel(LANE_CAPACITY);
         let task = tokio::spawn(self.clone().run_lane(queue, progress, shutdown));
@@ -315,7 +369,7 @@ impl Pipeline {
 
     async fn run_lane(
         self: Arc<Self>,
-        mut queue: mpsc::Receiver<OwnedMessage>,
+        mut queue: mpsc::Receiver<Queued>,
         progress: mpsc::UnboundedSender<Progress>,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -341,15 +395,22 @@ impl Pipeline {
                 }
             }
             let Some(last) = batch.last() else { return };
-            let (topic, partition, next_offset) = (last.topic().to_owned(), last.partition(), last.offset() + 1);
-            let owned = self.assigned.lock().map(|a| a.contains(&(topic.clone(), partition))).unwrap_or(true);
-            if !owned {
+            let (topic, partition) = (last.message.topic().to_owned(), last.message.partition());
+            let queued = batch.len();
+            let Some((batch, next_offset)) = current_records(batch, self.generation(&topic, partition)) else {
                 tracing::debug!(
                     partition,
-                    records = batch.len(),
-                    "partition moved away; its queued records are left to the new owner"
+                    records = queued,
+                    "partition moved away since these were read; they are left to its current owner"
                 );
                 continue;
+            };
+            if batch.len() < queued {
+                tracing::debug!(
+                    partition,
+                    dropped = queued - batch.len(),
+                    "records read under an earlier assignment dropped"
+                );
             }
             if self.process(batch, &shutdown).await.is_err() {
                 tracing::warn!(partition, "shutdown while a batch waited to be retried; it will be delivered again");
@@ -657,6 +718,51 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    fn queued(offsets: std::ops::Range<i64>, generation: u64) -> Vec<Queued> {
+        offsets
+            .map(|offset| Queued {
+                message: OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, offset, None),
+                generation,
+            })
+            .collect()
+    }
+
+    fn offsets(applied: &Option<(Vec<OwnedMessage>, i64)>) -> Option<(Vec<i64>, i64)> {
+        applied.as_ref().map(|(records, next)| (records.iter().map(Message::offset).collect(), *next))
+    }
+
+    #[test]
+    fn after_a_revoke_and_an_assign_only_records_read_under_the_new_assignment_are_applied() {
+        let mut assignments = Assignments::default();
+        assignments.assign("t", 0);
+        let first = assignments.generation("t", 0).unwrap();
+        // Offsets 10..20 were read and queued; the lane took 10..15 as a batch when the
+        // partition was revoked: dropped, nothing committed past 10.
+        let mut queue = queued(10..20, first);
+        let taken: Vec<Queued> = queue.drain(..5).collect();
+        assignments.revoke("t", 0);
+        assert!(current_records(taken, assignments.generation("t", 0)).is_none());
+        // It comes back; librdkafka reads again from the committed offset, 10.
+        assignments.assign("t", 0);
+        let second = assignments.generation("t", 0).unwrap();
+        assert_ne!(first, second);
+        queue.extend(queued(10..20, second));
+        // The lane's next batch: the stale 15..20, then the second copies of 10..20. Checking
+        // ownership alone applied the stale 15..20 and committed 20, past the dropped 10..15:
+        // a crash before their second copies were applied lost them.
+        let stale_batch: Vec<Queued> = queue.drain(..5).collect();
+        assert!(current_records(stale_batch, Some(second)).is_none(), "stale records are never applied");
+        let applied = current_records(queue, Some(second));
+        assert_eq!(offsets(&applied), Some(((10..20).collect(), 20)));
+    }
+
+    #[test]
+    fn a_mixed_batch_commits_only_after_its_current_records() {
+        let mut batch = queued(15..18, 1);
+        batch.extend(queued(10..13, 2));
+        assert_eq!(offsets(&current_records(batch, Some(2))), Some((vec![10, 11, 12], 13)));
+    }
 
     #[tokio::test]
     async fn a_panic_while_applying_becomes_an_error_and_not_a_dead_lane() {
