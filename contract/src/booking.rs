@@ -46,10 +46,12 @@ pub struct BookingEnvelope {
     pub payload: Box<RawValue>,
 }
 
-/// The deterministic id of one delivery. Cal.com re-sends the same body on a retry (and its
-/// `createdAt` tells two real events apart), so a redelivery gets the same id.
-pub fn event_id(event_type: &str, booking_uid: &str, raw_body: &[u8]) -> Uuid {
-    crate::envelope::source_event_id(SOURCE, booking_uid, event_type, raw_body)
+/// The deterministic id of one delivery to one company. Cal.com re-sends the same body on a
+/// retry (and its `createdAt` tells two real events apart), so a redelivery gets the same id.
+/// Two companies whose webhooks watch the same Cal.com user receive byte-identical bodies: the
+/// company is part of the id, so one company's copy is never skipped as the other's duplicate.
+pub fn event_id(company: CompanyId, event_type: &str, booking_uid: &str, raw_body: &[u8]) -> Uuid {
+    crate::envelope::source_event_id(SOURCE, &format!("{company}/{booking_uid}"), event_type, raw_body)
 }
 
 /// The record key: one company's booking events share a partition.
@@ -241,9 +243,11 @@ mod tests {
 
     #[test]
     fn event_ids_differ_from_call_events_with_the_same_fields() {
-        let a = event_id("BOOKING_CANCELLED", "u1", b"{}");
-        assert_eq!(a, event_id("BOOKING_CANCELLED", "u1", b"{}"));
-        assert_ne!(a, event_id("BOOKING_CREATED", "u1", b"{}"));
+        let company = CompanyId(Uuid::from_u128(1));
+        let a = event_id(company, "BOOKING_CANCELLED", "u1", b"{}");
+        assert_eq!(a, event_id(company, "BOOKING_CANCELLED", "u1", b"{}"));
+        assert_ne!(a, event_id(company, "BOOKING_CREATED", "u1", b"{}"));
+        assert_ne!(a, event_id(CompanyId(Uuid::from_u128(2)), "BOOKING_CANCELLED", "u1", b"{}"), "per company");
         assert_ne!(a, crate::envelope::event_id(crate::Provider::Retell, "u1", "BOOKING_CANCELLED", b"{}"));
     }
 }

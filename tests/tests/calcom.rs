@@ -463,3 +463,50 @@ async fn signed_calcom_changes_reach_the_appointment_and_forged_ones_are_refused
     assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_changes_total{result=\"unmatched\"}"), 1.0);
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own() {
+    callgate_tests::init_logs();
+    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
+    let db = &stack.db;
+    let fake = FakeCalcom::start(Limits::default()).await;
+    // Two companies whose Cal.com webhooks watch the same Cal.com user: Cal.com sends both the
+    // same body, each signed with its own subscription's secret.
+    let ours = seed_company(db, &stack.cipher, &fake, "shared-a", 601, 1).await;
+    let theirs = seed_company(db, &stack.cipher, &fake, "shared-b", 602, 1).await;
+    insert_appointments(db, &ours, 1, tomorrow()).await;
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(db, &stack.topic, &group, &dlq);
+    args.extend(push_flags(&fake, &stack.secret_key, &[]));
+    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
+    let mut cancelled = fake.bookings().remove(0);
+    cancelled.status = "cancelled".into();
+    let body = webhook_body("BOOKING_CANCELLED", &cancelled, serde_json::json!({"iCalSequence": 1}));
+    for company in [&theirs, &ours] {
+        let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
+        let status = stack
+            .gw
+            .client
+            .post(stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path)))
+            .header("content-type", "application/json")
+            .header("x-cal-signature-256", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 204);
+    }
+    // The other company's copy comes first and matches nothing of its own; ours still cancels
+    // our appointment. Each company's ledger holds its own copy.
+    wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 2).await;
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'cancelled'", 1).await;
+    let ledger: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT company_id, outcome FROM processed_events WHERE provider = 'calcom' ORDER BY outcome")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ledger, vec![(ours.company.0, "applied".to_owned()), (theirs.company.0, "ignored".to_owned())]);
+    worker.shutdown().await;
+}

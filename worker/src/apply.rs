@@ -180,11 +180,14 @@ async fn apply_call(conn: &mut PgConnection, prepared: &Prepared, record: &CallR
         Upserted::Duplicate => return Ok(Outcome::Duplicate),
         Upserted::Call(call) => call,
         Upserted::OtherCompany => {
-            sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE event_id = $1")
-                .bind(env.event_id)
-                .bind("the call belongs to another company")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE company_id = $3 AND event_id = $1",
+            )
+            .bind(env.event_id)
+            .bind("the call belongs to another company")
+            .bind(env.route.company_id.0)
+            .execute(&mut *conn)
+            .await?;
             tracing::error!(
                 event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider,
                 "event refused: its call id belongs to another company"
@@ -232,7 +235,7 @@ pub(crate) async fn record_event(
     let inserted = sqlx::query(
         "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
          kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT (company_id, event_id) DO NOTHING",
     )
     .bind(record.event_id())
     .bind(record.company_id())
@@ -313,7 +316,7 @@ static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
            INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
              kafka_partition, kafka_offset, received_at) \
            VALUES ($22, $1, $4, $23, $5, 'applied', $24, $25, $10) \
-           ON CONFLICT (event_id) DO NOTHING RETURNING 1 \
+           ON CONFLICT (company_id, event_id) DO NOTHING RETURNING 1 \
          ), upserted AS ( \
            INSERT INTO calls AS c (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
              status, progress, progress_seq, first_event_at, last_event_at, {columns}) \

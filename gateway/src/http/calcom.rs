@@ -35,7 +35,7 @@ async fn process(state: AppState, endpoint: String, incoming: Incoming) -> Resul
     let payload = RawValue::from_string(text).map_err(|_| MalformedPayload("body is not JSON"))?;
     let envelope = BookingEnvelope {
         version: ENVELOPE_VERSION,
-        event_id: booking::event_id(&event_type, &booking_uid, &body),
+        event_id: booking::event_id(entry.route.company_id, &event_type, &booking_uid, &body),
         source: booking::SOURCE.to_owned(),
         event_type,
         booking_uid,

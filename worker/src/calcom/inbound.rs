@@ -65,11 +65,14 @@ pub async fn apply(
             ChangeResult::Applied
         }
         Err((result, detail)) => {
-            sqlx::query("UPDATE processed_events SET outcome = 'ignored', detail = $2 WHERE event_id = $1")
-                .bind(record.envelope.event_id)
-                .bind(&detail)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE processed_events SET outcome = 'ignored', detail = $2 WHERE company_id = $3 AND event_id = $1",
+            )
+            .bind(record.envelope.event_id)
+            .bind(&detail)
+            .bind(record.envelope.route.company_id.0)
+            .execute(&mut *conn)
+            .await?;
             tracing::info!(
                 event_id = %record.envelope.event_id, booking_uid = %change.uid, trigger = %record.envelope.event_type,
                 %detail, "Cal.com booking change not applied"
