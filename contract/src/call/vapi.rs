@@ -20,7 +20,10 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
                 Some("ringing") => CallStatus::Ringing,
                 Some("in-progress" | "forwarding") => CallStatus::InProgress,
                 Some("ended" | "not-found" | "deletion-failed") => CallStatus::Ended,
-                _ => return Err(NormalizeError::Missing("message.status")),
+                // A status Vapi added after this was written (or none): the event still says
+                // who called, when and how, so it is applied with the lowest rank. It can create
+                // the call, fill blanks, and never move a call's state.
+                _ => CallStatus::Queued,
             };
             (status, Progress::of(status, seq))
         }
@@ -84,7 +87,9 @@ mod tests {
         assert_eq!(ringing.caller.as_deref(), Some("+12025550123"));
         assert_eq!(call("status-update", &body("in-progress")).status, CallStatus::InProgress);
         assert_eq!(call("status-update", &body("ended")).status, CallStatus::Ended);
-        assert_eq!(normalize("status-update", &body("teleporting")), Err(NormalizeError::Missing("message.status")));
+        let unknown = call("status-update", &body("teleporting"));
+        assert_eq!((unknown.status, unknown.progress), (CallStatus::Queued, Progress::of(CallStatus::Queued, 1700000000123)));
+        assert_eq!(unknown.caller.as_deref(), Some("+12025550123"), "applied with the fields it has");
         assert_eq!(normalize("hang", "{}").unwrap(), Normalized::Ignored);
     }
 
