@@ -96,7 +96,9 @@ pub struct HmacSettings {
     pub secret_is_base64: bool,
     /// What `{url}` expands to; `None`: the public URL the request was sent to.
     pub url: Option<String>,
-    /// Replay window in seconds around the timestamp header; 0 turns it off.
+    /// Replay window in seconds around the timestamp header. Must be at least 1 when
+    /// `include_timestamp` (0 would switch the window off and let a captured request be
+    /// replayed forever): [`parse_settings`] refuses it.
     pub tolerance_secs: u64,
 }
 
@@ -167,7 +169,18 @@ pub fn parse_settings(provider: Provider, settings: &serde_json::Value) -> Resul
             RetellSettings::deserialize(settings)?;
             AccountSettings::Retell
         }
-        Provider::Vapi => AccountSettings::Vapi { auth: VapiSettings::deserialize(settings)?.auth },
+        Provider::Vapi => {
+            let auth = VapiSettings::deserialize(settings)?.auth;
+            if let VapiAuth::Hmac(hmac) = &auth
+                && hmac.include_timestamp
+                && hmac.tolerance_secs == 0
+            {
+                return Err(serde::de::Error::custom(
+                    "auth.tolerance_secs must be at least 1: 0 would switch the replay window off",
+                ));
+            }
+            AccountSettings::Vapi { auth }
+        }
         Provider::Twilio => {
             AccountSettings::Twilio { public_base_url: TwilioSettings::deserialize(settings)?.public_base_url }
         }
@@ -189,6 +202,13 @@ mod tests {
         assert!(
             parse_settings(Provider::Vapi, &serde_json::json!({"auth": {"mode": "hmac", "algorithm": "md5"}})).is_err()
         );
+        let window = |secs: u64| serde_json::json!({"auth": {"mode": "hmac", "tolerance_secs": secs}});
+        let refused = parse_settings(Provider::Vapi, &window(0)).unwrap_err().to_string();
+        assert!(refused.contains("tolerance_secs"), "{refused}");
+        assert!(parse_settings(Provider::Vapi, &window(1)).is_ok());
+        // Without a timestamp there is no window to switch off.
+        let untimed = serde_json::json!({"auth": {"mode": "hmac", "include_timestamp": false, "tolerance_secs": 0}});
+        assert!(parse_settings(Provider::Vapi, &untimed).is_ok());
         assert_eq!(
             parse_settings(Provider::Twilio, &serde_json::json!({"public_base_url": "https://h"})).unwrap(),
             AccountSettings::Twilio { public_base_url: Some("https://h".into()) }

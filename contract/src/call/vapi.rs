@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(call("status-update", &body("in-progress")).status, CallStatus::InProgress);
         assert_eq!(call("status-update", &body("ended")).status, CallStatus::Ended);
         let unknown = call("status-update", &body("teleporting"));
-        assert_eq!((unknown.status, unknown.progress), (CallStatus::Queued, Progress::of(CallStatus::Queued, 1700000000123)));
+        assert_eq!(
+            (unknown.status, unknown.progress),
+            (CallStatus::Queued, Progress::of(CallStatus::Queued, 1700000000123))
+        );
         assert_eq!(unknown.caller.as_deref(), Some("+12025550123"), "applied with the fields it has");
         assert_eq!(normalize("hang", "{}").unwrap(), Normalized::Ignored);
     }
