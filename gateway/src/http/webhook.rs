@@ -317,9 +317,16 @@ fn payload(
     if is_form || (provider == Provider::Twilio && text.is_empty()) {
         return Ok((Payload::Form(text), false));
     }
-    let (text, redacted) = match (provider, vapi::redact(text.as_bytes())) {
-        (Provider::Vapi, Some(clean)) => (clean, true),
-        _ => (text, false),
+    let (text, redacted) = if provider == Provider::Vapi {
+        // Never published unredacted: a body that cannot be checked is refused (400).
+        match vapi::redact(text.as_bytes())
+            .map_err(|_| MalformedPayload("body may carry credentials and is not readable JSON"))?
+        {
+            Some(clean) => (clean, true),
+            None => (text, false),
+        }
+    } else {
+        (text, false)
     };
     let raw = RawValue::from_string(text).map_err(|_| MalformedPayload("body is not JSON"))?;
     Ok((Payload::Json(raw), redacted))

@@ -236,35 +236,83 @@ pub fn routing(body: &[u8]) -> Result<Routing, MalformedPayload> {
     })
 }
 
-/// Credential fields Vapi is known to echo inside `phoneNumber` objects.
-const SENSITIVE_KEYS: [&str; 5] =
-    ["twilioAuthToken", "twilioApiSecret", "twilioApiKey", "vonageApiSecret", "credentialSecret"];
+/// Parts of a key name (compared in lower case, `_` and `-` removed) that mark a credential.
+/// Vapi echoes whole objects back: phone numbers with their carrier credentials
+/// (`twilioAuthToken`, `vonageApiSecret`), assistants with `credentials[].apiKey`, HMAC
+/// credentials with `secretKey`, servers with `secret` and `headers`.
+const SENSITIVE_KEY_PARTS: [&str; 9] =
+    ["secret", "token", "apikey", "password", "credential", "authorization", "privatekey", "accesskey", "bearer"];
 
-/// Returns the body with embedded provider credentials replaced by `"[redacted]"`, or `None`
-/// when it carries none (the common case: then the raw bytes are kept untouched).
-pub fn redact(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    if !SENSITIVE_KEYS.iter().any(|k| text.contains(k)) {
-        return None;
-    }
-    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
-    fn walk(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, child) in map.iter_mut() {
-                    if SENSITIVE_KEYS.contains(&k.as_str()) && !child.is_null() {
-                        *child = serde_json::Value::String("[redacted]".into());
-                    } else {
-                        walk(child);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
+/// Keys whose whole value (an object of HTTP headers) is sent to someone as authentication.
+const HEADER_KEYS: [&str; 1] = ["headers"];
+
+const REDACTED: &str = "[redacted]";
+
+/// The body could not be read as JSON, so it could not be checked for credentials: it must not
+/// be published as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the body may carry credentials and cannot be read as JSON to redact them")]
+pub struct Unredactable;
+
+fn normalised(key: &str) -> String {
+    key.chars().filter(|c| *c != '_' && *c != '-').map(|c| c.to_ascii_lowercase()).collect()
+}
+
+fn is_sensitive(key: &str) -> bool {
+    let key = normalised(key);
+    SENSITIVE_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// Could the body name a credential? A cheap look at the raw text before any parsing: any of
+/// the key parts in any case, or a `\u` escape, which could spell one.
+fn may_carry_credentials(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("\\u")
+        || lower.contains("headers")
+        || SENSITIVE_KEY_PARTS.iter().any(|part| lower.contains(part))
+        || lower.contains("api_key")
+        || lower.contains("api-key")
+}
+
+/// Replaces every string (and every string inside an object or array) under a credential-like
+/// key with `"[redacted]"`, and every value of a `headers` object. Numbers and booleans stay:
+/// `promptTokens: 1200` is a count, not a secret.
+fn scrub(value: &mut serde_json::Value, inside_secret: bool) -> bool {
+    match value {
+        serde_json::Value::String(text) if inside_secret => {
+            let changed = text != REDACTED;
+            *text = REDACTED.to_owned();
+            changed
         }
+        serde_json::Value::Object(map) => {
+            let mut changed = false;
+            for (key, child) in map.iter_mut() {
+                let secret = inside_secret || is_sensitive(key) || HEADER_KEYS.contains(&normalised(key).as_str());
+                changed |= scrub(child, secret);
+            }
+            changed
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().fold(false, |changed, item| scrub(item, inside_secret) | changed)
+        }
+        _ => false,
     }
-    walk(&mut value);
-    serde_json::to_string(&value).ok()
+}
+
+/// Returns the body with the credentials Vapi echoes replaced by `"[redacted]"`; `Ok(None)`
+/// when it carries none (the common case: then the raw bytes are kept untouched). A body that
+/// may carry one but does not parse (a number beyond f64, nesting past the parser's limit) is
+/// an error: it is never published unredacted.
+pub fn redact(body: &[u8]) -> Result<Option<String>, Unredactable> {
+    let text = std::str::from_utf8(body).map_err(|_| Unredactable)?;
+    if !may_carry_credentials(text) {
+        return Ok(None);
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|_| Unredactable)?;
+    if !scrub(&mut value, false) {
+        return Ok(None);
+    }
+    serde_json::to_string(&value).map(Some).map_err(|_| Unredactable)
 }
 
 #[cfg(test)]
@@ -399,11 +447,51 @@ mod tests {
 
     #[test]
     fn credentials_echoed_by_vapi_are_redacted() {
-        assert_eq!(redact(BODY), None);
+        assert_eq!(redact(BODY), Ok(None));
         let body = br#"{"message":{"type":"status-update","phoneNumber":{"number":"+1","twilioAuthToken":"tok","twilioAccountSid":"AC1"}}}"#;
-        let clean = redact(body).unwrap();
+        let clean = redact(body).unwrap().unwrap();
         assert!(!clean.contains("tok\""), "{clean}");
         assert!(clean.contains(r#""twilioAuthToken":"[redacted]""#));
         assert!(clean.contains("AC1"));
+    }
+
+    #[test]
+    fn credentials_are_found_by_the_shape_of_their_key_wherever_they_are() {
+        let body = serde_json::json!({"message": {
+            "type": "assistant-request",
+            "call": {"id": "c"},
+            "assistant": {
+                "credentials": [{"provider": "11labs", "apiKey": "sk-eleven"}, {"provider": "openai", "api_key": "sk-oai"}],
+                "server": {"url": "https://x", "secret": "srv-secret", "headers": {"Authorization": "Bearer tkn", "X-Tenant": "t1"}},
+                "credentialIds": ["cred-1"],
+            },
+            "hmac": {"secretKey": "hmac-key", "algorithm": "sha256"},
+            "phoneNumber": {"twilioApiSecret": "tw-secret", "vonage_api_secret": "vo-secret", "number": "+14155550100"},
+            "costBreakdown": {"llmPromptTokens": 1200, "totalTokens": 1500},
+            "artifact": {"transcript": "User: I forgot my password and my token."},
+        }})
+        .to_string();
+        let clean = redact(body.as_bytes()).unwrap().unwrap();
+        for secret in
+            ["sk-eleven", "sk-oai", "srv-secret", "Bearer tkn", "t1", "cred-1", "hmac-key", "tw-secret", "vo-secret"]
+        {
+            assert!(!clean.contains(secret), "{secret} in {clean}");
+        }
+        // Counts, the number, the transcript and the algorithm stay.
+        for kept in ["1200", "1500", "+14155550100", "I forgot my password and my token.", "sha256", "https://x"] {
+            assert!(clean.contains(kept), "{kept} missing from {clean}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_may_carry_credentials_and_does_not_parse_is_never_passed_on() {
+        let huge_number =
+            br#"{"message":{"type":"status-update","call":{"id":"c"},"x":1e400,"server":{"secret":"s"}}}"#;
+        assert_eq!(redact(huge_number), Err(Unredactable));
+        let deep = format!(r#"{{"message":{{"secret":"s","x":{}1{}}}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(redact(deep.as_bytes()), Err(Unredactable));
+        // An escaped key name is still found.
+        let escaped = br#"{"message":{"type":"status-update","call":{"id":"c"},"api\u004bey":"sk-hidden"}}"#;
+        assert!(!redact(escaped).unwrap().unwrap().contains("sk-hidden"));
     }
 }
