@@ -510,3 +510,83 @@ async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own()
     assert_eq!(ledger, vec![(ours.company.0, "applied".to_owned()), (theirs.company.0, "ignored".to_owned())]);
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_booking_cancelled_before_its_answer_arrived_ends_cancelled_and_is_never_booked_again() {
+    callgate_tests::init_logs();
+    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
+    let db = &stack.db;
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let company = seed_company(db, &stack.cipher, &fake, "cancelfirst", 701, 1).await;
+    // Cal.com books, then answers 500: the push does not learn the uid and retries later.
+    fake.push_fault(Fault::CommitThen500);
+    insert_appointments(db, &company, 1, tomorrow()).await;
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(db, &stack.topic, &group, &dlq);
+    args.extend(push_flags(
+        &fake,
+        &stack.secret_key,
+        &["--calcom-initial-backoff", "2s", "--calcom-max-backoff", "2s"],
+    ));
+    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while fake.bookings().is_empty() {
+        assert!(Instant::now() < deadline, "the first create never reached the fake");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Before the retry, the caller cancels in Cal.com, and its webhook (no metadata, as Cal.com
+    // sends cancellations) arrives while the appointment has no uid yet.
+    let uid = fake.bookings().remove(0).uid;
+    let cancelled = fake.cancel(&uid).unwrap();
+    let body = webhook_body("BOOKING_CANCELLED", &cancelled, serde_json::json!({"iCalSequence": 1}));
+    let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
+    let status = stack
+        .gw
+        .client
+        .post(stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path)))
+        .header("x-cal-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    // The retry looks its booking up, finds it cancelled, and ends there: no second booking.
+    wait_count(
+        &db.pool,
+        "SELECT count(*) FROM appointments WHERE status = 'cancelled' AND calcom_sync_status = 'synced'",
+        1,
+    )
+    .await;
+    let per_key = fake.bookings_per_key();
+    assert_eq!(per_key.values().copied().collect::<Vec<_>>(), vec![1], "{per_key:?}");
+    let held: Option<String> =
+        sqlx::query_scalar("SELECT calcom_booking_uid FROM appointments").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(held.as_deref(), Some(uid.as_str()));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_booking_requested_never_moves_a_booked_appointment_back() {
+    callgate_tests::init_logs();
+    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
+    let db = &stack.db;
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let company = seed_company(db, &stack.cipher, &fake, "latereq", 702, 1).await;
+    insert_appointments(db, &company, 1, tomorrow()).await;
+    let (dlq, group) = fresh_dlq_and_group();
+    let mut args = run_args(db, &stack.topic, &group, &dlq);
+    args.extend(push_flags(&fake, &stack.secret_key, &[]));
+    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
+    let mut requested = fake.bookings().remove(0);
+    requested.status = "pending".into();
+    let body = webhook_body("BOOKING_REQUESTED", &requested, serde_json::json!({}));
+    let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
+    let url = stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path));
+    let sent = stack.gw.client.post(url).header("x-cal-signature-256", signature).body(body).send().await.unwrap();
+    assert_eq!(sent.status().as_u16(), 204);
+    wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 1).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'").await, 1);
+    worker.shutdown().await;
+}

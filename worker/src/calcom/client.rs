@@ -35,6 +35,13 @@ pub struct Booking {
     pub status: String,
 }
 
+impl Booking {
+    /// Cancelled or rejected: it holds no slot any more.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.status.as_str(), "cancelled" | "rejected")
+    }
+}
+
 /// Who the booking is for.
 #[derive(Debug, Clone)]
 pub struct Attendee {
@@ -167,7 +174,9 @@ impl Client {
 
     /// Our booking among those of this event type starting in `[start, start + 1 day)`: the
     /// one whose metadata carries `key`. Cal.com cannot filter on metadata (§3.5), so the
-    /// attendee's email narrows the list when there is one.
+    /// attendee's email narrows the list when there is one. Cancelled bookings are included:
+    /// ours may have been cancelled before its answer reached us, and then it is found (and
+    /// the appointment ends cancelled) instead of being booked a second time.
     pub async fn find(
         &self,
         api_key: &Secret,
@@ -181,12 +190,15 @@ impl Client {
         let after = (start - chrono::Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
         let before = (start + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut skip = 0;
+        // A reschedule leaves the old booking cancelled beside the new one, both with our key:
+        // a live booking wins, a cancelled one is the answer only when there is no live one.
+        let mut cancelled: Option<Booking> = None;
         let (outcome, budget) = loop {
             let mut query = vec![
                 ("eventTypeId", event_type_id.to_string()),
                 ("afterStart", after.clone()),
                 ("beforeEnd", before.clone()),
-                ("status", "upcoming,unconfirmed,past".to_owned()),
+                ("status", "upcoming,unconfirmed,past,cancelled".to_owned()),
                 ("take", PAGE.to_string()),
                 ("skip", skip.to_string()),
             ];
@@ -219,12 +231,15 @@ impl Client {
                     break (Lookup::Failed(format!("unreadable bookings list: {}", describe(&error))), budget);
                 }
             };
-            if let Some(found) = page.data.iter().find(|b| b.metadata_key() == Some(key)) {
-                break (Lookup::Found(found.booking()), budget);
+            let ours = page.data.iter().filter(|b| b.metadata_key() == Some(key)).map(WireBooking::booking);
+            let (live, dead): (Vec<Booking>, Vec<Booking>) = ours.partition(|b| !b.is_cancelled());
+            if let Some(found) = live.into_iter().next() {
+                break (Lookup::Found(found), budget);
             }
+            cancelled = cancelled.or(dead.into_iter().next());
             let more = page.pagination.is_some_and(|p| p.has_next_page) && page.data.len() == PAGE;
             if !more {
-                break (Lookup::NotFound, budget);
+                break (cancelled.take().map_or(Lookup::NotFound, Lookup::Found), budget);
             }
             skip += PAGE;
         };

@@ -159,11 +159,14 @@ async fn write(
         Trigger::Cancelled => "cancelled",
         Trigger::Rejected => "rejected",
     };
-    // A creation never undoes a cancellation or rejection that was applied first.
+    // A creation never undoes a cancellation or rejection that was applied first, and a request
+    // (awaiting the host) never takes a booked appointment back to pending: Cal.com delivers in
+    // no particular order.
     sqlx::query(
         "UPDATE appointments SET \
            status = CASE WHEN $2 IN ('booked', 'pending') AND status IN ('cancelled', 'rejected', 'rescheduled') \
-                         THEN status ELSE $2 END, \
+                         THEN status \
+                         WHEN $2 = 'pending' AND status = 'booked' THEN status ELSE $2 END, \
            calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
            starts_at = COALESCE($5, starts_at), ends_at = COALESCE($6, ends_at), \
            calcom_sequence = GREATEST(calcom_sequence, $7), \

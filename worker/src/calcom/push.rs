@@ -354,6 +354,13 @@ impl Pusher {
     /// The metric result and the status-history reason of an attempt.
     fn outcome(settled: &Settled) -> (&'static str, String) {
         match settled {
+            Settled::Synced { booking, how } if booking.is_cancelled() => (
+                how_label(how),
+                format!(
+                    "Cal.com booking {} ({how}), {} in Cal.com before its answer reached us",
+                    booking.uid, booking.status
+                ),
+            ),
             Settled::Synced { booking, how } => (how_label(how), format!("Cal.com booking {} ({how})", booking.uid)),
             Settled::Retry { error, .. } => ("retry", error.clone()),
             Settled::RateLimited { .. } => ("rate_limited", "rate limited by Cal.com".to_owned()),
@@ -373,7 +380,8 @@ impl Pusher {
                 sqlx::query(
                     "UPDATE appointments SET calcom_booking_uid = $2, calcom_booking_id = $3, \
                      calcom_sync_status = 'synced', \
-                     status = CASE WHEN status = 'pending' AND $4 <> 'pending' THEN 'booked' ELSE status END, \
+                     status = CASE WHEN $4 IN ('cancelled', 'rejected') THEN $4 \
+                                   WHEN status = 'pending' AND $4 <> 'pending' THEN 'booked' ELSE status END, \
                      calcom_unsure = false, last_sync_error = NULL, synced_at = now(), \
                      lease_owner = NULL, lease_expires_at = NULL \
                      WHERE id = $1 AND calcom_sync_status IN ('pending', 'in_flight', 'failed')",
