@@ -141,7 +141,8 @@ pub async fn ops_get(worker: &Worker, path: &str) -> (u16, String) {
 }
 
 /// Delivers a webhook whose number was just added: the gateway's directory learns it within
-/// milliseconds (LISTEN/NOTIFY); until then the answer is 404.
+/// milliseconds (LISTEN/NOTIFY); until then the answer is 401, as for any number it does not
+/// know.
 pub async fn deliver_once_routed(webhook: &crate::calls::Webhook, gw: &crate::TestGateway) {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -149,7 +150,7 @@ pub async fn deliver_once_routed(webhook: &crate::calls::Webhook, gw: &crate::Te
         if status.is_success() {
             return;
         }
-        assert!(status == reqwest::StatusCode::NOT_FOUND && Instant::now() < deadline, "answered {status}");
+        assert!(status == reqwest::StatusCode::UNAUTHORIZED && Instant::now() < deadline, "answered {status}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -195,13 +195,22 @@ async fn refusals_get_their_status_code_and_nothing_reaches_the_topic() {
         StatusCode::UNAUTHORIZED
     );
 
-    // 404: a number nobody registered; a Retell webhook for a number served by Vapi.
+    // A number nobody registered, and a Retell webhook for a number served by Vapi, are
+    // answered exactly like a forged signature for a tenant's number: whether a number belongs
+    // to a tenant is not for an unauthenticated sender to learn (the metric still says which).
+    let forged = signed::retell_body("call_ended", "call_x", app.tenant.retell_number.1, CALLER);
+    let forged = app.retell(&forged, Some(signed::retell_signature("not-the-key", &forged))).await;
+    let forged = (forged.status(), forged.text().await.unwrap());
+    assert_eq!(forged.0, StatusCode::UNAUTHORIZED);
     let unknown = signed::retell_body("call_ended", "call_x", E164::parse("+19995550000").unwrap(), CALLER);
-    let sig = signed::retell_signature(&app.tenant.retell_key, &unknown);
-    assert_eq!(app.retell(&unknown, Some(sig)).await.status(), StatusCode::NOT_FOUND);
+    for sig in [Some(signed::retell_signature(&app.tenant.retell_key, &unknown)), None] {
+        let answer = app.retell(&unknown, sig).await;
+        assert_eq!((answer.status(), answer.text().await.unwrap()), forged);
+    }
     let other_provider = signed::retell_body("call_ended", "call_x", app.tenant.vapi_number.1, CALLER);
     let sig = signed::retell_signature(&app.tenant.retell_key, &other_provider);
-    assert_eq!(app.retell(&other_provider, Some(sig)).await.status(), StatusCode::NOT_FOUND);
+    let answer = app.retell(&other_provider, Some(sig)).await;
+    assert_eq!((answer.status(), answer.text().await.unwrap()), forged);
 
     // 400: not JSON, no call id.
     assert_eq!(app.retell("not json", None).await.status(), StatusCode::BAD_REQUEST);
@@ -238,9 +247,9 @@ async fn refusals_get_their_status_code_and_nothing_reaches_the_topic() {
     for line in [
         r#"callgate_gateway_requests_total{outcome="accepted",provider="retell"} 2"#,
         r#"callgate_gateway_requests_total{outcome="missing_signature",provider="retell"} 1"#,
-        r#"callgate_gateway_requests_total{outcome="invalid_signature",provider="retell"} 2"#,
+        r#"callgate_gateway_requests_total{outcome="invalid_signature",provider="retell"} 3"#,
         r#"callgate_gateway_requests_total{outcome="stale_timestamp",provider="retell"} 1"#,
-        r#"callgate_gateway_requests_total{outcome="unknown_number",provider="retell"} 2"#,
+        r#"callgate_gateway_requests_total{outcome="unknown_number",provider="retell"} 3"#,
         r#"callgate_gateway_requests_total{outcome="malformed",provider="retell"} 2"#,
         r#"callgate_gateway_requests_total{outcome="payload_too_large",provider="retell"} 2"#,
         r#"callgate_gateway_requests_total{outcome="invalid_signature",provider="vapi"} 1"#,
@@ -277,7 +286,7 @@ async fn directory_follows_the_database_without_a_restart() {
         let sig = signed::retell_signature(&app.tenant.retell_key, &body);
         app.retell(&body, Some(sig)).await.status()
     };
-    assert_eq!(send().await, StatusCode::NOT_FOUND);
+    assert_eq!(send().await, StatusCode::UNAUTHORIZED);
 
     let added = Instant::now();
     let id = callgate_worker::tenants::add_phone_number(
@@ -291,16 +300,16 @@ async fn directory_follows_the_database_without_a_restart() {
     .await
     .unwrap();
     // The periodic reload is an hour away: only LISTEN/NOTIFY can bring the number in.
-    // "Routable" is the first answer other than 404; the first record a fresh producer sends to
+    // "Routable" is the first answer other than 401; the first record a fresh producer sends to
     // a partition can take longer than the directory, so the two are reported apart.
-    let routable_after = poll_until(|| async { send().await != StatusCode::NOT_FOUND }).await;
+    let routable_after = poll_until(|| async { send().await != StatusCode::UNAUTHORIZED }).await;
     eprintln!("number added → routable after {routable_after:?}, first 2xx after {:?}", added.elapsed());
     assert!(routable_after.is_some(), "new number never served");
     assert_eq!(send().await, StatusCode::NO_CONTENT);
 
     // Soft delete: it stops routing.
     assert!(callgate_worker::tenants::remove_phone_number(&app.db.pool, id).await.unwrap());
-    assert!(poll_until(|| async { send().await == StatusCode::NOT_FOUND }).await.is_some());
+    assert!(poll_until(|| async { send().await == StatusCode::UNAUTHORIZED }).await.is_some());
 
     // Secret rotation: the new secret works at once, the old one until its window closes.
     let in_window = chrono::Utc::now() + chrono::Duration::hours(1);
@@ -341,7 +350,7 @@ async fn directory_follows_the_database_without_a_restart() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    assert!(poll_until(|| async { with("third-key").await == StatusCode::NOT_FOUND }).await.is_some());
+    assert!(poll_until(|| async { with("third-key").await == StatusCode::UNAUTHORIZED }).await.is_some());
 }
 
 /// Polls `check` every 20 ms for up to 30 s; returns how long it took to become true.
@@ -386,7 +395,7 @@ async fn an_account_whose_secret_does_not_open_is_left_out_and_counted() {
     assert!(found.is_some(), "{}", app.gw.metrics().await);
     let body = signed::retell_body("call_started", "c", number, CALLER);
     let sig = signed::retell_signature("k", &body);
-    assert_eq!(app.retell(&body, Some(sig)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.retell(&body, Some(sig)).await.status(), StatusCode::UNAUTHORIZED);
     // The rest of the directory still serves.
     let ok = signed::retell_body("call_started", "c", app.tenant.retell_number.1, CALLER);
     let sig = signed::retell_signature(&app.tenant.retell_key, &ok);

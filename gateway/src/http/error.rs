@@ -20,6 +20,8 @@ pub enum WebhookError {
     BodyTimeout,
     #[error("malformed payload: {0}")]
     Malformed(#[from] MalformedPayload),
+    /// Answered like a bad signature (401, the same body): an unauthenticated sender must not
+    /// learn whether a number belongs to a tenant. The metric and the log say which it was.
     #[error("number not in the directory")]
     UnknownNumber,
     #[error("webhook endpoint not in the directory")]
@@ -60,8 +62,8 @@ impl WebhookError {
             WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            WebhookError::UnknownNumber | WebhookError::UnknownEndpoint => StatusCode::NOT_FOUND,
-            WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::UnknownEndpoint => StatusCode::NOT_FOUND,
+            WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WebhookError::NotReady | WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -89,8 +91,8 @@ impl WebhookError {
             WebhookError::TooLarge => "payload too large",
             WebhookError::BodyUnreadable | WebhookError::Malformed(_) => "malformed request",
             WebhookError::BodyTimeout => "request timeout",
-            WebhookError::UnknownNumber | WebhookError::UnknownEndpoint => "not found",
-            WebhookError::Unauthorized(_) => "unauthorized",
+            WebhookError::UnknownEndpoint => "not found",
+            WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::Misconfigured(_) => "internal error",
             WebhookError::NotReady | WebhookError::Unavailable(_) => "temporarily unavailable",
         }
