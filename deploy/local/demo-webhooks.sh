@@ -13,14 +13,15 @@ trap 'rm -f "$body"' EXIT
 call="demo-$(date +%s)"
 
 printf '{"event":"call_started","call":{"call_id":"%s","call_type":"phone_call","direction":"inbound","from_number":"+12025550123","to_number":"+14155550100","call_status":"ongoing"}}' "$call" >"$body"
-sig="$("$BIN" sign --provider retell --secret demo-retell-api-key --body-file "$body")"
+# The demo tenant's secrets go to `sign` on standard input, never as arguments.
+sig="$(printf %s demo-retell-api-key | "$BIN" sign --provider retell --secret-file - --body-file "$body")"
 curl -sS -o /dev/null -w "retell  call_started      → %{http_code}\n" -H "x-retell-signature: $sig" \
     -H 'content-type: application/json' --data-binary @"$body" "$BASE/v1/webhooks/retell"
 
 start="$(date -d 'next monday 10:30' +%Y-%m-%dT%H:%M)"
 analysis="{\"appointment_start\":\"$start\",\"service\":\"cleaning\",\"customer_name\":\"Ana Lima\",\"customer_email\":\"ana@example.com\"}"
 printf '{"event":"call_analyzed","call":{"call_id":"%s","call_type":"phone_call","direction":"inbound","from_number":"+12025550123","to_number":"+14155550100","call_status":"ended","duration_ms":61000,"disconnection_reason":"user_hangup","transcript":"User: I need a cleaning next Monday at 10:30.","call_analysis":{"call_summary":"Wants a cleaning.","custom_analysis_data":%s}}}' "$call" "$analysis" >"$body"
-sig="$("$BIN" sign --provider retell --secret demo-retell-api-key --body-file "$body")"
+sig="$(printf %s demo-retell-api-key | "$BIN" sign --provider retell --secret-file - --body-file "$body")"
 curl -sS -o /dev/null -w "retell  call_analyzed     → %{http_code}\n" -H "x-retell-signature: $sig" \
     -H 'content-type: application/json' --data-binary @"$body" "$BASE/v1/webhooks/retell"
 
@@ -31,7 +32,7 @@ curl -sS -w " %{http_code}\n" -H 'x-vapi-secret: demo-vapi-secret' -H 'content-t
 
 printf 'CallSid=CA%s&CallStatus=completed&Direction=inbound&From=%%2B12025550123&To=%%2B14155550102&CallDuration=42&SequenceNumber=0' "$call" >"$body"
 url="$BASE/v1/webhooks/twilio"
-sig="$("$BIN" sign --provider twilio --secret demo-twilio-auth-token --url "$url" \
+sig="$(printf %s demo-twilio-auth-token | "$BIN" sign --provider twilio --secret-file - --url "$url" \
     --content-type application/x-www-form-urlencoded --body-file "$body")"
 curl -sS -o /dev/null -w "twilio  completed         → %{http_code}\n" -H "x-twilio-signature: $sig" \
     -H 'content-type: application/x-www-form-urlencoded' --data-binary @"$body" "$url"

@@ -138,9 +138,11 @@ pub struct MessageArgs {
     /// Which provider's scheme.
     #[arg(long, value_enum)]
     pub provider: VerifyProvider,
-    /// The signing secret (Retell API key, Twilio auth token, Cal.com webhook secret).
+    /// File holding the signing secret (Retell API key, Twilio auth token, Cal.com webhook
+    /// secret); `-` reads it from standard input. One trailing newline is not part of it. Never
+    /// an argument: arguments show in `ps` and in shell history.
     #[arg(long)]
-    pub secret: String,
+    pub secret_file: PathBuf,
     /// File holding the raw request body.
     #[arg(long)]
     pub body_file: PathBuf,
