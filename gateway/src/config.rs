@@ -98,6 +98,17 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Webhook requests handled at once; more are answered 503 with Retry-After at once
+    /// (load shedding), before their bodies are read.
+    #[arg(long, env = "CALLGATE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Bytes of request bodies held at once (each counted by its Content-Length, or as
+    /// --max-body-bytes when it declares none); past it, 503 with Retry-After. Bounds the
+    /// gateway's memory whatever senders do: 256 MiB is 32 bodies of 8 MiB.
+    #[arg(long, env = "CALLGATE_MAX_IN_FLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_in_flight_body_bytes: u64,
+
     /// How long a sender may take to deliver the body before it is answered 408 (a slow or
     /// stalled client must not hold a request open).
     #[arg(long, env = "CALLGATE_BODY_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]

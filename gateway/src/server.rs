@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ServeConfig;
 use crate::directory::{DirectoryHandle, Loader, run_refresh};
-use crate::http::{AppState, EdgeConfig, ops_router, router};
+use crate::http::{Admission, AppState, EdgeConfig, ops_router, router};
 use crate::metrics::Metrics;
 use crate::publish::{PublishError, Publisher, PublisherConfig, TopicLimit, record_limit};
 
@@ -35,6 +35,10 @@ pub enum StartError {
          needs {needed}: raise the topic's max.message.bytes to at least {needed}, or lower --max-body-bytes"
     )]
     TopicTooSmall { topic: String, limit: usize, max_body: usize, needed: usize },
+    #[error(
+        "--max-in-flight-body-bytes ({budget}) is below --max-body-bytes ({max_body}): no body that size could ever be admitted"
+    )]
+    BodyBudget { budget: u64, max_body: usize },
 }
 
 /// How long the start waits for the broker to describe the topic's record size limit.
@@ -56,6 +60,12 @@ impl Gateway {
     /// Binds the listeners and starts serving. The directory loads in the background: until
     /// it has, `/readyz` says so and webhooks are answered 503.
     pub async fn start(config: ServeConfig) -> Result<Self, StartError> {
+        if config.max_in_flight_body_bytes < config.max_body_bytes as u64 {
+            return Err(StartError::BodyBudget {
+                budget: config.max_in_flight_body_bytes,
+                max_body: config.max_body_bytes,
+            });
+        }
         let metrics = Metrics::new();
         let cipher = Arc::new(SecretCipher::from_base64(config.secret_key.expose(), &config.secret_keys_previous)?);
         let pool = PgPoolOptions::new()
@@ -80,6 +90,11 @@ impl Gateway {
             directory: Arc::new(DirectoryHandle::default()),
             publisher: publisher.clone(),
             metrics: metrics.clone(),
+            admission: Arc::new(Admission::new(
+                config.max_in_flight,
+                config.max_in_flight_body_bytes,
+                config.max_body_bytes as u64,
+            )),
             edge: Arc::new(EdgeConfig {
                 max_body_bytes: config.max_body_bytes,
                 body_read_timeout: config.body_read_timeout,

@@ -498,3 +498,34 @@ async fn unknown_routes_wrong_methods_and_stalled_bodies_are_refused_and_counted
         assert!(metrics.contains(line), "missing {line}\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn past_its_in_flight_bounds_the_gateway_sheds_load_with_503_before_reading_bodies() {
+    let app = spawn_app(&["--max-in-flight", "1"]).await;
+    let body = signed::retell_body("call_started", "call_shed", app.tenant.retell_number.1, CALLER);
+    // One request holds the only slot: its body starts and then stalls.
+    let first: Result<Vec<u8>, std::io::Error> = Ok(br#"{"event":"call_started","#.to_vec());
+    let stalled = futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let client = app.gw.client.clone();
+    let url = app.gw.url("/v1/webhooks/retell");
+    let holder = tokio::spawn(async move { client.post(url).body(reqwest::Body::wrap_stream(stalled)).send().await });
+    let held = poll_until(|| async { app.gw.metrics().await.contains("callgate_gateway_requests_in_flight 1") }).await;
+    assert!(held.is_some(), "the stalled request never started");
+    let sig = signed::retell_signature(&app.tenant.retell_key, &body);
+    let answer = app.retell(&body, Some(sig)).await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["retry-after"], "5");
+    holder.abort();
+    // The slot comes back, and so does service.
+    let served = poll_until(|| async {
+        let sig = signed::retell_signature(&app.tenant.retell_key, &body);
+        app.retell(&body, Some(sig)).await.status() == StatusCode::NO_CONTENT
+    })
+    .await;
+    assert!(served.is_some(), "served again once the held request is gone");
+    let metrics = app.gw.metrics().await;
+    assert!(
+        metrics.contains(r#"callgate_gateway_requests_total{outcome="overloaded",provider="retell"}"#),
+        "{metrics}"
+    );
+}

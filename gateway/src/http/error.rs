@@ -32,6 +32,8 @@ pub enum WebhookError {
     Misconfigured(&'static str),
     #[error("directory not loaded yet")]
     NotReady,
+    #[error("too many requests or body bytes in flight")]
+    Overloaded,
     #[error("broker unavailable: {0}")]
     Unavailable(PublishError),
 }
@@ -65,7 +67,9 @@ impl WebhookError {
             WebhookError::UnknownEndpoint => StatusCode::NOT_FOUND,
             WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WebhookError::NotReady | WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::NotReady | WebhookError::Overloaded | WebhookError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -81,6 +85,7 @@ impl WebhookError {
             WebhookError::Unauthorized(reason) => reason.reason(),
             WebhookError::Misconfigured(_) => "misconfigured",
             WebhookError::NotReady => "not_ready",
+            WebhookError::Overloaded => "overloaded",
             WebhookError::Unavailable(_) => "broker_unavailable",
         }
     }
@@ -94,7 +99,9 @@ impl WebhookError {
             WebhookError::UnknownEndpoint => "not found",
             WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::Misconfigured(_) => "internal error",
-            WebhookError::NotReady | WebhookError::Unavailable(_) => "temporarily unavailable",
+            WebhookError::NotReady | WebhookError::Overloaded | WebhookError::Unavailable(_) => {
+                "temporarily unavailable"
+            }
         }
     }
 }

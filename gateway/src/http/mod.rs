@@ -1,5 +1,6 @@
 //! Routes: the provider webhooks, health, readiness and metrics.
 
+mod admission;
 mod calcom;
 mod error;
 mod webhook;
@@ -12,6 +13,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use admission::Admission;
 pub use error::WebhookError;
 
 use crate::directory::DirectoryHandle;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub metrics: Metrics,
     pub edge: Arc<EdgeConfig>,
+    pub admission: Arc<Admission>,
 }
 
 /// The webhook routes (plus health and, when `with_ops`, metrics).

@@ -91,8 +91,17 @@ where
     let (parts, body) = request.into_parts();
     let trace_id = trace_id(&parts.headers);
     let span = tracing::info_span!("webhook", provider = sender, %trace_id);
-    let incoming = Incoming { parts, body, trace_id: trace_id.clone(), started };
-    let result = process(incoming).instrument(span.clone()).await;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Shed before anything is read: past the bound, the body never reaches memory.
+    let admitted = state.admission.try_admit(declared);
+    let result = match admitted {
+        Some(_) => {
+            let incoming = Incoming { parts, body, trace_id: trace_id.clone(), started };
+            process(incoming).instrument(span.clone()).await
+        }
+        None => Err(WebhookError::Overloaded),
+    };
+    drop(admitted);
     let _entered = span.enter();
 
     let (mut response, outcome) = match result {

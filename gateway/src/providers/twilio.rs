@@ -9,7 +9,6 @@
 //! the node SDK's WHATWG and legacy-querystring serialisations produce).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -50,19 +49,22 @@ fn body_hash_param(url: &str) -> Option<String> {
     })
 }
 
+/// More form parameters than any Twilio callback carries (a status callback has a few dozen;
+/// add-ons and custom parameters add some more). A body with more is refused before any
+/// verification work: unauthenticated, it must not make the gateway sort and hash a million
+/// parameters.
+pub const MAX_FORM_PARAMS: usize = 1_000;
+
 /// Every form parameter, each name once with its distinct values, all sorted by code point.
 /// Every received parameter counts: Twilio adds parameters over time, never a fixed list.
 fn sorted_params(body: &[u8]) -> String {
-    let mut params: BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>> = BTreeMap::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        params.entry(name).or_default().insert(value);
-    }
+    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = form_urlencoded::parse(body).collect();
+    params.sort_unstable();
+    params.dedup();
     let mut out = String::with_capacity(body.len());
-    for (name, values) in &params {
-        for value in values {
-            out.push_str(name);
-            out.push_str(value);
-        }
+    for (name, value) in &params {
+        out.push_str(name);
+        out.push_str(value);
     }
     out
 }
@@ -237,17 +239,35 @@ impl CallFields {
 pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, MalformedPayload> {
     let mut fields = CallFields::default();
     if is_form(content_type) || body.is_empty() {
-        for (name, value) in form_urlencoded::parse(body) {
+        for (count, (name, value)) in form_urlencoded::parse(body).enumerate() {
+            if count == MAX_FORM_PARAMS {
+                return Err(MalformedPayload("more form parameters than a Twilio callback carries"));
+            }
             fields.set(&name, value.into_owned());
         }
     } else {
-        let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(body).map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
-        for (name, value) in object {
-            if let serde_json::Value::String(s) = value {
-                fields.set(&name, s);
-            }
+        // Only the fields routing needs are kept; the rest is skipped without being stored, so
+        // an unauthenticated object of a million keys costs a parse, not a million allocations.
+        #[derive(serde::Deserialize)]
+        #[allow(non_snake_case)]
+        struct Wire {
+            CallSid: Option<serde_json::Value>,
+            CallStatus: Option<serde_json::Value>,
+            Direction: Option<serde_json::Value>,
+            To: Option<serde_json::Value>,
+            From: Option<serde_json::Value>,
         }
+        let wire: Wire =
+            serde_json::from_slice(body).map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
+        let text = |value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        };
+        fields.call_sid = text(wire.CallSid);
+        fields.call_status = text(wire.CallStatus);
+        fields.direction = text(wire.Direction);
+        fields.to = text(wire.To);
+        fields.from = text(wire.From);
     }
     let call_id = fields.call_sid.filter(|s| !s.is_empty()).ok_or(MalformedPayload("CallSid missing"))?;
     let outbound = fields.direction.as_deref().is_some_and(|d| d.starts_with("outbound"));
@@ -390,6 +410,29 @@ mod tests {
         let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
         let ct = Some("Application/X-WWW-Form-Urlencoded; charset=utf-8");
         assert_eq!(verify(&[TOKEN], URL, ct, PARAMS.as_bytes(), Some(sig)), Ok(()));
+    }
+
+    #[test]
+    fn a_body_with_more_parameters_than_a_callback_carries_is_refused_before_verification() {
+        let body = |n: usize| {
+            let mut body = "CallSid=CA1&CallStatus=ringing&To=%2B14155550199".to_owned();
+            for i in 3..n {
+                body.push_str(&format!("&p{i}="));
+            }
+            body
+        };
+        assert!(routing(Some(FORM), body(MAX_FORM_PARAMS).as_bytes()).is_ok());
+        assert_eq!(
+            routing(Some(FORM), body(MAX_FORM_PARAMS + 1).as_bytes()).err(),
+            Some(MalformedPayload("more form parameters than a Twilio callback carries"))
+        );
+        // A JSON body's other keys are skipped, not kept.
+        let mut json = String::from(r#"{"CallSid":"CA1","To":"+14155550199""#);
+        for i in 0..5_000 {
+            json.push_str(&format!(r#","k{i}":{{"x":[1,2,3]}}"#));
+        }
+        json.push('}');
+        assert_eq!(routing(Some("application/json"), json.as_bytes()).unwrap().number.as_deref(), Some("+14155550199"));
     }
 
     #[test]
