@@ -29,11 +29,46 @@ pub fn init_logs(config: &LogConfig) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let result = match config.log_format {
+        // JSON escapes every value already.
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
     };
     // A subscriber may already be installed (tests); that one keeps working.
     drop(result);
+}
+
+/// How text log lines print fields: every value with its control characters escaped. Call
+/// ids, event types and error details come from senders; a call id holding a newline and a
+/// forged `INFO webhook accepted …` must stay on its own line, and an escape sequence must not
+/// reach an operator's terminal.
+pub fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        // What the `log` bridge adds (target, file, line), as the default formatter hides it.
+        if field.name().starts_with("log.") {
+            return Ok(());
+        }
+        let text = format!("{value:?}");
+        let text = printable(&text);
+        // The message comes first; each other field after a space.
+        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, " {}={text}", field.name()) }
+    })
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`, …); borrowed when there is
+/// none, the common case.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A configuration value that may carry a credential: usable, never printed by `Debug`.
@@ -143,6 +178,41 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_log_lines_escape_what_senders_control() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(text_fields())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let call_id = "c1\nINFO webhook accepted call_id=forged\u{1b}[2J";
+            tracing::warn!(call_id = %call_id, outcome = "malformed", "webhook refused: {}", call_id);
+        });
+        let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let out = String::from_utf8_lossy(&bytes);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(out.contains(r"call_id=c1\nINFO webhook accepted call_id=forged\u{1b}[2J"), "{out}");
+        assert!(out.contains(r"webhook refused: c1\nINFO"), "{out}");
+        assert_eq!(printable("plain"), std::borrow::Cow::Borrowed("plain"));
+    }
 
     #[test]
     fn durations() {
