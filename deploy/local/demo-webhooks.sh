@@ -42,7 +42,7 @@ curl -sS -o /dev/null -w "retell  forged signature  → %{http_code}\n" -H "x-re
     "$BASE/v1/webhooks/retell"
 
 echo
-curl -sS "$BASE/metrics" | grep '^callgate_gateway_requests_total'
+curl -sS "${CALLGATE_GATEWAY_OPS_URL:-http://127.0.0.1:9091}/metrics" | grep '^callgate_gateway_requests_total'
 sleep 3  # the worker polls for appointments to push every second
 echo
 curl -sS "${CALLGATE_WORKER_URL:-http://127.0.0.1:9090}/metrics" | grep -E '^callgate_worker_(events_total|appointments_created_total)'

@@ -19,6 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 COMPANIES="${CALLGATE_LT_COMPANIES:-100}"
 NUMBERS="${CALLGATE_LT_NUMBERS:-30}"
 GATEWAY="127.0.0.1:${CALLGATE_LT_GATEWAY_PORT:-28080}"
+GATEWAY_OPS="127.0.0.1:${CALLGATE_LT_GATEWAY_OPS_PORT:-28081}"
 WORKER="127.0.0.1:${CALLGATE_LT_WORKER_PORT:-29190}"
 CALCOM="127.0.0.1:${CALLGATE_LT_CALCOM_PORT:-28095}"
 OUT="$ROOT/.local/loadtest"
@@ -60,14 +61,14 @@ if [ -n "${CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES:-}" ]; then
     GATEWAY_KAFKA=(--baseline-kafka-properties "$CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES")
     export CALLGATE_KAFKA_PROPERTIES="$CALLGATE_LT_GATEWAY_KAFKA_PROPERTIES"
 fi
-CALLGATE_LISTEN="$GATEWAY" target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
+CALLGATE_LISTEN="$GATEWAY" CALLGATE_METRICS_LISTEN="$GATEWAY_OPS" target/release/callgate-gateway serve 2>"$OUT/$stamp-gateway.log" &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
-until curl -fsS "http://$GATEWAY/readyz" >/dev/null 2>&1; do sleep 0.2; done
+until curl -fsS "http://$GATEWAY_OPS/readyz" >/dev/null 2>&1; do sleep 0.2; done
 
 [ $# -gt 0 ] || set -- --rate 2000 --duration 30s
 # The run reads the database only when told to (END_TO_END), not from the exported variable.
-env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" "${END_TO_END[@]}" \
+env -u CALLGATE_DATABASE_URL target/release/callgate-loadtest run "${MODEL[@]}" --target "http://$GATEWAY" --target-metrics "http://$GATEWAY_OPS" "${END_TO_END[@]}" \
     --baseline-http --baseline-kafka "$KAFKA_BROKERS" "${GATEWAY_KAFKA[@]}" \
     --json "$OUT/$stamp.json" --svg "$OUT/$stamp.svg" "$@" &
 RUN_PID=$!

@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LISTEN="${CALLGATE_LISTEN:-127.0.0.1:8080}"
 WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
+# The gateway's /metrics and /readyz are on a port of their own, not on the webhook listener.
+METRICS_LISTEN="${CALLGATE_METRICS_LISTEN:-127.0.0.1:9091}"
 # Cal.com is a SaaS: locally, appointments are booked into the test suite's fake Cal.com.
 CALCOM_LISTEN="${CALLGATE_FAKE_CALCOM_LISTEN:-127.0.0.1:8095}"
 start_stack dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}" sqlite
@@ -21,6 +23,7 @@ cargo build --release --locked -p callgate-tests --bin fake-calcom
 export CALLGATE_DATABASE_URL="$DATABASE_URL"
 export CALLGATE_KAFKA_BROKERS="$KAFKA_BROKERS"
 export CALLGATE_LISTEN="$LISTEN"
+export CALLGATE_METRICS_LISTEN="$METRICS_LISTEN"
 export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
 target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
@@ -36,7 +39,7 @@ cat >&2 <<INFO
 
   callgate is running.
     webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}   Cal.com: /v1/webhooks/calcom/<path> (tenant show)
-    metrics    gateway http://$LISTEN/metrics   worker http://$WORKER_LISTEN/metrics   (/healthz, /readyz on both)
+    metrics    gateway http://$METRICS_LISTEN/metrics   worker http://$WORKER_LISTEN/metrics   (/healthz, /readyz on both)
     demo       company "demo-dental": Retell +14155550100, Vapi +14155550101, Twilio +14155550102
                services "Teeth Cleaning" (cleaning, hygiene visit) and "Check-up" (checkup, exam)
     cal.com    a fake Cal.com on http://$CALCOM_LISTEN (key cal_demo_key, event types 1001, 1002)

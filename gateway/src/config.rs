@@ -32,9 +32,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Separate address for /metrics, /healthz and /readyz; unset: served on --listen.
-    #[arg(long, env = "CALLGATE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Address of /metrics, /readyz and /healthz: a port of its own, so the webhook listener
+    /// that faces the internet shows nothing of the gateway's state (it answers /healthz only,
+    /// for load balancers).
+    #[arg(long, env = "CALLGATE_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
+    pub metrics_listen: SocketAddr,
 
     /// Postgres URL of the tenant directory (read-only use, plus LISTEN).
     #[arg(long, env = "CALLGATE_DATABASE_URL", hide_env_values = true)]

@@ -48,7 +48,7 @@ const TOPIC_CHECK_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Gateway {
     addr: SocketAddr,
-    ops_addr: Option<SocketAddr>,
+    ops_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     publisher: Arc<Publisher>,
@@ -105,11 +105,9 @@ impl Gateway {
 
         let listener = bind(config.listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let ops_listener = match config.metrics_listen {
-            Some(ops) => Some(bind(ops).await?),
-            None => None,
-        };
-        let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let ops_listener = bind(config.metrics_listen).await?;
+        let ops_addr =
+            ops_listener.local_addr().map_err(|source| StartError::Bind { addr: config.metrics_listen, source })?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -121,11 +119,9 @@ impl Gateway {
             shutdown_rx.clone(),
         ));
         tasks.spawn(probe_broker(publisher.clone(), shutdown_rx.clone()));
-        tasks.spawn(serve(listener, router(state.clone(), ops_listener.is_none()), shutdown_rx.clone()));
-        if let Some(ops) = ops_listener {
-            tasks.spawn(serve(ops, ops_router(state.clone()), shutdown_rx));
-        }
-        tracing::info!(%addr, ?ops_addr, topic = %config.kafka_topic, "gateway listening");
+        tasks.spawn(serve(listener, router(state.clone()), shutdown_rx.clone()));
+        tasks.spawn(serve(ops_listener, ops_router(state.clone()), shutdown_rx));
+        tracing::info!(%addr, %ops_addr, topic = %config.kafka_topic, "gateway listening");
         Ok(Self { addr, ops_addr, shutdown, tasks, publisher, state, grace: config.shutdown_grace })
     }
 
@@ -133,8 +129,8 @@ impl Gateway {
         self.addr
     }
 
-    /// Where /metrics, /healthz and /readyz are served when a separate listener is configured.
-    pub fn ops_addr(&self) -> Option<SocketAddr> {
+    /// Where /metrics, /readyz and /healthz are served.
+    pub fn ops_addr(&self) -> SocketAddr {
         self.ops_addr
     }
 

@@ -86,6 +86,9 @@ struct RunArgs {
     /// The gateway's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// The gateway's ops base URL (its --metrics-listen), for its stage histograms.
+    #[arg(long, default_value = "http://127.0.0.1:9091")]
+    target_metrics: String,
     /// Open loop: requests per second.
     #[arg(long, conflicts_with = "connections")]
     rate: Option<f64>,
@@ -200,13 +203,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     warm(args.target.clone()).await;
     let scheduler = Scheduler::new(model.clone(), args.event_gap, args.appointment_share);
     let scraper = reqwest::Client::new();
-    let stages_before = stages::scrape(&scraper, &args.target).await;
+    let stages_before = stages::scrape(&scraper, &args.target_metrics).await;
     let cpu_before = cpu::snapshot();
     let window_start = chrono::Utc::now();
     let measured = run::run(&plan(args.target.clone()), scheduler, tracker.as_ref().map(|_| finished_tx)).await;
     let window_end = chrono::Utc::now();
     let cpu = cpu::between(&cpu_before, &cpu::snapshot());
-    let stages = match (stages_before, stages::scrape(&scraper, &args.target).await) {
+    let stages = match (stages_before, stages::scrape(&scraper, &args.target_metrics).await) {
         (Some(before), Some(after)) => stages::between(&before, &after),
         _ => Vec::new(),
     };

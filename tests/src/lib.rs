@@ -119,6 +119,8 @@ pub async fn spawn_stack(twilio_public_base_url: &str, partitions: u32, extra: &
 pub struct TestGateway {
     pub gateway: Gateway,
     pub base_url: String,
+    /// The ops listener: /metrics, /readyz, /healthz.
+    pub ops_url: String,
     pub client: reqwest::Client,
 }
 
@@ -128,6 +130,8 @@ pub fn serve_config(db: &TestDb, brokers: &str, topic: &str, secret_key: &str, e
         "callgate-gateway".to_owned(),
         "serve".into(),
         "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
         "127.0.0.1:0".into(),
         "--database-url".into(),
         db.url.clone(),
@@ -153,8 +157,9 @@ impl TestGateway {
     pub async fn start(config: ServeConfig) -> Self {
         let gateway = Gateway::start(config).await.unwrap();
         let base_url = format!("http://{}", gateway.local_addr());
+        let ops_url = format!("http://{}", gateway.ops_addr());
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let this = Self { gateway, base_url, client };
+        let this = Self { gateway, base_url, ops_url, client };
         this.wait_ready(Duration::from_secs(60)).await;
         this
     }
@@ -162,7 +167,7 @@ impl TestGateway {
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let ready = self.client.get(format!("{}/readyz", self.base_url)).send().await;
+            let ready = self.client.get(format!("{}/readyz", self.ops_url)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
@@ -176,6 +181,6 @@ impl TestGateway {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client.get(format!("{}/metrics", self.ops_url)).send().await.unwrap().text().await.unwrap()
     }
 }

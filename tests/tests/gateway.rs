@@ -444,7 +444,7 @@ async fn a_failed_reload_keeps_the_last_good_snapshot() {
     let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(app.gw.metrics().await.contains("callgate_directory_numbers 3"));
-    let ready = app.gw.client.get(app.gw.url("/readyz")).send().await.unwrap();
+    let ready = app.gw.client.get(format!("{}/readyz", app.gw.ops_url)).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
 
@@ -475,6 +475,15 @@ async fn unknown_routes_wrong_methods_and_stalled_bodies_are_refused_and_counted
     let unknown = app.gw.client.post(app.gw.url("/v1/webhooks/sinch?token=s3cr3t")).send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(unknown.text().await.unwrap(), r#"{"error":"not found"}"#);
+    // The webhook listener, which faces the internet, shows nothing of the gateway's state: its
+    // metrics and readiness are on the ops listener. /healthz stays, for load balancers.
+    for path in ["/metrics", "/readyz"] {
+        let public = app.gw.client.get(app.gw.url(path)).send().await.unwrap();
+        assert_eq!(public.status(), StatusCode::NOT_FOUND, "{path} on the webhook listener");
+        let ops = app.gw.client.get(format!("{}{path}", app.gw.ops_url)).send().await.unwrap();
+        assert_eq!(ops.status(), StatusCode::OK, "{path} on the ops listener");
+    }
+    assert_eq!(app.gw.client.get(app.gw.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
 
     // A client that sends the start of a body and then nothing.
     let first: Result<Vec<u8>, std::io::Error> = Ok(br#"{"event":"call_ended","#.to_vec());
@@ -492,7 +501,8 @@ async fn unknown_routes_wrong_methods_and_stalled_bodies_are_refused_and_counted
     let metrics = app.gw.metrics().await;
     for line in [
         r#"callgate_gateway_requests_total{outcome="method_not_allowed",provider="none"} 1"#,
-        r#"callgate_gateway_requests_total{outcome="unknown_route",provider="none"} 1"#,
+        // The sinch path, and /metrics and /readyz asked of the webhook listener.
+        r#"callgate_gateway_requests_total{outcome="unknown_route",provider="none"} 3"#,
         r#"callgate_gateway_requests_total{outcome="body_timeout",provider="retell"} 1"#,
     ] {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");

@@ -19,7 +19,7 @@ async fn eventually<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(wha
 async fn shutdown_stops_accepting_finishes_the_request_in_flight_and_flushes() {
     init_logs();
     let Stack { gw, tenant, topic, .. } = spawn_stack("https://h", 1, &[]).await;
-    let TestGateway { gateway, base_url, client } = gw;
+    let TestGateway { gateway, base_url, ops_url, client } = gw;
     let addr = gateway.local_addr();
 
     // A request whose body arrives in two parts, the second only after shutdown has begun.
@@ -37,7 +37,7 @@ async fn shutdown_stops_accepting_finishes_the_request_in_flight_and_flushes() {
         .send();
     let in_flight = tokio::spawn(in_flight);
     tx.send(first.to_vec()).await.unwrap();
-    let metrics_url = format!("{base_url}/metrics");
+    let metrics_url = format!("{ops_url}/metrics");
     eventually("the request reaching the gateway", || async {
         let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
         text.contains("callgate_gateway_requests_in_flight 1")

@@ -39,8 +39,9 @@ pub struct AppState {
     pub admission: Arc<Admission>,
 }
 
-/// The webhook routes (plus health and, when `with_ops`, metrics).
-pub fn router(state: AppState, with_ops: bool) -> Router {
+/// The webhook routes, and /healthz for load balancers; metrics and readiness are on the ops
+/// listener only ([`ops_router`]).
+pub fn router(state: AppState) -> Router {
     let webhooks = Router::new()
         .route("/v1/webhooks/retell", post(webhook::retell))
         .route("/v1/webhooks/vapi", post(webhook::vapi))
@@ -48,8 +49,11 @@ pub fn router(state: AppState, with_ops: bool) -> Router {
         .route("/v1/webhooks/twilio", post(webhook::twilio).get(webhook::twilio))
         // Cal.com names no tenant of ours: each company has its own endpoint path.
         .route("/v1/webhooks/calcom/{endpoint}", post(calcom::calcom));
-    let router = if with_ops { webhooks.merge(ops_routes()) } else { webhooks.route("/healthz", get(healthz)) };
-    router.fallback(unknown_route).method_not_allowed_fallback(method_not_allowed).with_state(state)
+    webhooks
+        .route("/healthz", get(healthz))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// A path we do not serve: counted and logged like every other refusal.
@@ -69,13 +73,13 @@ fn refuse(state: &AppState, status: StatusCode, outcome: &'static str, method: &
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// Health, readiness and metrics, for a separate ops listener or the main one.
+/// Health, readiness and metrics, on the ops listener (`--metrics-listen`).
 pub fn ops_router(state: AppState) -> Router {
-    ops_routes().with_state(state)
-}
-
-fn ops_routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Alive: the process answers.
