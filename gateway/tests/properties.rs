@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
+use callgate_contract::settings::{HmacSettings, VapiAuth};
 use callgate_gateway::providers::{HmacAlgorithm, calcom, retell, twilio, vapi};
 use proptest::prelude::*;
 
@@ -99,5 +100,54 @@ proptest! {
         let clean = vapi::redact(body.as_bytes()).unwrap().unwrap();
         prop_assert!(!clean.contains(&secret), "{}", clean);
         prop_assert!(serde_json::from_str::<serde_json::Value>(&clean).is_ok());
+    }
+
+    #[test]
+    fn vapi_accepts_exactly_what_its_hmac_credential_signs(secret in "[a-z0-9]{8,24}", body in prop::collection::vec(any::<u8>(), 0..200), ts in 1_700_000_000u64..1_900_000_000, header in ".{0,40}", flip in any::<prop::sample::Index>()) {
+        let settings = HmacSettings::default();
+        let auth = VapiAuth::Hmac(settings.clone());
+        let url = "https://hooks.example.com/v1/webhooks/vapi";
+        let ts_text = ts.to_string();
+        // Vapi's default: HMAC-SHA256 of "{timestamp}.{body}", hex.
+        let mut message = format!("{ts_text}.").into_bytes();
+        message.extend_from_slice(&body);
+        let signature = hex::encode(HmacAlgorithm::Sha256.mac(secret.as_bytes(), &[&message]));
+        let check = |sig: &str, body: &[u8]| {
+            let header = |name: &str| {
+                if name.eq_ignore_ascii_case("x-signature") {
+                    Some(sig)
+                } else if name.eq_ignore_ascii_case("x-timestamp") {
+                    Some(ts_text.as_str())
+                } else {
+                    None
+                }
+            };
+            let request = vapi::Request { header, body, url: Some(url), now_ms: ts * 1000 };
+            vapi::verify(&auth, &[secret.as_bytes()], &request)
+        };
+        prop_assert_eq!(check(&signature, &body), Ok(()));
+        prop_assert_eq!(vapi::sign_hmac(&settings, secret.as_bytes(), &body, url, &ts.to_string(), None), signature.clone());
+        if !body.is_empty() {
+            let mut changed = body.clone();
+            let i = flip.index(changed.len());
+            changed[i] ^= 1;
+            prop_assert!(check(&signature, &changed).is_err());
+        }
+        prop_assert!(header == signature || check(&header, &body).is_err());
+        // Secret and bearer modes: any header value is compared, never panics.
+        for auth in [VapiAuth::default(), VapiAuth::Bearer { header: "authorization".into(), prefix: "Bearer ".into() }] {
+            let value = signature.clone();
+            let header = |_: &str| Some(value.as_str());
+            let request = vapi::Request { header, body: &body, url: None, now_ms: 0 };
+            prop_assert!(vapi::verify(&auth, &[secret.as_bytes()], &request).is_err());
+        }
+    }
+
+    #[test]
+    fn calcom_accepts_exactly_what_it_signs(secret in "[a-z0-9]{8,24}", body in prop::collection::vec(any::<u8>(), 0..200)) {
+        let signature = hex::encode(HmacAlgorithm::Sha256.mac(secret.as_bytes(), &[&body]));
+        prop_assert_eq!(calcom::sign(secret.as_bytes(), &body), signature.clone());
+        prop_assert_eq!(calcom::verify(&[secret.as_bytes()], &body, Some(&signature)), Ok(()));
+        prop_assert!(calcom::verify(&[b"other".as_slice()], &body, Some(&signature)).is_err());
     }
 }
