@@ -464,39 +464,51 @@ async fn signed_calcom_changes_reach_the_appointment_and_forged_ones_are_refused
     worker.shutdown().await;
 }
 
-#[tokio::test]
-async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own() {
+/// A stack with a fake Cal.com (its first creates meeting `faults`), `slug` connected to it
+/// with one pending appointment for tomorrow, and a worker pushing with the test timings plus
+/// `extra` push flags.
+async fn pushing(
+    slug: &str,
+    event_type: i64,
+    faults: &[Fault],
+    extra: &[&str],
+) -> (callgate_tests::Stack, FakeCalcom, CalcomCompany, Worker) {
     callgate_tests::init_logs();
     let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
-    let db = &stack.db;
     let fake = FakeCalcom::start(Limits::default()).await;
-    // Two companies whose Cal.com webhooks watch the same Cal.com user: Cal.com sends both the
-    // same body, each signed with its own subscription's secret.
-    let ours = seed_company(db, &stack.cipher, &fake, "shared-a", 601, 1).await;
-    let theirs = seed_company(db, &stack.cipher, &fake, "shared-b", 602, 1).await;
-    insert_appointments(db, &ours, 1, tomorrow()).await;
+    for fault in faults {
+        fake.push_fault(*fault);
+    }
+    let company = seed_company(&stack.db, &stack.cipher, &fake, slug, event_type, 1).await;
+    insert_appointments(&stack.db, &company, 1, tomorrow()).await;
     let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(db, &stack.topic, &group, &dlq);
-    args.extend(push_flags(&fake, &stack.secret_key, &[]));
+    let mut args = run_args(&stack.db, &stack.topic, &group, &dlq);
+    args.extend(push_flags(&fake, &stack.secret_key, extra));
     let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    (stack, fake, company, worker)
+}
+
+/// Delivers `body` to `company`'s Cal.com endpoint, signed with its webhook secret; the status.
+async fn deliver_calcom(stack: &callgate_tests::Stack, company: &CalcomCompany, body: &str) -> u16 {
+    let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
+    let url = stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path));
+    let sent = stack.gw.client.post(url).header("x-cal-signature-256", signature).body(body.to_owned()).send().await;
+    sent.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own() {
+    let (stack, fake, ours, worker) = pushing("shared-a", 601, &[], &[]).await;
+    let db = &stack.db;
+    // A second company whose Cal.com webhook watches the same Cal.com user: Cal.com sends both
+    // the same body, each signed with its own subscription's secret.
+    let theirs = seed_company(db, &stack.cipher, &fake, "shared-b", 602, 1).await;
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
     let mut cancelled = fake.bookings().remove(0);
     cancelled.status = "cancelled".into();
     let body = webhook_body("BOOKING_CANCELLED", &cancelled, serde_json::json!({"iCalSequence": 1}));
     for company in [&theirs, &ours] {
-        let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
-        let status = stack
-            .gw
-            .client
-            .post(stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path)))
-            .header("content-type", "application/json")
-            .header("x-cal-signature-256", signature)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 204);
+        assert_eq!(deliver_calcom(&stack, company, &body).await, 204);
     }
     // The other company's copy comes first and matches nothing of its own; ours still cancels
     // our appointment. Each company's ledger holds its own copy.
@@ -513,22 +525,10 @@ async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own()
 
 #[tokio::test]
 async fn a_booking_cancelled_before_its_answer_arrived_ends_cancelled_and_is_never_booked_again() {
-    callgate_tests::init_logs();
-    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
-    let db = &stack.db;
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let company = seed_company(db, &stack.cipher, &fake, "cancelfirst", 701, 1).await;
     // Cal.com books, then answers 500: the push does not learn the uid and retries later.
-    fake.push_fault(Fault::CommitThen500);
-    insert_appointments(db, &company, 1, tomorrow()).await;
-    let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(db, &stack.topic, &group, &dlq);
-    args.extend(push_flags(
-        &fake,
-        &stack.secret_key,
-        &["--calcom-initial-backoff", "2s", "--calcom-max-backoff", "2s"],
-    ));
-    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    let slow_retry = ["--calcom-initial-backoff", "2s", "--calcom-max-backoff", "2s"];
+    let (stack, fake, company, worker) = pushing("cancelfirst", 701, &[Fault::CommitThen500], &slow_retry).await;
+    let db = &stack.db;
     let deadline = Instant::now() + PATIENCE;
     while fake.bookings().is_empty() {
         assert!(Instant::now() < deadline, "the first create never reached the fake");
@@ -539,18 +539,7 @@ async fn a_booking_cancelled_before_its_answer_arrived_ends_cancelled_and_is_nev
     let uid = fake.bookings().remove(0).uid;
     let cancelled = fake.cancel(&uid).unwrap();
     let body = webhook_body("BOOKING_CANCELLED", &cancelled, serde_json::json!({"iCalSequence": 1}));
-    let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
-    let status = stack
-        .gw
-        .client
-        .post(stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path)))
-        .header("x-cal-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 204);
+    assert_eq!(deliver_calcom(&stack, &company, &body).await, 204);
     // The retry looks its booking up, finds it cancelled, and ends there: no second booking.
     wait_count(
         &db.pool,
@@ -568,24 +557,13 @@ async fn a_booking_cancelled_before_its_answer_arrived_ends_cancelled_and_is_nev
 
 #[tokio::test]
 async fn a_late_booking_requested_never_moves_a_booked_appointment_back() {
-    callgate_tests::init_logs();
-    let stack = callgate_tests::spawn_stack("http://127.0.0.1", 1, &[]).await;
+    let (stack, fake, company, worker) = pushing("latereq", 702, &[], &[]).await;
     let db = &stack.db;
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let company = seed_company(db, &stack.cipher, &fake, "latereq", 702, 1).await;
-    insert_appointments(db, &company, 1, tomorrow()).await;
-    let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(db, &stack.topic, &group, &dlq);
-    args.extend(push_flags(&fake, &stack.secret_key, &[]));
-    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
     let mut requested = fake.bookings().remove(0);
     requested.status = "pending".into();
     let body = webhook_body("BOOKING_REQUESTED", &requested, serde_json::json!({}));
-    let signature = callgate_gateway::providers::calcom::sign(company.webhook_secret.as_bytes(), body.as_bytes());
-    let url = stack.gw.url(&format!("/v1/webhooks/calcom/{}", company.webhook_path));
-    let sent = stack.gw.client.post(url).header("x-cal-signature-256", signature).body(body).send().await.unwrap();
-    assert_eq!(sent.status().as_u16(), 204);
+    assert_eq!(deliver_calcom(&stack, &company, &body).await, 204);
     wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 1).await;
     assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'").await, 1);
     worker.shutdown().await;
