@@ -1,5 +1,5 @@
 //! Cal.com booking events: the record the gateway writes for a verified Cal.com webhook, and
-//! what the worker reads out of it (shared/specs/calcom.md §6).
+//! what the worker reads out of it (docs/calcom.md §4).
 //!
 //! They travel on the call-events topic, so one consumer, one commit discipline and one dead
 //! letter path serve both. The record carries the header
@@ -185,7 +185,7 @@ pub fn parse(event_type: &str, body: &str) -> Result<Option<BookingChange>, Malf
 mod tests {
     use super::*;
 
-    // Shaped like the examples in Cal.com's webhooks doc (shared/specs/calcom.md §6.4).
+    // Shaped like the examples in Cal.com's webhooks doc (docs/calcom.md §4).
     const CANCELLED: &str = r#"{"triggerEvent":"BOOKING_CANCELLED","createdAt":"2031-03-01T10:00:00.000Z",
         "payload":{"type":"30min","title":"Check-up","startTime":"2031-03-04T15:30:00Z","endTime":"2031-03-04T16:00:00+00:00",
         "uid":"bFJeNb2uX8ANpT3JL5EfXw","bookingId":17,"iCalSequence":1,"status":"CANCELLED",

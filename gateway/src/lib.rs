@@ -1,6 +1,6 @@
 //! callgate's HTTP edge: verify each provider's webhook exactly as it signs it, route it to its
 //! tenant from an in-memory directory, publish it to Kafka, answer only after the broker's ack.
-//! See `shared/design.md` and the README for the whole flow.
+//! See the README for the whole flow, and `docs/` for what it relies on from each provider.
 
 pub mod config;
 pub mod directory;

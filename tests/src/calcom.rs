@@ -1,4 +1,4 @@
-//! A fake Cal.com v2 API over real HTTP, behaving like shared/specs/calcom.md §8 — including
+//! A fake Cal.com v2 API over real HTTP, behaving like Cal.com (docs/calcom.md §5) — including
 //! its awkward answers: the 400 "not available" for a slot already booked (ours included),
 //! 429 with `X-RateLimit-*-Default` headers and a block, 409/5xx, answers slower than the
 //! client's timeout after the booking was written, and connections cut mid-answer.

@@ -105,7 +105,7 @@ pub struct RunConfig {
     pub log: LogConfig,
 }
 
-/// The Cal.com booking push (shared/specs/calcom.md).
+/// The Cal.com booking push (docs/calcom.md).
 #[derive(Debug, Clone, Args)]
 pub struct CalcomConfig {
     /// Push pending appointments to Cal.com from this process (false: consume only).

@@ -1,6 +1,6 @@
 //! Cal.com: `X-Cal-Signature-256: <lowercase hex HMAC-SHA256(webhook secret, raw body)>`.
 //!
-//! As Cal.com's `sendPayload` signs (shared/specs/calcom.md §6.3): no prefix, no timestamp (so
+//! As Cal.com's `sendPayload` signs (docs/calcom.md §4): no prefix, no timestamp (so
 //! no replay window: the worker dedupes by event id), and the literal `no-secret-provided`
 //! when the webhook was set up without a secret, which we refuse. The delivery carries no
 //! tenant of ours: it is routed by the company's endpoint path, `/v1/webhooks/calcom/{path}`.

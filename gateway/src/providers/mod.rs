@@ -75,22 +75,16 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 pub(crate) mod vectors {
-    //! The official vectors: the copy vendored in `testdata/vectors/`, plus `shared/vectors/`
-    //! beside the repository when it is there (it may carry more cases).
+    //! The official vectors, vendored in `testdata/vectors/` (testdata/README.md says where
+    //! each comes from).
     use std::path::PathBuf;
 
-    /// Every vector document named `name` that can be found; the vendored one always is.
+    /// The vector documents named `name`.
     pub fn load(name: &str) -> Vec<serde_json::Value> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let vendored = root.join("testdata/vectors").join(name);
-        let shared = root.join("../shared/vectors").join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors").join(name);
         let mut documents = Vec::new();
-        for path in [vendored, shared] {
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let document: serde_json::Value = serde_json::from_str(&text).expect("vectors are JSON");
-            if !documents.contains(&document) {
-                documents.push(document);
-            }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            documents.push(serde_json::from_str(&text).expect("vectors are JSON"));
         }
         assert!(!documents.is_empty(), "the vendored vectors testdata/vectors/{name} are missing");
         documents

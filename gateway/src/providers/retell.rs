@@ -1,6 +1,6 @@
 //! Retell AI: `x-retell-signature: v=<unix ms>,d=<hex HMAC-SHA256(api key, body ‖ ms)>`.
 //!
-//! Exactly as the hardened official SDKs verify (shared/specs/providers.md §1.3): the whole
+//! Exactly as the hardened official SDKs verify (docs/providers.md §1): the whole
 //! header must match `v=<ASCII digits>,d=<64 hex>`; the timestamp may be at most 5 minutes
 //! (inclusive) away from now in either direction; the signed message appends the timestamp
 //! re-serialised as an integer (so `v=0170…` signs `170…`), not the header's digits.

@@ -1,6 +1,6 @@
 //! Twilio: `X-Twilio-Signature = base64(HMAC-SHA1(auth token, url ‖ Σ sorted(name ‖ value)))`.
 //!
-//! shared/specs/providers.md §3. The URL is the one Twilio requested, query included. Form
+//! docs/providers.md §3. The URL is the one Twilio requested, query included. Form
 //! parameters are appended sorted by name (then by value, duplicates dropped), decoded. Requests
 //! with a JSON body carry `bodySHA256=<hex sha256(body)>` in the URL instead: the signature then
 //! covers the URL alone and the body must match that hash. The SDKs disagree on ports, so each

@@ -1,5 +1,5 @@
 //! Vapi: no signature by default; each server URL is protected by one of three credentials
-//! (shared/specs/providers.md §2.2), chosen per provider account in its `settings.auth`:
+//! (docs/providers.md §2), chosen per provider account in its `settings.auth`:
 //!
 //! - `{"mode":"secret"}`: the shared secret sent verbatim in `x-vapi-secret` (header configurable).
 //! - `{"mode":"bearer"}`: `Authorization: Bearer <secret>` (header and prefix configurable).

@@ -1,4 +1,4 @@
-//! The Cal.com v2 bookings API, as the push uses it (shared/specs/calcom.md §3.3, §3.5, §4).
+//! The Cal.com v2 bookings API, as the push uses it (docs/calcom.md §1, §3).
 //!
 //! Every call answers with what happened in terms the push can act on — created, definitely
 //! not done, rate limited, or *unknown* — plus the rate-limit headers of the answer. The API

@@ -8,7 +8,7 @@
 //! from then on, until an answer settles it, a request may have reached Cal.com. An unsure
 //! appointment is looked up (by our key in the booking metadata) before anything is sent again,
 //! which is what makes timeouts, 5xx, resets and crashed workers harmless. Cal.com has no
-//! idempotency key of its own (shared/specs/calcom.md §5).
+//! idempotency key of its own (docs/calcom.md §2).
 
 use std::sync::Arc;
 use std::time::Duration;
