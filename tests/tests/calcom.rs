@@ -186,6 +186,40 @@ async fn thirty_percent_failures_and_429_bursts_still_book_each_appointment_once
 }
 
 #[tokio::test]
+async fn companies_sharing_one_calcom_api_key_share_its_budget() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    // 15 requests per second per key; the push may spend 10 per key (plus a burst of 2).
+    let limits =
+        Limits { limit: 15, window: Duration::from_secs(1), block: Duration::from_secs(1), ..Limits::default() };
+    let fake = FakeCalcom::start(limits).await;
+    let first = seed_company(&db, &cipher(&key), &fake, "agency-a", 801, 1).await;
+    let second = seed_company(&db, &cipher(&key), &fake, "agency-b", 802, 2).await;
+    // An agency connects both businesses with the same Cal.com API key: one key, one budget.
+    callgate_worker::tenants::set_calcom_account(
+        &db.pool,
+        &cipher(&key),
+        second.company,
+        first.api_key.as_bytes(),
+        second.webhook_secret.as_bytes(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    insert_appointments(&db, &first, 20, tomorrow()).await;
+    insert_appointments(&db, &second, 20, tomorrow()).await;
+    let flags = ["--calcom-rate-per-minute", "600", "--calcom-burst", "2"];
+    let (worker, _) = push_worker(&db, &fake, &key, &flags).await;
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 40).await;
+    assert_exactly_once(&fake, &uids(&db).await);
+    assert_eq!(fake.create_times(&first.api_key).len(), 40, "both companies booked with the one key");
+    assert_eq!(fake.rate_limited_count(), 0, "one gate for the key kept both companies under Cal.com's limit");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn two_workers_never_send_one_appointment_twice_and_share_each_keys_budget() {
     callgate_tests::init_logs();
     let db = TestDb::create().await;

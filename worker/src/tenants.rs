@@ -195,6 +195,16 @@ pub async fn rotate_secret(
 /// A company's Cal.com account, created or updated: the API key is replaced; the webhook
 /// secret becomes current and the old one stays accepted until `previous_valid_until`.
 /// Returns the account and its webhook path segment (`/v1/webhooks/calcom/{path}`).
+/// The name of a Cal.com API key's rate gate: a fingerprint of the key, so that every account
+/// using one key shares one budget, as Cal.com counts it, without the key leaving its seal.
+pub fn calcom_gate_key(api_key: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"callgate calcom api key\0");
+    hasher.update(api_key);
+    hasher.finalize().to_vec()
+}
+
 pub async fn set_calcom_account(
     db: &sqlx::PgPool,
     cipher: &SecretCipher,
@@ -219,7 +229,7 @@ pub async fn set_calcom_account(
             let old = cipher.open(&old, &calcom_binding(id, CalcomColumn::WebhookSecret))?;
             sqlx::query(
                 "UPDATE calcom_accounts SET api_key = $2, webhook_secret = $3, previous_webhook_secret = $4, \
-                 previous_webhook_secret_expires_at = $5, rate_per_minute = $6 WHERE id = $1",
+                 previous_webhook_secret_expires_at = $5, rate_per_minute = $6, gate_key = $7 WHERE id = $1",
             )
             .bind(id)
             .bind(cipher.seal(api_key, &calcom_binding(id, CalcomColumn::ApiKey)))
@@ -227,6 +237,7 @@ pub async fn set_calcom_account(
             .bind(cipher.seal(old.expose(), &calcom_binding(id, CalcomColumn::PreviousWebhookSecret)))
             .bind(previous_valid_until)
             .bind(rate_per_minute)
+            .bind(calcom_gate_key(api_key))
             .execute(&mut *tx)
             .await?;
             (id, row.try_get("webhook_path")?)
@@ -239,8 +250,8 @@ pub async fn set_calcom_account(
                 rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(24).map(char::from).collect()
             };
             sqlx::query(
-                "INSERT INTO calcom_accounts (id, company_id, api_key, webhook_path, webhook_secret, rate_per_minute) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO calcom_accounts (id, company_id, api_key, webhook_path, webhook_secret, rate_per_minute, \
+                 gate_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(company.0)
@@ -248,6 +259,7 @@ pub async fn set_calcom_account(
             .bind(&path)
             .bind(cipher.seal(webhook_secret, &calcom_binding(id, CalcomColumn::WebhookSecret)))
             .bind(rate_per_minute)
+            .bind(calcom_gate_key(api_key))
             .execute(&mut *tx)
             .await?;
             (id, path)

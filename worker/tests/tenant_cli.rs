@@ -203,8 +203,13 @@ async fn set_calcom_seals_both_secrets_prints_the_webhook_path_and_rotates() {
     assert_eq!(open(&previous, CalcomColumn::PreviousWebhookSecret), b"whsec-1");
     assert_eq!(rate, 60);
     assert!(!api_key.windows(6).any(|w| w == b"cal_li"), "stored sealed");
-    let gates: i64 = sqlx::query_scalar("SELECT count(*) FROM calcom_rate_gates").fetch_one(&pool).await.unwrap();
-    assert_eq!(gates, 1, "the account got its rate gate");
+    let gates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM calcom_rate_gates g JOIN calcom_accounts ca ON ca.gate_key = g.gate_key",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(gates, 1, "the account's current key has its rate gate");
     let show = worker(&env, &["tenant", "show", "--company", "acme"], "");
     assert!(show.stdout.contains(&format!("webhook {}  rate 60/min", first.stdout)), "{}", show.stdout);
     assert!(!show.stdout.contains("cal_live") && !show.stdout.contains("whsec"), "no secrets shown");

@@ -3,7 +3,8 @@
 //!
 //! Any number of workers run it. A claim takes due appointments with `FOR UPDATE SKIP LOCKED`
 //! and a lease: at most one per company per round, from the companies whose API key has budget
-//! left (the rate gate in `calcom_rate_gates`, shared by every worker), oldest gate first — so
+//! left (the rate gate in `calcom_rate_gates`, one per API key, shared by every worker and by the
+//! companies using the key), oldest gate first — so
 //! a busy company cannot starve the others. The claim also marks the appointment *unsure*:
 //! from then on, until an answer settles it, a request may have reached Cal.com. An unsure
 //! appointment is looked up (by our key in the booking metadata) before anything is sent again,
@@ -113,33 +114,36 @@ enum Settled {
 }
 
 const CLAIM: &str = "
-WITH due_accounts AS (
-    SELECT ca.id AS account_id, ca.company_id, COALESCE(ca.rate_per_minute, $2) AS rate
-    FROM calcom_accounts ca
-    JOIN calcom_rate_gates g ON g.calcom_account_id = ca.id
-    WHERE ca.deleted_at IS NULL AND g.blocked_until <= now() AND g.next_send_at <= now()
-      AND EXISTS (SELECT 1 FROM appointments a
-                  WHERE a.company_id = ca.company_id AND a.calcom_sync_status IN ('pending', 'in_flight')
+WITH due_gates AS (
+    SELECT g.gate_key
+    FROM calcom_rate_gates g
+    WHERE g.blocked_until <= now() AND g.next_send_at <= now()
+      AND EXISTS (SELECT 1 FROM calcom_accounts ca JOIN appointments a ON a.company_id = ca.company_id
+                  WHERE ca.gate_key = g.gate_key AND ca.deleted_at IS NULL
+                    AND a.calcom_sync_status IN ('pending', 'in_flight')
                     AND a.next_attempt_at <= now() AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now()))
     ORDER BY g.next_send_at
     LIMIT $1
     FOR UPDATE OF g SKIP LOCKED
 ), picked AS (
-    SELECT d.account_id, d.rate, a.id, a.calcom_unsure
-    FROM due_accounts d
+    -- One appointment per key and round: the oldest due among the companies using the key.
+    SELECT d.gate_key, x.account_id, x.rate, x.id, x.calcom_unsure
+    FROM due_gates d
     CROSS JOIN LATERAL (
-        SELECT a.id, a.calcom_unsure FROM appointments a
-        WHERE a.company_id = d.company_id AND a.calcom_sync_status IN ('pending', 'in_flight')
+        SELECT ca.id AS account_id, COALESCE(ca.rate_per_minute, $2) AS rate, a.id, a.calcom_unsure
+        FROM calcom_accounts ca JOIN appointments a ON a.company_id = ca.company_id
+        WHERE ca.gate_key = d.gate_key AND ca.deleted_at IS NULL
+          AND a.calcom_sync_status IN ('pending', 'in_flight')
           AND a.next_attempt_at <= now() AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now())
         ORDER BY a.next_attempt_at
         LIMIT 1
         FOR UPDATE OF a SKIP LOCKED
-    ) a
+    ) x
 ), gated AS (
     -- One request charged, two when a lookup comes first.
     UPDATE calcom_rate_gates g
     SET next_send_at = callgate_gate_advance(g.next_send_at, p.rate, $3, CASE WHEN p.calcom_unsure THEN 2 ELSE 1 END)
-    FROM picked p WHERE g.calcom_account_id = p.account_id
+    FROM picked p WHERE g.gate_key = p.gate_key
 )
 UPDATE appointments a
 SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 second',
@@ -417,8 +421,9 @@ impl Pusher {
                 // Not an attempt: nothing was done. The key's block decides when it goes again.
                 sqlx::query(
                     "UPDATE appointments SET calcom_unsure = $3, sync_attempts = sync_attempts - 1, \
-                     next_attempt_at = GREATEST(now(), (SELECT blocked_until FROM calcom_rate_gates \
-                                                        WHERE calcom_account_id = $4)), \
+                     next_attempt_at = GREATEST(now(), (SELECT g.blocked_until FROM calcom_rate_gates g \
+                                                        JOIN calcom_accounts ca ON ca.gate_key = g.gate_key \
+                                                        WHERE ca.id = $4)), \
                      lease_owner = NULL, lease_expires_at = NULL \
                      WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
                 )
@@ -491,7 +496,7 @@ impl Pusher {
         let spent = sqlx::query(
             "UPDATE calcom_rate_gates g \
              SET next_send_at = callgate_gate_advance(g.next_send_at, COALESCE(ca.rate_per_minute, $4), $3, $2) \
-             FROM calcom_accounts ca WHERE ca.id = $1 AND g.calcom_account_id = $1",
+             FROM calcom_accounts ca WHERE ca.id = $1 AND g.gate_key = ca.gate_key",
         )
         .bind(account)
         .bind(f64::from(requests))
@@ -509,8 +514,8 @@ impl Pusher {
         let Some(blocked_for) = budget.blocked_for else { return };
         tracing::warn!(calcom_account_id = %account, blocked_for = ?blocked_for, "Cal.com rate limit reached; the key waits");
         let blocked = sqlx::query(
-            "UPDATE calcom_rate_gates SET blocked_until = GREATEST(blocked_until, now() + $2 * interval '1 second') \
-             WHERE calcom_account_id = $1",
+            "UPDATE calcom_rate_gates g SET blocked_until = GREATEST(g.blocked_until, now() + $2 * interval '1 second') \
+             FROM calcom_accounts ca WHERE ca.id = $1 AND g.gate_key = ca.gate_key",
         )
         .bind(account)
         .bind(blocked_for.as_secs_f64())
