@@ -40,18 +40,47 @@ pub fn init_logs(config: &LogConfig) {
 /// How text log lines print fields: every value with its control characters escaped. Call
 /// ids, event types and error details come from senders; a call id holding a newline and a
 /// forged `INFO webhook accepted …` must stay on its own line, and an escape sequence must not
-/// reach an operator's terminal.
-pub fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
-    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
-        // What the `log` bridge adds (target, file, line), as the default formatter hides it.
-        if field.name().starts_with("log.") {
-            return Ok(());
+/// reach an operator's terminal. Otherwise as the default: the message, then `name=value`
+/// pairs, and nothing of what the `log` bridge adds (`log.target`, `log.file`, …).
+pub fn text_fields() -> EscapedFields {
+    EscapedFields
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor { writer: &mut writer, first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_, '_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
         }
         let text = format!("{value:?}");
         let text = printable(&text);
-        // The message comes first; each other field after a space.
-        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, " {}={text}", field.name()) }
-    })
+        let separator = if std::mem::take(&mut self.first) { "" } else { " " };
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{separator}{text}")
+        } else {
+            write!(self.writer, "{separator}{}={text}", field.name())
+        };
+    }
 }
 
 /// `text` with every control character escaped (`\n`, `\u{1b}`, …); borrowed when there is
@@ -202,6 +231,8 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("webhook", provider = "retell", trace_id = %"t1");
+            let _entered = span.enter();
             let call_id = "c1\nINFO webhook accepted call_id=forged\u{1b}[2J";
             tracing::warn!(call_id = %call_id, outcome = "malformed", "webhook refused: {}", call_id);
         });
@@ -211,6 +242,7 @@ mod tests {
         assert!(!out.contains('\u{1b}'), "{out}");
         assert!(out.contains(r"call_id=c1\nINFO webhook accepted call_id=forged\u{1b}[2J"), "{out}");
         assert!(out.contains(r"webhook refused: c1\nINFO"), "{out}");
+        assert!(out.contains(r#" webhook{provider="retell" trace_id=t1}: "#), "{out}");
         assert_eq!(printable("plain"), std::borrow::Cow::Borrowed("plain"));
     }
 
