@@ -602,3 +602,47 @@ async fn a_late_booking_requested_never_moves_a_booked_appointment_back() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'").await, 1);
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_whose_lease_was_taken_over_sends_nothing() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let company = seed_company(&db, &cipher(&key), &fake, "fenced", 901, 1).await;
+    insert_appointments(&db, &company, 1, tomorrow()).await;
+    // Holds the worker between its claim and its request: reading the appointment's details
+    // needs `customers`, the claim does not.
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let (worker, _) = push_worker(&db, &fake, &key, &[]).await;
+    // The lease (3 s) runs out while the worker waits, and another worker claims the
+    // appointment, as its claim statement would.
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE lease_owner IS NOT NULL", 1).await;
+    let first: DateTime<Utc> =
+        sqlx::query_scalar("SELECT lease_expires_at FROM appointments").fetch_one(&db.pool).await.unwrap();
+    let expired = format!("SELECT count(*) FROM (SELECT 1) x WHERE now() > '{}'", first.to_rfc3339());
+    wait_count(&db.pool, &expired, 1).await;
+    sqlx::query(
+        "UPDATE appointments SET lease_owner = 'another-worker', lease_expires_at = now() + interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    lock.commit().await.unwrap();
+    // The held worker must see that the appointment is no longer its own and send nothing. (It
+    // may also have claimed it a second time itself once the first lease ran out: that claim is
+    // a lease of its own, lost as well.) Shutdown lets every attempt in hand finish.
+    let lost = || metric_sum(&worker.metrics().render(), "callgate_worker_calcom_pushes_total{result=\"lease_lost\"}");
+    let deadline = Instant::now() + PATIENCE;
+    while lost() < 1.0 && fake.create_times(&company.api_key).is_empty() {
+        assert!(Instant::now() < deadline, "the held worker never finished its attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = worker.metrics().render();
+    worker.shutdown().await;
+    assert_eq!(fake.create_times(&company.api_key).len(), 0, "a create was sent after the lease was lost");
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_pushes_total{result=\"synced\"}"), 0.0);
+    let holder: String = sqlx::query_scalar("SELECT lease_owner FROM appointments").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(holder, "another-worker", "the holder's lease is untouched");
+}

@@ -63,6 +63,10 @@ struct Claim {
     unsure: bool,
     /// Attempts so far, this one included.
     attempts: i32,
+    /// This claim's lease: the worker's name and a token of this claim, so that one worker
+    /// claiming the appointment again (its first attempt held up past the lease) holds two
+    /// leases, not one, and only the current one may send or record.
+    lease: String,
 }
 
 impl Claim {
@@ -111,6 +115,9 @@ enum Settled {
         reason: &'static str,
         error: String,
     },
+    /// The lease ran out and another worker holds the appointment now: nothing was sent, and
+    /// nothing is recorded (the holder does that).
+    LeaseLost,
 }
 
 const CLAIM: &str = "
@@ -146,11 +153,11 @@ WITH due_gates AS (
     FROM picked p WHERE g.gate_key = p.gate_key
 )
 UPDATE appointments a
-SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 second',
+SET lease_owner = $4 || '/' || gen_random_uuid(), lease_expires_at = now() + $5 * interval '1 second',
     calcom_unsure = true, sync_attempts = a.sync_attempts + 1
 FROM picked p
 WHERE a.id = p.id
-RETURNING a.id, a.company_id, p.account_id, p.calcom_unsure AS was_unsure, a.sync_attempts";
+RETURNING a.id, a.company_id, p.account_id, p.calcom_unsure AS was_unsure, a.sync_attempts, a.lease_owner";
 
 const DETAILS: &str = "
 SELECT a.idempotency_key, a.starts_at, a.timezone, s.name AS service, s.calcom_event_type_id,
@@ -226,6 +233,7 @@ impl Pusher {
                     account_id: row.try_get("account_id")?,
                     unsure: row.try_get("was_unsure")?,
                     attempts: row.try_get("sync_attempts")?,
+                    lease: row.try_get("lease_owner")?,
                 })
             })
             .collect()
@@ -244,7 +252,7 @@ impl Pusher {
             Ok(true) => {}
             Ok(false) => {
                 self.metrics.calcom_pushes.with_label_values(&["lease_lost"]).inc();
-                tracing::warn!(appointment_id = %claim.id, "lease expired before the attempt was recorded; another worker took over");
+                tracing::warn!(appointment_id = %claim.id, "the lease ran out and another worker holds the appointment; this attempt is not recorded");
             }
             Err(error) => {
                 // The lease runs out and the appointment is claimed again, as unsure.
@@ -301,6 +309,15 @@ impl Pusher {
             },
             key: details.key.clone(),
         };
+        // The lease is a fence: a create goes only from the worker that holds the appointment,
+        // with the lease renewed so that it outlasts the request (the lease is at least three
+        // request timeouts). Without it, a worker held up past its lease would send beside the
+        // worker that took over.
+        match self.renew(claim).await {
+            Ok(true) => {}
+            Ok(false) => return Settled::LeaseLost,
+            Err(error) => return Settled::Retry { unsure: claim.unsure, error: format!("database: {error}") },
+        }
         *requests += 1;
         let (created, budget) = self.client.create(&api_key, &booking).await;
         self.block(claim.account_id, budget).await;
@@ -328,6 +345,21 @@ impl Pusher {
             self.client.find(api_key, &details.key, event_type_id, details.email.as_deref(), details.start).await;
         self.block(claim.account_id, budget).await;
         found
+    }
+
+    /// Renews this worker's lease if it still holds it; false when it ran out or another worker
+    /// took the appointment over.
+    async fn renew(&self, claim: &Claim) -> Result<bool, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE appointments SET lease_expires_at = now() + $3 * interval '1 second' \
+             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at > now()",
+        )
+        .bind(claim.id)
+        .bind(&claim.lease)
+        .bind(self.config.lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     async fn details(&self, claim: &Claim) -> Result<Details, sqlx::Error> {
@@ -370,6 +402,7 @@ impl Pusher {
             Settled::RateLimited { .. } => ("rate_limited", "rate limited by Cal.com".to_owned()),
             Settled::Failed { error, .. } => ("failed", error.clone()),
             Settled::Review { reason, error } => ("needs_review", format!("{reason}: {error}")),
+            Settled::LeaseLost => ("lease_lost", "the lease ran out before the request".to_owned()),
         }
     }
 
@@ -380,6 +413,9 @@ impl Pusher {
         let mut tx = self.pool.begin().await?;
         set_status_reason(&mut tx, &reason).await?;
         let done = match settled {
+            // Nothing to record: the worker holding the lease does that (the transaction is
+            // dropped, so rolled back).
+            Settled::LeaseLost => return Ok(false),
             Settled::Synced { booking, .. } => {
                 sqlx::query(
                     "UPDATE appointments SET calcom_booking_uid = $2, calcom_booking_id = $3, \
@@ -409,7 +445,7 @@ impl Pusher {
                      WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
                 )
                 .bind(claim.id)
-                .bind(&self.owner)
+                .bind(&claim.lease)
                 .bind(if *unsure { "in_flight" } else { "pending" })
                 .bind(unsure)
                 .bind(&reason)
@@ -428,7 +464,7 @@ impl Pusher {
                      WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
                 )
                 .bind(claim.id)
-                .bind(&self.owner)
+                .bind(&claim.lease)
                 .bind(unsure)
                 .bind(claim.account_id)
                 .execute(&mut *tx)
@@ -450,7 +486,7 @@ impl Pusher {
     /// The UPDATE that ends an appointment's push in `sync_status`.
     fn terminal<'q>(
         &'q self,
-        claim: &Claim,
+        claim: &'q Claim,
         sync_status: &'static str,
         unsure: bool,
         reason: &'q str,
@@ -462,7 +498,7 @@ impl Pusher {
              WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
         )
         .bind(claim.id)
-        .bind(&self.owner)
+        .bind(&claim.lease)
         .bind(sync_status)
         .bind(unsure)
         .bind(reason)
