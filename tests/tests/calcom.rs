@@ -27,12 +27,17 @@ fn tomorrow() -> DateTime<Utc> {
     (Utc::now() + chrono::Duration::days(1)).date_naive().and_hms_opt(9, 0, 0).unwrap().and_utc()
 }
 
-/// A worker (in this process) pushing to `fake`.
+/// A worker (in this process) pushing to `fake`, on a topic of its own.
 async fn push_worker(db: &TestDb, fake: &FakeCalcom, key: &str, extra: &[&str]) -> (Worker, String) {
     let topic = fresh_topic();
     create_topic(&kafka_brokers(), &topic, 1);
+    push_worker_on(db, &topic, fake, key, extra).await
+}
+
+/// A worker (in this process) consuming `topic` and pushing to `fake`; returns it and its DLQ.
+async fn push_worker_on(db: &TestDb, topic: &str, fake: &FakeCalcom, key: &str, extra: &[&str]) -> (Worker, String) {
     let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(db, &topic, &group, &dlq);
+    let mut args = run_args(db, topic, &group, &dlq);
     args.extend(push_flags(fake, key, extra));
     let worker = Worker::start(run_config(&args, &[])).await.unwrap();
     (worker, dlq)
@@ -403,10 +408,7 @@ async fn signed_calcom_changes_reach_the_appointment_and_forged_ones_are_refused
     let fake = FakeCalcom::start(Limits::default()).await;
     let acme = seed_company(db, &stack.cipher, &fake, "calco", 501, 1).await;
     insert_appointments(db, &acme, 1, tomorrow()).await;
-    let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(db, &stack.topic, &group, &dlq);
-    args.extend(push_flags(&fake, &stack.secret_key, &[]));
-    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    let (worker, _) = push_worker_on(db, &stack.topic, &fake, &stack.secret_key, &[]).await;
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
     let booking = fake.bookings().remove(0);
     let url = stack.gw.url(&format!("/v1/webhooks/calcom/{}", acme.webhook_path));
@@ -515,10 +517,7 @@ async fn pushing(
     }
     let company = seed_company(&stack.db, &stack.cipher, &fake, slug, event_type, 1).await;
     insert_appointments(&stack.db, &company, 1, tomorrow()).await;
-    let (dlq, group) = fresh_dlq_and_group();
-    let mut args = run_args(&stack.db, &stack.topic, &group, &dlq);
-    args.extend(push_flags(&fake, &stack.secret_key, extra));
-    let worker = Worker::start(run_config(&args, &[])).await.unwrap();
+    let (worker, _) = push_worker_on(&stack.db, &stack.topic, &fake, &stack.secret_key, extra).await;
     (stack, fake, company, worker)
 }
 
