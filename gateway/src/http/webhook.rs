@@ -91,7 +91,7 @@ where
     let (parts, body) = request.into_parts();
     let trace_id = trace_id(&parts.headers);
     let span = tracing::info_span!("webhook", provider = sender, %trace_id);
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = declared_length(&parts.headers);
     // Shed before anything is read: past the bound, the body never reaches memory.
     let admitted = state.admission.try_admit(declared);
     let result = match admitted {
@@ -234,6 +234,11 @@ fn twilio_get_parameters(provider: Provider, parts: &Parts) -> Option<bytes::Byt
         .then(|| bytes::Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()))
 }
 
+/// The body length a request declares (`Content-Length`), if it declares a readable one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
 /// Reads the whole body, refusing more than the limit (early, from Content-Length, when the
 /// sender declares it) and a sender too slow to finish within the read timeout.
 pub(super) async fn read_body(
@@ -242,8 +247,7 @@ pub(super) async fn read_body(
     edge: &EdgeConfig,
 ) -> Result<bytes::Bytes, WebhookError> {
     let limit = edge.max_body_bytes;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(WebhookError::TooLarge);
     }
