@@ -72,9 +72,10 @@ pub struct Assignments {
 }
 
 impl Assignments {
-    /// The generation of the partition's current assignment, if this worker owns it.
-    pub fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
-        self.current.get(&(topic.to_owned(), partition)).copied()
+    /// The generation of the partition (`(topic, partition)`)'s current assignment, if this
+    /// worker owns it.
+    pub fn generation(&self, partition: &(String, i32)) -> Option<u64> {
+        self.current.get(partition).copied()
     }
 
     fn assign(&mut self, topic: &str, partition: i32) {
@@ -319,7 +320,7 @@ impl Pipeline {
                             continue; // never committed: delivered again after the restart
                         }
                         // Read before a revoke and handed over after it: not ours to apply.
-                        let Some(generation) = pipeline.generation(&key.0, key.1) else { continue };
+                        let Some(generation) = pipeline.generation(&key) else { continue };
                         let queued = Queued { message, generation };
                         let lane = lanes.entry(key).or_insert_with(|| {
                             pipeline.lane(progress_tx.clone(), shutdown.clone())
@@ -357,8 +358,8 @@ impl Pipeline {
     }
 
     /// The generation of the partition's current assignment, if this worker owns it.
-    fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
-        self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation(topic, partition)
+    fn generation(&self, partition: &(String, i32)) -> Option<u64> {
+        self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation(partition)
     }
 
     fn lane(self: &Arc<Self>, progress: mpsc::UnboundedSender<Progress>, shutdown: watch::Receiver<bool>) -> Lane {
@@ -395,9 +396,10 @@ impl Pipeline {
                 }
             }
             let Some(last) = batch.last() else { return };
-            let (topic, partition) = (last.message.topic().to_owned(), last.message.partition());
+            let key = (last.message.topic().to_owned(), last.message.partition());
+            let partition = key.1;
             let queued = batch.len();
-            let Some((batch, next_offset)) = current_records(batch, self.generation(&topic, partition)) else {
+            let Some((batch, next_offset)) = current_records(batch, self.generation(&key)) else {
                 tracing::debug!(
                     partition,
                     records = queued,
@@ -416,6 +418,7 @@ impl Pipeline {
                 tracing::warn!(partition, "shutdown while a batch waited to be retried; it will be delivered again");
                 return;
             }
+            let (topic, partition) = key;
             let _ = progress.send(Progress { topic, partition, next_offset });
         }
     }
@@ -736,16 +739,16 @@ mod tests {
     fn after_a_revoke_and_an_assign_only_records_read_under_the_new_assignment_are_applied() {
         let mut assignments = Assignments::default();
         assignments.assign("t", 0);
-        let first = assignments.generation("t", 0).unwrap();
+        let first = assignments.generation(&("t".to_owned(), 0)).unwrap();
         // Offsets 10..20 were read and queued; the lane took 10..15 as a batch when the
         // partition was revoked: dropped, nothing committed past 10.
         let mut queue = queued(10..20, first);
         let taken: Vec<Queued> = queue.drain(..5).collect();
         assignments.revoke("t", 0);
-        assert!(current_records(taken, assignments.generation("t", 0)).is_none());
+        assert!(current_records(taken, assignments.generation(&("t".to_owned(), 0))).is_none());
         // It comes back; librdkafka reads again from the committed offset, 10.
         assignments.assign("t", 0);
-        let second = assignments.generation("t", 0).unwrap();
+        let second = assignments.generation(&("t".to_owned(), 0)).unwrap();
         assert_ne!(first, second);
         queue.extend(queued(10..20, second));
         // The lane's next batch: the stale 15..20, then the second copies of 10..20. Checking
