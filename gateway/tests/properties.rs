@@ -46,7 +46,7 @@ proptest! {
     fn any_bytes_route_or_are_refused(body in prop::collection::vec(any::<u8>(), 0..400), ct in prop::sample::select(vec![None, Some("application/x-www-form-urlencoded"), Some("application/json")])) {
         let _ = retell::routing(&body);
         let _ = vapi::routing(&body);
-        let _ = twilio::routing(ct, &body);
+        let _ = twilio::routing(ct, &body, std::str::from_utf8(&body).ok());
         let _ = vapi::redact(&body);
     }
 

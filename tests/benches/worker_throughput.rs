@@ -172,7 +172,7 @@ fn envelope(tenant: &Tenant, provider: Provider, number: (PhoneNumberId, E164), 
     let routing = match provider {
         Provider::Retell => providers::retell::routing(body).map(|(routing, _legacy)| routing),
         Provider::Vapi => providers::vapi::routing(body),
-        Provider::Twilio => providers::twilio::routing(Some(webhook.content_type), body),
+        Provider::Twilio => providers::twilio::routing(Some(webhook.content_type), body, None),
     }
     .unwrap();
     let payload = match provider {

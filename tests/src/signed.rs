@@ -85,6 +85,24 @@ pub fn twilio_callback(
     form_urlencoded_pairs(&pairs)
 }
 
+/// The status callback of a `<Dial>` leg (`Direction=outbound-dial`) of the call `parent_sid`:
+/// Twilio's `From` is the caller id the leg shows (the parent's caller or business number), `To`
+/// is the dialled party.
+pub fn twilio_dial_leg(call_sid: &str, parent_sid: &str, status: &str, from: &str, dialled: &str) -> String {
+    form_urlencoded_pairs(&[
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call_sid),
+        ("CallStatus", status),
+        ("CallbackSource", "call-progress-events"),
+        ("Direction", "outbound-dial"),
+        ("From", from),
+        ("ParentCallSid", parent_sid),
+        ("SequenceNumber", "0"),
+        ("To", dialled),
+    ])
+}
+
 fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }

@@ -343,3 +343,107 @@ async fn a_company_names_its_own_appointment_fields() {
     assert_eq!(name, "Bea Souza");
     worker.shutdown().await;
 }
+
+/// Two companies on one Twilio account (a platform's): Acme's number calls Globex, and Globex
+/// transfers the call to a member of staff with `<Dial>`, passing the caller id through. The
+/// leg's `From` is Acme's number, yet the leg is Globex's call: it must never become Acme's.
+#[tokio::test]
+async fn a_dial_leg_belongs_to_its_parent_call_never_to_the_company_of_its_caller_id() {
+    use callgate_tests::calls::{Line, twilio_call_on};
+    use callgate_tests::signed::{FORM, twilio_dial_leg, twilio_signature};
+    init_logs();
+    let db = callgate_tests::TestDb::create().await;
+    let key = callgate_tests::secret_key();
+    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+    let auth = serde_json::json!({"mode": "secret"});
+    let acme = callgate_tests::seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, auth.clone()).await;
+    let globex = callgate_tests::seed_tenant(&db, &cipher, "globex", "+1212555", TWILIO_PUBLIC, auth).await;
+    let pool = &db.pool;
+    let shared = callgate_worker::tenants::create_provider_account(
+        pool,
+        &cipher,
+        globex.company,
+        callgate_contract::Provider::Twilio,
+        "ACacme",
+        acme.twilio_token.as_bytes(),
+        &serde_json::json!({ "public_base_url": TWILIO_PUBLIC }),
+    )
+    .await
+    .unwrap();
+    let globex_line = callgate_contract::E164::parse("+12125550199").unwrap();
+    callgate_worker::tenants::add_phone_number(
+        pool,
+        globex.company,
+        globex.branch,
+        shared,
+        globex_line,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let topic = callgate_tests::fresh_topic();
+    let brokers = callgate_tests::kafka_brokers();
+    callgate_tests::create_topic(&brokers, &topic, 3);
+    let gw = callgate_tests::TestGateway::start(callgate_tests::serve_config(&db, &brokers, &topic, &key, &[])).await;
+    let (worker, _) = start_worker(&db, &topic).await;
+
+    let acme_number = acme.twilio_number.1.to_string();
+    let line = Line { number: globex_line, secret: &acme.twilio_token };
+    for webhook in twilio_call_on(line, TWILIO_PUBLIC, "CAparent", &acme_number) {
+        webhook.deliver(&gw).await;
+    }
+    const STAFF: &str = "+13105550000";
+    let leg = |path_and_query: &str, call_sid: &str| {
+        let body = twilio_dial_leg(call_sid, "CAparent", "completed", &acme_number, STAFF);
+        let signature =
+            twilio_signature(&acme.twilio_token, &format!("{TWILIO_PUBLIC}{path_and_query}"), Some(FORM), &body);
+        gw.client
+            .post(gw.url(path_and_query))
+            .header("content-type", FORM)
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+    };
+    // The leg's callback URL names the business it dials for.
+    let named = leg("/v1/webhooks/twilio?business_number=%2B12125550199", "CAleg-named").await.unwrap();
+    assert!(named.status().is_success(), "{}", named.status());
+    // Nothing names the business: the caller id is all there is to go on.
+    let unnamed = leg("/v1/webhooks/twilio", "CAleg-unnamed").await.unwrap();
+    assert!(unnamed.status().is_success(), "{}", unnamed.status());
+    wait_count(pool, "SELECT count(*) FROM processed_events", 5).await;
+
+    let parent: (uuid::Uuid, uuid::Uuid, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT id, company_id, customer_id FROM calls WHERE provider_call_id = 'CAparent'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(parent.1, globex.company.0);
+    let named: (uuid::Uuid, Option<uuid::Uuid>, Option<String>, Option<uuid::Uuid>, String) = sqlx::query_as(
+        "SELECT company_id, parent_call_id, caller_e164, customer_id, business_e164 FROM calls
+         WHERE provider_call_id = 'CAleg-named'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(named.0, globex.company.0);
+    assert_eq!(named.1, Some(parent.0));
+    // The leg's customer is the parent's caller, never the dialled member of staff.
+    assert_eq!(named.2.as_deref(), Some(acme_number.as_str()));
+    assert_eq!(named.3, parent.2);
+    assert_eq!(named.4, "+12125550199");
+    let (outcome, company): (String, uuid::Uuid) =
+        sqlx::query_as("SELECT outcome, company_id FROM processed_events WHERE provider_call_id = 'CAleg-unnamed'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((outcome.as_str(), company), ("refused", acme.company.0));
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM calls WHERE company_id = (SELECT id FROM companies WHERE slug = 'acme')")
+            .await,
+        0
+    );
+    assert_eq!(count(pool, &format!("SELECT count(*) FROM customers WHERE e164 = '{STAFF}'")).await, 0);
+    let (_, metrics) = ops_get(&worker, "/metrics").await;
+    assert_eq!(metric_sum(&metrics, r#"callgate_worker_events_total{event_type="completed",outcome="refused""#), 1.0);
+    worker.shutdown().await;
+}

@@ -176,25 +176,44 @@ async fn apply_call(conn: &mut PgConnection, prepared: &Prepared, record: &CallR
     let Normalized::Call(update) = &record.normalized else {
         return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
     };
+    let parent = match &update.parent_call_id {
+        Some(parent_call_id) => match find_parent(conn, record, parent_call_id).await? {
+            Parent::OtherCompany => {
+                if !record_event(conn, prepared, "refused").await? {
+                    return Ok(Outcome::Duplicate);
+                }
+                refuse(conn, env, "its parent call belongs to another company").await?;
+                return Ok(Outcome::Refused);
+            }
+            Parent::Found(parent) => Some(parent),
+            Parent::Unknown => None,
+        },
+        None => None,
+    };
+    // A leg's customer is its parent's caller.
+    let leg;
+    let update = match &parent {
+        Some(parent) if parent.caller_raw.is_some() => {
+            leg = CallUpdate { caller: parent.caller_raw.clone(), ..(**update).clone() };
+            &leg
+        }
+        _ => &**update,
+    };
     let call = match upsert_call(conn, record, update).await? {
         Upserted::Duplicate => return Ok(Outcome::Duplicate),
         Upserted::Call(call) => call,
         Upserted::OtherCompany => {
-            sqlx::query(
-                "UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE company_id = $3 AND event_id = $1",
-            )
-            .bind(env.event_id)
-            .bind("the call belongs to another company")
-            .bind(env.route.company_id.0)
-            .execute(&mut *conn)
-            .await?;
-            tracing::error!(
-                event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider,
-                "event refused: its call id belongs to another company"
-            );
+            refuse(conn, env, "the call belongs to another company").await?;
             return Ok(Outcome::Refused);
         }
     };
+    if let Some(parent) = &parent {
+        sqlx::query("UPDATE calls SET parent_call_id = $2 WHERE id = $1 AND parent_call_id IS DISTINCT FROM $2")
+            .bind(call.id)
+            .bind(parent.id)
+            .execute(&mut *conn)
+            .await?;
+    }
     let mut effects = Effects::default();
     let company = env.route.company_id.0;
     let analysis = match &update.structured_data {
@@ -222,6 +241,56 @@ async fn apply_call(conn: &mut PgConnection, prepared: &Prepared, record: &CallR
     }
     tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, event_type = %env.event_type, "applied");
     Ok(Outcome::Applied(effects))
+}
+
+/// Marks the event, already entered in `processed_events`, refused: it would have crossed
+/// into another company's data.
+async fn refuse(conn: &mut PgConnection, env: &EventEnvelope, detail: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE company_id = $3 AND event_id = $1")
+        .bind(env.event_id)
+        .bind(detail)
+        .bind(env.route.company_id.0)
+        .execute(&mut *conn)
+        .await?;
+    tracing::error!(
+        event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider, %detail,
+        "event refused"
+    );
+    Ok(())
+}
+
+/// The call a leg belongs to, as far as this company may know it.
+enum Parent {
+    Found(ParentCall),
+    /// Another company's call: the leg was routed by a caller id that is not its business.
+    OtherCompany,
+    /// Not (yet) a call here: its events did not come through callgate.
+    Unknown,
+}
+
+struct ParentCall {
+    id: Uuid,
+    caller_raw: Option<String>,
+}
+
+async fn find_parent(
+    conn: &mut PgConnection,
+    record: &CallRecord,
+    parent_call_id: &str,
+) -> Result<Parent, sqlx::Error> {
+    let env = &record.envelope;
+    let row = sqlx::query("SELECT id, company_id, caller_raw FROM calls WHERE provider = $1 AND provider_call_id = $2")
+        .bind(env.provider.as_str())
+        .bind(parent_call_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Parent::Unknown);
+    };
+    if row.try_get::<Uuid, _>("company_id")? != env.route.company_id.0 {
+        return Ok(Parent::OtherCompany);
+    }
+    Ok(Parent::Found(ParentCall { id: row.try_get("id")?, caller_raw: row.try_get("caller_raw")? }))
 }
 
 /// Enters the event in `processed_events`; false when it was there already. It comes first in

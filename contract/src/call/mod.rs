@@ -8,6 +8,8 @@ mod retell;
 mod twilio;
 mod vapi;
 
+pub use twilio::DIAL_LEG as TWILIO_DIAL_LEG;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -96,6 +98,10 @@ pub struct CallUpdate {
     pub structured_data: Option<Map<String, Value>>,
     pub cost_usd: Option<f64>,
     pub disconnection_reason: Option<String>,
+    /// The provider's id of the call this one is a leg of (Twilio `ParentCallSid` of a
+    /// `<Dial>` leg). A leg's parties are the dialled number and a caller id, neither of them
+    /// the business's customer: the customer is the parent's.
+    pub parent_call_id: Option<String>,
 }
 
 impl CallUpdate {
@@ -124,6 +130,7 @@ impl CallUpdate {
             structured_data: None,
             cost_usd: None,
             disconnection_reason: None,
+            parent_call_id: None,
         }
     }
 }

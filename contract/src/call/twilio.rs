@@ -13,6 +13,7 @@ pub(super) fn normalize(form: &str) -> Normalized {
             "Direction" => fields.direction = Some(value),
             "From" => fields.from = Some(value),
             "To" => fields.to = Some(value),
+            "ParentCallSid" => fields.parent = Some(value).filter(|v| !v.is_empty()),
             "CallDuration" => fields.duration_secs = value.parse().ok(),
             "SequenceNumber" => fields.sequence = value.parse().ok(),
             "Timestamp" => fields.timestamp = DateTime::parse_from_rfc2822(&value).ok().map(|t| t.with_timezone(&Utc)),
@@ -34,10 +35,16 @@ pub(super) fn normalize(form: &str) -> Normalized {
         "inbound" => Direction::Inbound,
         _ => Direction::Outbound, // outbound-api, outbound-dial
     });
+    // A `<Dial>` leg (`outbound-dial`) calls a third party (staff, a colleague) under a caller
+    // id that is either the parent's caller or the business number: it has no customer of its
+    // own. The worker takes the parent's.
+    let dial_leg = fields.direction.as_deref() == Some(DIAL_LEG);
     update.caller = match update.direction {
+        _ if dial_leg => None,
         Some(Direction::Outbound) => fields.to,
         _ => fields.from,
     };
+    update.parent_call_id = if dial_leg { fields.parent } else { None };
     match status {
         CallStatus::InProgress => update.started_at = fields.timestamp,
         CallStatus::Ended => {
@@ -50,12 +57,16 @@ pub(super) fn normalize(form: &str) -> Normalized {
     Normalized::Call(Box::new(update))
 }
 
+/// Twilio's `Direction` of a call started by the `<Dial>` verb of another call.
+pub const DIAL_LEG: &str = "outbound-dial";
+
 #[derive(Default)]
 struct Fields {
     status: Option<String>,
     direction: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    parent: Option<String>,
     duration_secs: Option<i64>,
     sequence: Option<i64>,
     timestamp: Option<DateTime<Utc>>,
@@ -90,5 +101,17 @@ mod tests {
         assert!(call("CallStatus=busy").status == CallStatus::Ended);
         assert_eq!(normalize("CallSid=CA1"), Normalized::Ignored);
         assert_eq!(normalize("CallStatus=teleporting"), Normalized::Ignored);
+    }
+
+    #[test]
+    fn a_dial_leg_names_its_parent_and_no_customer() {
+        let leg = "CallSid=CA2&ParentCallSid=CA1&CallStatus=completed&Direction=outbound-dial\
+                   &From=%2B14158675309&To=%2B13105550000&CallDuration=12";
+        let u = call(leg);
+        assert_eq!((u.direction, u.caller.as_deref()), (Some(Direction::Outbound), None));
+        assert_eq!(u.parent_call_id.as_deref(), Some("CA1"));
+        // Only a leg has a parent: other calls' ParentCallSid (none in practice) is not read.
+        let inbound = call("CallStatus=ringing&Direction=inbound&ParentCallSid=CA1&From=%2B14158675309");
+        assert_eq!((inbound.parent_call_id, inbound.caller.as_deref()), (None, Some("+14158675309")));
     }
 }

@@ -150,7 +150,7 @@ async fn process(
             routing
         }
         Provider::Vapi => vapi::routing(&event)?,
-        Provider::Twilio => twilio::routing(event_content_type, &event)?,
+        Provider::Twilio => twilio::routing(event_content_type, &event, parts.uri.query())?,
     };
 
     if !state.directory.is_loaded() {
@@ -183,7 +183,7 @@ async fn process(
         payload,
     };
     let value = serde_json::to_vec(&envelope).expect("an envelope always serialises");
-    let key = envelope::record_key(provider, &routing.call_id);
+    let key = envelope::record_key(provider, routing.partition_call_id());
     let meta = RecordMeta { event_type: &routing.event_type, event_id, trace_id, kind: None };
     publish(state, &key, &value, &meta).await?;
 

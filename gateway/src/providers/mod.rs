@@ -59,6 +59,16 @@ pub struct Routing {
     pub number: Option<String>,
     /// The provider's id of the number (Vapi `phoneNumberId`), the fallback key.
     pub provider_number_id: Option<String>,
+    /// The call this one is a leg of (Twilio `ParentCallSid` of a `<Dial>` leg). The record is
+    /// keyed by the parent, so a leg lands on its parent's partition, behind the parent's events.
+    pub parent_call_id: Option<String>,
+}
+
+impl Routing {
+    /// The call whose partition the record goes to.
+    pub fn partition_call_id(&self) -> &str {
+        self.parent_call_id.as_deref().unwrap_or(&self.call_id)
+    }
 }
 
 /// Why a payload could not be routed. The message is generic on purpose: it is returned to

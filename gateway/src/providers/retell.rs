@@ -102,6 +102,7 @@ pub fn routing(body: &[u8]) -> Result<(Routing, bool), MalformedPayload> {
             call_id: call_id.into_owned(),
             number: number.map(|n| n.into_owned()),
             provider_number_id: None,
+            parent_call_id: None,
         },
         legacy_data_key,
     ))

@@ -14,6 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 
+use callgate_contract::call::TWILIO_DIAL_LEG;
+
 use super::{HmacAlgorithm, MalformedPayload, Routing, VerifyError, ct_eq};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -219,6 +221,7 @@ struct CallFields {
     direction: Option<String>,
     to: Option<String>,
     from: Option<String>,
+    parent_call_sid: Option<String>,
 }
 
 impl CallFields {
@@ -229,14 +232,27 @@ impl CallFields {
             "Direction" => self.direction = Some(value),
             "To" => self.to = Some(value),
             "From" => self.from = Some(value),
+            "ParentCallSid" => self.parent_call_sid = Some(value),
             _ => {}
         }
     }
 }
 
-/// Reads `CallSid`, `CallStatus` and the business number: `To` for inbound calls, `From` for
-/// outbound ones (`outbound-api`, `outbound-dial`). Form bodies and JSON bodies alike.
-pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, MalformedPayload> {
+/// The query parameter a `<Dial>` leg's callback URL names its business number with
+/// (`…/v1/webhooks/twilio?business_number=%2B14155550100`). Twilio signs the URL, so the name
+/// is as authentic as the body.
+pub const BUSINESS_NUMBER_PARAM: &str = "business_number";
+
+/// Reads `CallSid`, `CallStatus` and the business number from a callback (form or JSON body)
+/// and the query of the URL it was sent to:
+/// - inbound calls: `To`;
+/// - calls the business started (`outbound-api`): `From`;
+/// - `<Dial>` legs (`outbound-dial`): their `From` is the caller id they show, which Twilio
+///   takes from the parent call's caller unless the TwiML sets the business number, so it
+///   names the business only sometimes. The URL's `business_number` comes first; `From` is the
+///   fallback, and the worker refuses a leg whose parent call belongs to another company. The
+///   record is keyed by `ParentCallSid`, so the leg follows its parent's events.
+pub fn routing(content_type: Option<&str>, body: &[u8], url_query: Option<&str>) -> Result<Routing, MalformedPayload> {
     let mut fields = CallFields::default();
     if is_form(content_type) || body.is_empty() {
         for (count, (name, value)) in form_urlencoded::parse(body).enumerate() {
@@ -256,6 +272,7 @@ pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, Malfo
             Direction: Option<serde_json::Value>,
             To: Option<serde_json::Value>,
             From: Option<serde_json::Value>,
+            ParentCallSid: Option<serde_json::Value>,
         }
         let wire: Wire =
             serde_json::from_slice(body).map_err(|_| MalformedPayload("body is neither a form nor a JSON object"))?;
@@ -268,16 +285,31 @@ pub fn routing(content_type: Option<&str>, body: &[u8]) -> Result<Routing, Malfo
         fields.direction = text(wire.Direction);
         fields.to = text(wire.To);
         fields.from = text(wire.From);
+        fields.parent_call_sid = text(wire.ParentCallSid);
     }
     let call_id = fields.call_sid.filter(|s| !s.is_empty()).ok_or(MalformedPayload("CallSid missing"))?;
-    let outbound = fields.direction.as_deref().is_some_and(|d| d.starts_with("outbound"));
-    let number = if outbound { fields.from } else { fields.to };
+    let direction = fields.direction.as_deref();
+    let dial_leg = direction == Some(TWILIO_DIAL_LEG);
+    let outbound = direction.is_some_and(|d| d.starts_with("outbound"));
+    let number = match () {
+        () if dial_leg => url_business_number(url_query).or(fields.from),
+        () if outbound => fields.from,
+        () => fields.to,
+    };
+    let parent_call_id = fields.parent_call_sid.filter(|sid| dial_leg && !sid.is_empty());
     Ok(Routing {
         event_type: fields.call_status.unwrap_or_else(|| "request".to_owned()),
         call_id,
         number,
         provider_number_id: None,
+        parent_call_id,
     })
+}
+
+fn url_business_number(url_query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(url_query?.as_bytes())
+        .find(|(name, _)| name == BUSINESS_NUMBER_PARAM)
+        .map(|(_, value)| value.into_owned())
 }
 
 #[cfg(test)]
@@ -421,9 +453,9 @@ mod tests {
             }
             body
         };
-        assert!(routing(Some(FORM), body(MAX_FORM_PARAMS).as_bytes()).is_ok());
+        assert!(routing(Some(FORM), body(MAX_FORM_PARAMS).as_bytes(), None).is_ok());
         assert_eq!(
-            routing(Some(FORM), body(MAX_FORM_PARAMS + 1).as_bytes()).err(),
+            routing(Some(FORM), body(MAX_FORM_PARAMS + 1).as_bytes(), None).err(),
             Some(MalformedPayload("more form parameters than a Twilio callback carries"))
         );
         // A JSON body's other keys are skipped, not kept.
@@ -432,20 +464,39 @@ mod tests {
             json.push_str(&format!(r#","k{i}":{{"x":[1,2,3]}}"#));
         }
         json.push('}');
-        assert_eq!(routing(Some("application/json"), json.as_bytes()).unwrap().number.as_deref(), Some("+14155550199"));
+        assert_eq!(
+            routing(Some("application/json"), json.as_bytes(), None).unwrap().number.as_deref(),
+            Some("+14155550199")
+        );
     }
 
     #[test]
     fn routing_by_direction() {
         let inbound = b"CallSid=CA1&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B14155550199";
-        let r = routing(Some(FORM), inbound).unwrap();
+        let r = routing(Some(FORM), inbound, None).unwrap();
         assert_eq!((r.call_id.as_str(), r.event_type.as_str()), ("CA1", "ringing"));
         assert_eq!(r.number.as_deref(), Some("+14155550199"));
         let outbound = b"CallSid=CA1&CallStatus=completed&Direction=outbound-api&From=%2B14155550100&To=%2B14155550199";
-        assert_eq!(routing(Some(FORM), outbound).unwrap().number.as_deref(), Some("+14155550100"));
+        assert_eq!(routing(Some(FORM), outbound, None).unwrap().number.as_deref(), Some("+14155550100"));
         let json = br#"{"CallSid":"CA2","CallStatus":"completed","To":"+14155550199"}"#;
-        assert_eq!(routing(Some("application/json"), json).unwrap().call_id, "CA2");
-        assert!(routing(Some(FORM), b"CallStatus=completed").is_err());
-        assert!(routing(Some("application/json"), b"[1]").is_err());
+        assert_eq!(routing(Some("application/json"), json, None).unwrap().call_id, "CA2");
+        assert!(routing(Some(FORM), b"CallStatus=completed", None).is_err());
+        assert!(routing(Some("application/json"), b"[1]", None).is_err());
+    }
+
+    #[test]
+    fn a_dial_leg_is_routed_by_the_business_its_url_names_and_keyed_by_its_parent() {
+        let leg = b"CallSid=CA2&ParentCallSid=CA1&CallStatus=completed&Direction=outbound-dial\
+                    &From=%2B12025550123&To=%2B13105550000";
+        let named = routing(Some(FORM), leg, Some("x=1&business_number=%2B14155550199")).unwrap();
+        assert_eq!(named.number.as_deref(), Some("+14155550199"));
+        assert_eq!((named.call_id.as_str(), named.partition_call_id()), ("CA2", "CA1"));
+        // Without a name in the URL the caller id is all there is (the worker checks the parent).
+        let unnamed = routing(Some(FORM), leg, Some("x=1")).unwrap();
+        assert_eq!(unnamed.number.as_deref(), Some("+12025550123"));
+        // Only a leg reads the URL or is keyed by a parent.
+        let inbound = b"CallSid=CA1&ParentCallSid=CA0&CallStatus=ringing&Direction=inbound&To=%2B14155550199";
+        let r = routing(Some(FORM), inbound, Some("business_number=%2B19999999999")).unwrap();
+        assert_eq!((r.number.as_deref(), r.partition_call_id()), (Some("+14155550199"), "CA1"));
     }
 }

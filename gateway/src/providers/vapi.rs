@@ -233,6 +233,7 @@ pub fn routing(body: &[u8]) -> Result<Routing, MalformedPayload> {
         call_id: call_id.into_owned(),
         number: number.map(|n| n.into_owned()),
         provider_number_id: number_id.or(call.phone_number_id).map(|n| n.into_owned()),
+        parent_call_id: None,
     })
 }
 
