@@ -24,6 +24,33 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Sign a body as the provider would; prints the signature header's value.
     Sign(MessageArgs),
+    /// Work on a spool directory offline.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Publish everything a spool directory holds to Kafka, then exit: for the volume of a
+    /// gateway replica that is gone for good. Prints the number of records published.
+    Drain(SpoolDrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpoolDrainArgs {
+    /// The spool directory (it must not be in use by a running gateway).
+    #[arg(long)]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// The --max-body-bytes the spool was written with (records up to it plus 64 KiB are read).
+    #[arg(long, env = "CALLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -54,45 +81,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_SECRET_KEYS_PREVIOUS", hide_env_values = true, value_delimiter = ',')]
     pub secret_keys_previous: Vec<SecretString>,
 
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "CALLGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
-    /// Topic accepted events are published to.
-    #[arg(long, env = "CALLGATE_KAFKA_TOPIC", default_value = callgate_contract::envelope::EVENTS_TOPIC)]
-    pub kafka_topic: String,
-
-    /// How long a webhook waits for the broker's acknowledgement before it is answered 503.
-    /// Keep it well under the providers' timeouts (Vapi 7.5 s, Retell 10 s).
-    #[arg(long, env = "CALLGATE_KAFKA_ACK_TIMEOUT", value_parser = parse_duration, default_value = "2500ms")]
-    pub kafka_ack_timeout: Duration,
-
-    /// How long the producer keeps retrying a record before giving up on it (librdkafka
-    /// `message.timeout.ms`). Longer than the ack timeout on purpose: a record answered 503 may
-    /// still land, and its redelivery is then deduplicated by event id downstream.
-    #[arg(long, env = "CALLGATE_KAFKA_MESSAGE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
-    pub kafka_message_timeout: Duration,
-
-    /// Producer batching delay (librdkafka `linger.ms`): latency against throughput.
-    #[arg(long, env = "CALLGATE_KAFKA_LINGER", value_parser = parse_duration, default_value = "2ms")]
-    pub kafka_linger: Duration,
-
-    /// How many Kafka producers (each its own broker connections) records are spread over,
-    /// by key, so one call's events keep their order. An idempotent producer allows 5 produce
-    /// requests in flight per connection; more producers allow more when the broker is slow
-    /// to acknowledge.
-    #[arg(long, env = "CALLGATE_KAFKA_PRODUCERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub kafka_producers: u16,
-
-    /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
-    #[arg(
-        long,
-        env = "CALLGATE_KAFKA_PROPERTIES",
-        value_delimiter = ',',
-        hide_env_values = true,
-        value_parser = callgate_ops::KafkaPropertyParser
-    )]
-    pub kafka_properties: Vec<SecretString>,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
 
     /// Largest accepted request body in bytes; larger ones get 413. Retell call_analyzed
     /// events with word-level transcripts of long calls run to megabytes. The topic's
@@ -136,6 +129,76 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub log: LogConfig,
+}
+
+/// Where and how records are published (serve, and `spool drain`).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "CALLGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Topic accepted events are published to.
+    #[arg(long = "kafka-topic", env = "CALLGATE_KAFKA_TOPIC", default_value = callgate_contract::envelope::EVENTS_TOPIC)]
+    pub topic: String,
+
+    /// How long a record waits for the broker's acknowledgement. Without a spool the webhook is
+    /// then answered 503; keep it well under the providers' timeouts (Vapi 7.5 s, Retell 10 s).
+    #[arg(long = "kafka-ack-timeout", env = "CALLGATE_KAFKA_ACK_TIMEOUT", value_parser = parse_duration, default_value = "2500ms")]
+    pub ack_timeout: Duration,
+
+    /// How long the producer keeps retrying a record before giving up on it (librdkafka
+    /// `message.timeout.ms`). Longer than the ack timeout on purpose: a record answered 503 may
+    /// still land, and its redelivery is then deduplicated by event id downstream.
+    #[arg(long = "kafka-message-timeout", env = "CALLGATE_KAFKA_MESSAGE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub message_timeout: Duration,
+
+    /// Producer batching delay (librdkafka `linger.ms`): latency against throughput.
+    #[arg(long = "kafka-linger", env = "CALLGATE_KAFKA_LINGER", value_parser = parse_duration, default_value = "2ms")]
+    pub linger: Duration,
+
+    /// How many Kafka producers (each its own broker connections) records are spread over,
+    /// by key, so one call's events keep their order. An idempotent producer allows 5 produce
+    /// requests in flight per connection; more producers allow more when the broker is slow
+    /// to acknowledge.
+    #[arg(long = "kafka-producers", env = "CALLGATE_KAFKA_PRODUCERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub producers: u16,
+
+    /// Extra librdkafka producer properties, `key=value` comma-separated (TLS, SASL, …).
+    #[arg(
+        long = "kafka-properties",
+        env = "CALLGATE_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = callgate_ops::KafkaPropertyParser
+    )]
+    pub properties: Vec<SecretString>,
+}
+
+/// The durable spool at the edge: where webhooks go when the broker is slow or down.
+#[derive(Debug, Clone, Args)]
+pub struct SpoolArgs {
+    /// Directory of this gateway's spool (one gateway process per directory; it is locked).
+    /// Unset: no spool, and a webhook the broker does not acknowledge within
+    /// --kafka-ack-timeout is answered 503.
+    #[arg(long = "spool-dir", env = "CALLGATE_SPOOL_DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// How long a webhook waits for the broker before it is spooled instead. A healthy broker
+    /// acknowledges in milliseconds (BENCHMARKS.md), a leader election takes seconds: 1 s
+    /// never spools normal traffic and leaves most of Vapi's 7.5 s for the disk write.
+    #[arg(long = "spool-after", env = "CALLGATE_SPOOL_AFTER", value_parser = parse_duration, default_value = "1s")]
+    pub after: Duration,
+
+    /// Record bytes the spool may hold; past it, webhooks that would be spooled get 503 with
+    /// Retry-After. 1 GiB is about 100,000 webhooks of 10 KB.
+    #[arg(long = "spool-max-bytes", env = "CALLGATE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_bytes: u64,
+
+    /// Size at which a spool segment file is closed and a new one started; a segment is
+    /// deleted once all its records are acknowledged.
+    #[arg(long = "spool-segment-bytes", env = "CALLGATE_SPOOL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub segment_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -221,7 +284,7 @@ mod tests {
         };
         let cli = serve("security.protocol=ssl,sasl.password=hunter2").unwrap();
         let Command::Serve(config) = cli.command else { panic!("serve expected") };
-        assert_eq!(config.kafka_properties.len(), 2);
+        assert_eq!(config.kafka.properties.len(), 2);
         assert!(!format!("{config:?}").contains("hunter2"));
         let error = serve("security.protocol=ssl,sasl.password:hunter2").unwrap_err().to_string();
         assert!(error.contains("--kafka-properties") && error.contains("key=value"), "{error}");

@@ -2,9 +2,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use callgate_gateway::config::{Cli, Command};
-use callgate_gateway::{Gateway, verify_cli};
-use callgate_ops::{init_logs, shutdown_signal};
+use callgate_gateway::config::{Cli, Command, SpoolCommand};
+use callgate_gateway::{Gateway, spool_cli, verify_cli};
+use callgate_ops::{init_command_logs, init_logs, shutdown_signal};
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -26,6 +26,21 @@ fn main() -> anyhow::Result<ExitCode> {
                     writeln!(out, "invalid: {reason}")?;
                     ExitCode::from(1)
                 }
+            })
+        }
+        Command::Spool(SpoolCommand::Drain(args)) => {
+            init_command_logs(&args.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let signal = tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = stop.send(true);
+                });
+                let drained = spool_cli::drain(&args, stopped).await.context("draining the spool")?;
+                signal.abort();
+                writeln!(std::io::stdout().lock(), "{drained}")?;
+                Ok(ExitCode::SUCCESS)
             })
         }
         Command::Serve(config) => {

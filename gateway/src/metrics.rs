@@ -4,7 +4,8 @@
 //! process. Label values are bounded sets: provider names, outcome and stage names.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Request latency buckets: a webhook is answered in milliseconds, or 503 after the ack bound.
@@ -43,6 +44,20 @@ pub struct Metrics {
     pub directory_last_success: Gauge,
     /// Seconds since the last successful (full or delta) reload, computed at scrape time.
     pub directory_age: Gauge,
+    /// 1 while webhooks are spooled (the broker was slow or down and the spool is not drained).
+    pub spool_open: IntGauge,
+    /// Records and frame bytes in the spool, not yet acknowledged by the broker.
+    pub spool_records: IntGauge,
+    pub spool_bytes: IntGauge,
+    /// When the oldest record in the spool was spooled (0: empty), and its age at scrape time.
+    pub spool_oldest_timestamp: Gauge,
+    pub spool_oldest_age: Gauge,
+    pub spool_spooled: IntCounter,
+    pub spool_drained: IntCounter,
+    /// One write-and-sync round of the spool writer (many webhooks share one).
+    pub spool_fsync_duration: Histogram,
+    /// `kind`: full, io, corrupt.
+    pub spool_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -121,6 +136,53 @@ impl Metrics {
             Gauge::new("callgate_directory_age_seconds", "Seconds since the last successful directory reload.")
                 .expect("valid metric");
 
+        let spool_open = IntGauge::new(
+            "callgate_gateway_spool_open",
+            "1 while webhooks are written to the spool instead of the broker, until it is drained.",
+        )
+        .expect("valid metric");
+        let spool_records =
+            IntGauge::new("callgate_gateway_spool_records", "Records in the spool not yet acknowledged by the broker.")
+                .expect("valid metric");
+        let spool_bytes = IntGauge::new("callgate_gateway_spool_bytes", "Bytes of spooled records not yet drained.")
+            .expect("valid metric");
+        let spool_oldest_timestamp = Gauge::new(
+            "callgate_gateway_spool_oldest_record_timestamp_seconds",
+            "Unix time the oldest record in the spool was spooled; 0 when the spool is empty.",
+        )
+        .expect("valid metric");
+        let spool_oldest_age = Gauge::new(
+            "callgate_gateway_spool_oldest_record_age_seconds",
+            "Age of the oldest record in the spool; 0 when the spool is empty.",
+        )
+        .expect("valid metric");
+        let spool_spooled = IntCounter::new(
+            "callgate_gateway_spool_spooled_records_total",
+            "Records written to the spool (answered 2xx once synced).",
+        )
+        .expect("valid metric");
+        let spool_drained = IntCounter::new(
+            "callgate_gateway_spool_drained_records_total",
+            "Spooled records the broker acknowledged when republished.",
+        )
+        .expect("valid metric");
+        let spool_fsync_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "callgate_gateway_spool_fsync_duration_seconds",
+                "One spool write round: write and fdatasync of every record that arrived during the previous one.",
+            )
+            .buckets(STAGE_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let spool_errors = IntCounterVec::new(
+            Opts::new(
+                "callgate_gateway_spool_errors_total",
+                "Spool failures: full (webhook answered 503), io (write or sync failed, 503), corrupt (damaged frame on disk).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+
         let metrics = Self {
             registry,
             requests,
@@ -137,8 +199,17 @@ impl Metrics {
             directory_reloads,
             directory_last_success,
             directory_age,
+            spool_open,
+            spool_records,
+            spool_bytes,
+            spool_oldest_timestamp,
+            spool_oldest_age,
+            spool_spooled,
+            spool_drained,
+            spool_fsync_duration,
+            spool_errors,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.requests_in_flight.clone()),
@@ -153,6 +224,15 @@ impl Metrics {
             Box::new(metrics.directory_reloads.clone()),
             Box::new(metrics.directory_last_success.clone()),
             Box::new(metrics.directory_age.clone()),
+            Box::new(metrics.spool_open.clone()),
+            Box::new(metrics.spool_records.clone()),
+            Box::new(metrics.spool_bytes.clone()),
+            Box::new(metrics.spool_oldest_timestamp.clone()),
+            Box::new(metrics.spool_oldest_age.clone()),
+            Box::new(metrics.spool_spooled.clone()),
+            Box::new(metrics.spool_drained.clone()),
+            Box::new(metrics.spool_fsync_duration.clone()),
+            Box::new(metrics.spool_errors.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -162,11 +242,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let last = self.directory_last_success.get();
         if last > 0.0 {
-            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
             self.directory_age.set((now - last).max(0.0));
         }
+        let oldest = self.spool_oldest_timestamp.get();
+        self.spool_oldest_age.set(if oldest > 0.0 { (now - oldest).max(0.0) } else { 0.0 });
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("Prometheus text format is UTF-8")

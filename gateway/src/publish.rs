@@ -20,6 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::config::KafkaArgs;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +55,16 @@ impl PublishError {
             PublishError::TopicTooSmall(_) => "topic_too_small",
         }
     }
+
+    /// The broker would refuse this record whenever it is sent (its size), or the producer
+    /// cannot be built: retrying or spooling does not help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, PublishError::TooLarge { .. } | PublishError::TopicTooSmall(_) | PublishError::Config(_))
+    }
 }
 
 /// One record to publish.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub key: &'a str,
     pub value: &'a [u8],
@@ -103,6 +110,22 @@ pub enum TopicLimit {
     TooSmall(usize),
     /// The broker did not answer, or did not describe the setting.
     Unknown(String),
+}
+
+impl PublisherConfig {
+    /// The producer settings of the command line, for a gateway with this body limit.
+    pub fn from_args(kafka: &KafkaArgs, max_body_bytes: usize) -> Self {
+        Self {
+            brokers: kafka.brokers.clone(),
+            topic: kafka.topic.clone(),
+            ack_timeout: kafka.ack_timeout,
+            message_timeout: kafka.message_timeout,
+            linger: kafka.linger,
+            producers: usize::from(kafka.producers),
+            properties: kafka.properties.iter().map(|p| p.expose().to_owned()).collect(),
+            max_record_bytes: record_limit(max_body_bytes),
+        }
+    }
 }
 
 impl std::fmt::Debug for PublisherConfig {

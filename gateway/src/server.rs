@@ -12,10 +12,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServeConfig;
+use crate::delivery::Delivery;
 use crate::directory::{DirectoryHandle, Loader, run_refresh};
 use crate::http::{Admission, AppState, EdgeConfig, ops_router, router};
 use crate::metrics::Metrics;
 use crate::publish::{PublishError, Publisher, PublisherConfig, TopicLimit, record_limit};
+use crate::spool::store::StoreError;
+use crate::spool::{self, Spool, SpoolConfig};
 
 /// How often readiness asks the broker for the topic's metadata.
 const BROKER_PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -28,6 +31,8 @@ pub enum StartError {
     Database(#[from] sqlx::Error),
     #[error("Kafka producer could not be created: {0}")]
     Kafka(#[from] PublishError),
+    #[error("the spool cannot be opened: {0}")]
+    Spool(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(
@@ -73,22 +78,26 @@ impl Gateway {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(config.database_url.expose())?;
         let publisher = Arc::new(Publisher::new(
-            PublisherConfig {
-                brokers: config.kafka_brokers.clone(),
-                topic: config.kafka_topic.clone(),
-                ack_timeout: config.kafka_ack_timeout,
-                message_timeout: config.kafka_message_timeout,
-                linger: config.kafka_linger,
-                producers: usize::from(config.kafka_producers),
-                properties: config.kafka_properties.iter().map(|p| p.expose().to_owned()).collect(),
-                max_record_bytes: record_limit(config.max_body_bytes),
-            },
+            PublisherConfig::from_args(&config.kafka, config.max_body_bytes),
             metrics.clone(),
         )?);
         check_topic_limit(&publisher, config.max_body_bytes).await?;
+        let spool = match &config.spool.dir {
+            Some(dir) => {
+                let spool_config = SpoolConfig {
+                    dir: dir.clone(),
+                    max_bytes: config.spool.max_bytes,
+                    segment_bytes: config.spool.segment_bytes,
+                };
+                Some(Arc::new(Spool::open(&spool_config, record_limit(config.max_body_bytes), metrics.clone())?))
+            }
+            None => None,
+        };
+        let delivery = Arc::new(Delivery::new(publisher.clone(), spool.clone(), config.spool.after));
         let state = AppState {
             directory: Arc::new(DirectoryHandle::default()),
             publisher: publisher.clone(),
+            delivery,
             metrics: metrics.clone(),
             admission: Arc::new(Admission::new(
                 config.max_in_flight,
@@ -119,9 +128,15 @@ impl Gateway {
             shutdown_rx.clone(),
         ));
         tasks.spawn(probe_broker(publisher.clone(), shutdown_rx.clone()));
+        if let Some(spool) = spool {
+            let drainer = spool::drain(spool, publisher.clone(), shutdown_rx.clone(), false);
+            tasks.spawn(async move {
+                drainer.await;
+            });
+        }
         tasks.spawn(serve(listener, router(state.clone()), shutdown_rx.clone()));
         tasks.spawn(serve(ops_listener, ops_router(state.clone()), shutdown_rx));
-        tracing::info!(%addr, %ops_addr, topic = %config.kafka_topic, "gateway listening");
+        tracing::info!(%addr, %ops_addr, topic = %config.kafka.topic, "gateway listening");
         Ok(Self { addr, ops_addr, shutdown, tasks, publisher, state, grace: config.shutdown_grace })
     }
 

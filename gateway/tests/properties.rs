@@ -1,5 +1,6 @@
 //! Property tests over the gateway's untrusted input: each provider's routing extraction and
-//! verifier, Twilio's form and URL handling, and Vapi's credential redaction. Bounded case
+//! verifier, Twilio's form and URL handling, Vapi's credential redaction, and the spool's frames
+//! read back from disk. Bounded case
 //! counts (256 by default; `PROPTEST_CASES=100000 cargo test -p callgate-gateway --test
 //! properties` for a longer run); failures found are kept in `proptest-regressions/`.
 //!
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use callgate_contract::settings::{HmacSettings, VapiAuth};
 use callgate_gateway::providers::{HmacAlgorithm, calcom, retell, twilio, vapi};
+use callgate_gateway::spool::format;
 use proptest::prelude::*;
 
 /// Twilio's algorithm as its documentation states it: the URL, then every parameter name
@@ -149,5 +151,29 @@ proptest! {
         prop_assert_eq!(calcom::sign(secret.as_bytes(), &body), signature.clone());
         prop_assert_eq!(calcom::verify(&[secret.as_bytes()], &body, Some(&signature)), Ok(()));
         prop_assert!(calcom::verify(&[b"other".as_slice()], &body, Some(&signature)).is_err());
+    }
+
+    #[test]
+    fn any_bytes_read_back_from_a_spool_segment_are_a_record_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..400), max_body in 0usize..1_000) {
+        if let Ok((record, len)) = format::decode(&bytes, max_body) {
+            prop_assert!(len <= bytes.len());
+            let mut again = Vec::new();
+            prop_assert_eq!(format::encode(&record, &mut again), len);
+            prop_assert_eq!(&again[..], &bytes[..len]);
+        }
+        let _ = format::read_header(&bytes);
+        let _ = format::decode_cursor(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn a_spooled_record_reads_back_as_written(key in ".{0,40}", headers in prop::collection::vec((".{0,12}", ".{0,40}"), 0..6), value in prop::collection::vec(any::<u8>(), 0..400), at in any::<u64>(), cut in any::<prop::sample::Index>()) {
+        let record = format::SpooledRecord { spooled_at_ms: at, key, headers, value };
+        let mut frame = Vec::new();
+        let len = format::encode(&record, &mut frame);
+        prop_assert_eq!(Some(len), format::encoded_len(&record));
+        prop_assert_eq!(format::decode(&frame, len), Ok((record, len)));
+        // Cut short anywhere, it is a torn frame, never another record.
+        let cut = cut.index(len);
+        prop_assert_eq!(format::decode(&frame[..cut], len), Err(format::FrameError::Truncated));
     }
 }

@@ -26,8 +26,20 @@ pub struct LogConfig {
 
 /// Installs the global subscriber: text for people, JSON for log pipelines.
 pub fn init_logs(config: &LogConfig) {
+    install_logs(config, std::io::stdout);
+}
+
+/// Logs of a command whose result goes to standard output: the log lines go to standard error.
+pub fn init_command_logs(config: &LogConfig) {
+    install_logs(config, std::io::stderr);
+}
+
+fn install_logs<W>(config: &LogConfig, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
     let result = match config.log_format {
         // JSON escapes every value already.
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -34,6 +34,16 @@ fn required_env(name: &str) -> String {
 }
 
 /// Postgres admin URL of the test cluster.
+/// A binary of this build, next to the test executables (cargo builds each package's binaries
+/// for its own tests; `deploy/local/test.sh` tests the whole workspace).
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} missing: build the workspace (deploy/local/test.sh does)", bin.display());
+    bin
+}
+
 pub fn admin_database_url() -> String {
     required_env("CALLGATE_TEST_DATABASE_URL")
 }

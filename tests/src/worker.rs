@@ -116,11 +116,7 @@ pub async fn snapshot(pool: &PgPool) -> String {
 
 /// The `callgate-worker` binary of this build (cargo builds it for the worker's own tests).
 pub fn worker_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("callgate-worker");
-    assert!(bin.exists(), "{} missing: build the workspace (deploy/local/test.sh does)", bin.display());
-    bin
+    crate::workspace_bin("callgate-worker")
 }
 
 /// Reads a metric's value from Prometheus text (the sum over the series matching `selector`,

@@ -52,13 +52,14 @@ async fn process(state: AppState, endpoint: String, incoming: Incoming) -> Resul
         trace_id: &trace_id,
         kind: Some(booking::BOOKING_KIND),
     };
-    publish(&state, &key, &value, &meta).await?;
+    let delivered = publish(&state, &key, &value, &meta).await?;
 
     tracing::info!(
         event_id = %envelope.event_id,
         event_type = %envelope.event_type,
         booking_uid = %envelope.booking_uid,
         company_id = %envelope.route.company_id,
+        delivered_to = delivered.as_str(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "webhook accepted"
     );

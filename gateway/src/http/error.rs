@@ -4,8 +4,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::delivery::DeliveryError;
 use crate::providers::{MalformedPayload, VerifyError};
 use crate::publish::PublishError;
+use crate::spool::SpoolError;
 
 /// Seconds a provider is asked to wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "5";
@@ -36,6 +38,19 @@ pub enum WebhookError {
     Overloaded,
     #[error("broker unavailable: {0}")]
     Unavailable(PublishError),
+    /// The broker did not take the record and neither did the spool (full, or a disk error).
+    #[error("broker unavailable and {0}")]
+    SpoolUnavailable(SpoolError),
+}
+
+impl From<DeliveryError> for WebhookError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::Publish(error) => error.into(),
+            DeliveryError::Spool(SpoolError::TooLarge) => WebhookError::TooLarge,
+            DeliveryError::Spool(error) => WebhookError::SpoolUnavailable(error),
+        }
+    }
 }
 
 impl From<PublishError> for WebhookError {
@@ -67,9 +82,10 @@ impl WebhookError {
             WebhookError::UnknownEndpoint => StatusCode::NOT_FOUND,
             WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WebhookError::NotReady | WebhookError::Overloaded | WebhookError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WebhookError::NotReady
+            | WebhookError::Overloaded
+            | WebhookError::Unavailable(_)
+            | WebhookError::SpoolUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,6 +103,7 @@ impl WebhookError {
             WebhookError::NotReady => "not_ready",
             WebhookError::Overloaded => "overloaded",
             WebhookError::Unavailable(_) => "broker_unavailable",
+            WebhookError::SpoolUnavailable(error) => error.reason(),
         }
     }
 
@@ -99,9 +116,10 @@ impl WebhookError {
             WebhookError::UnknownEndpoint => "not found",
             WebhookError::UnknownNumber | WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::Misconfigured(_) => "internal error",
-            WebhookError::NotReady | WebhookError::Overloaded | WebhookError::Unavailable(_) => {
-                "temporarily unavailable"
-            }
+            WebhookError::NotReady
+            | WebhookError::Overloaded
+            | WebhookError::Unavailable(_)
+            | WebhookError::SpoolUnavailable(_) => "temporarily unavailable",
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 pub use admission::Admission;
 pub use error::WebhookError;
 
+use crate::delivery::Delivery;
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
@@ -34,6 +35,8 @@ pub struct EdgeConfig {
 pub struct AppState {
     pub directory: Arc<DirectoryHandle>,
     pub publisher: Arc<Publisher>,
+    /// The broker, or the spool while the broker is slow or down.
+    pub delivery: Arc<Delivery>,
     pub metrics: Metrics,
     pub edge: Arc<EdgeConfig>,
     pub admission: Arc<Admission>,
@@ -87,12 +90,20 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready: the directory is loaded and the broker answered its last probe.
+/// Ready: the directory is loaded, and webhooks can be made durable: the broker answered its
+/// last probe, or the spool takes writes.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let directory = state.directory.is_loaded();
     let broker = state.publisher.is_reachable();
-    let status = if directory && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::json!({ "directory_loaded": directory, "broker_reachable": broker });
+    let spool = state.delivery.spool().map(|spool| spool.is_writable());
+    let durable = broker || spool == Some(true);
+    let status = if directory && durable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "directory_loaded": directory,
+        "broker_reachable": broker,
+        "spool_writable": spool,
+        "spool_open": state.delivery.spool().map(|spool| spool.is_open()),
+    });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 

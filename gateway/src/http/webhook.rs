@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use super::{AppState, EdgeConfig, WebhookError};
+use crate::delivery::Delivered;
 use crate::directory::{AccountSettings, NumberEntry};
 use crate::providers::{MalformedPayload, Routing, retell, twilio, vapi};
 use crate::publish::Record;
@@ -37,6 +38,7 @@ struct Accepted {
     routing: Routing,
     entry: Arc<NumberEntry>,
     event_id: uuid::Uuid,
+    delivered: Delivered,
 }
 
 /// Counts a request in flight for as long as it lives, even if the client goes away mid-way.
@@ -63,6 +65,7 @@ async fn handle(state: AppState, provider: Provider, request: Request) -> Respon
             event_type = %accepted.routing.event_type,
             call_id = %accepted.routing.call_id,
             company_id = %accepted.entry.route.company_id,
+            delivered_to = accepted.delivered.as_str(),
             elapsed_us = incoming.started.elapsed().as_micros() as u64,
             "webhook accepted"
         );
@@ -185,9 +188,9 @@ async fn process(
     let value = serde_json::to_vec(&envelope).expect("an envelope always serialises");
     let key = envelope::record_key(provider, routing.partition_call_id());
     let meta = RecordMeta { event_type: &routing.event_type, event_id, trace_id, kind: None };
-    publish(state, &key, &value, &meta).await?;
+    let delivered = publish(state, &key, &value, &meta).await?;
 
-    Ok(Accepted { routing, entry, event_id })
+    Ok(Accepted { routing, entry, event_id, delivered })
 }
 
 /// What every record's headers say about it.
@@ -199,14 +202,14 @@ pub(super) struct RecordMeta<'a> {
     pub kind: Option<&'a str>,
 }
 
-/// Publishes one envelope with the standard headers and times the produce stage: the one path
-/// by which every webhook route reaches Kafka.
+/// Delivers one envelope with the standard headers (to the broker, or the spool) and times the
+/// produce stage: the one path by which every webhook route reaches Kafka.
 pub(super) async fn publish(
     state: &AppState,
     key: &str,
     value: &[u8],
     meta: &RecordMeta<'_>,
-) -> Result<(), WebhookError> {
+) -> Result<Delivered, WebhookError> {
     let event_id = meta.event_id.to_string();
     let version = ENVELOPE_VERSION.to_string();
     let mut headers = vec![
@@ -219,9 +222,9 @@ pub(super) async fn publish(
         headers.push((record_headers::ENVELOPE_KIND, kind));
     }
     let produce_started = Instant::now();
-    state.publisher.publish(Record { key, value, headers: &headers }).await?;
+    let delivered = state.delivery.deliver(Record { key, value, headers: &headers }).await?;
     observe_stage(state, "produce", produce_started);
-    Ok(())
+    Ok(delivered)
 }
 
 pub(super) fn observe_stage(state: &AppState, stage: &str, started: Instant) {

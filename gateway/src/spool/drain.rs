@@ -1,0 +1,136 @@
+//! The drainer: republishes spooled records to the broker in spool order, with the key,
+//! headers and value they were spooled with, and deletes a segment only once every record in
+//! it was acknowledged. It is also the spool's probe: while the broker is down its attempts
+//! fail, and the first batch that is acknowledged starts the catch-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::watch;
+
+use super::Spool;
+use super::format::{HEADER_LEN, Position, SpooledRecord};
+use crate::publish::{Publisher, Record};
+
+/// Records published at once. Each key's records keep their order (one idempotent producer
+/// per key), and a batch is acknowledged before the next is read.
+const BATCH_RECORDS: usize = 1_000;
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Wait after a failed batch, doubling up to the cap: the broker is down or electing.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+/// How often an idle drainer looks again without being woken (gauges, a missed wake-up).
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Drains the spool until `shutdown`, or, with `until_empty`, until it is empty (the
+/// `spool drain` command). Returns the records drained.
+pub async fn drain(
+    spool: Arc<Spool>,
+    publisher: Arc<Publisher>,
+    mut shutdown: watch::Receiver<bool>,
+    until_empty: bool,
+) -> u64 {
+    let Some(mut cursor) = spool.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        tracing::error!("the spool already has a drainer");
+        return 0;
+    };
+    let shared = spool.shared.clone();
+    // Segments that held a bad frame are set aside for an operator, not deleted.
+    let mut damaged: std::collections::HashSet<u64> = spool.corrupt_segments.iter().copied().collect();
+    let mut drained = 0_u64;
+    let mut retry = RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        if *shutdown.borrow() {
+            return drained;
+        }
+        let (until, next_segment) = {
+            let state = shared.state();
+            let until = state.segments.get(&cursor.segment).copied().unwrap_or(HEADER_LEN);
+            let next = state.segments.range(cursor.segment + 1..).next().map(|(&id, _)| id);
+            (until, next)
+        };
+        let store = spool.store().clone();
+        let read = tokio::task::spawn_blocking(move || store.read(cursor, until, BATCH_RECORDS, BATCH_BYTES)).await;
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(error)) => {
+                shared.metrics.spool_errors.with_label_values(&["corrupt"]).inc();
+                tracing::error!(%error, segment = cursor.segment, offset = cursor.offset, "spool frame unreadable (damage on disk): skipping the rest of its segment");
+                damaged.insert(cursor.segment);
+                cursor.offset = until;
+                continue;
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "spool read task failed");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            if let Some(next) = next_segment {
+                // The writer moved on, so this segment is complete and fully drained.
+                let removed = if damaged.remove(&cursor.segment) {
+                    spool.store().set_aside(cursor.segment)
+                } else {
+                    spool.store().remove_segment(cursor.segment)
+                };
+                if let Err(error) = removed {
+                    tracing::error!(%error, segment = cursor.segment, "could not remove a drained spool segment");
+                }
+                shared.state().segments.remove(&cursor.segment);
+                cursor = Position { segment: next, offset: HEADER_LEN };
+                save_cursor(&spool, cursor);
+                continue;
+            }
+            if shared.try_close(cursor) && until_empty {
+                return drained;
+            }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep(IDLE_TICK) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        if publish_batch(&publisher, &batch).await {
+            if failing {
+                tracing::info!("spool drain: the broker acknowledges again");
+                failing = false;
+            }
+            retry = RETRY_FIRST;
+            let count = batch.len() as u64;
+            let bytes = batch.last().map_or(0, |(_, end)| end.offset - cursor.offset);
+            cursor = batch.last().map_or(cursor, |(_, end)| *end);
+            drained += count;
+            shared.drained(count, bytes, None);
+            save_cursor(&spool, cursor);
+        } else {
+            if !failing {
+                tracing::warn!(records = batch.len(), "spool drain: the broker did not acknowledge; retrying");
+                failing = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                _ = shutdown.changed() => {}
+            }
+            retry = (retry * 2).min(RETRY_CAP);
+        }
+    }
+}
+
+/// Publishes a batch; true when every record was acknowledged.
+async fn publish_batch(publisher: &Publisher, batch: &[(SpooledRecord, Position)]) -> bool {
+    let sends = batch.iter().map(|(record, _)| async move {
+        let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        publisher.publish(Record { key: &record.key, value: &record.value, headers: &headers }).await
+    });
+    join_all(sends).await.iter().all(Result::is_ok)
+}
+
+fn save_cursor(spool: &Spool, cursor: Position) {
+    if let Err(error) = spool.store().save_cursor(cursor) {
+        // Only costs duplicates after a restart.
+        tracing::warn!(%error, "could not save the spool cursor");
+    }
+}
