@@ -109,6 +109,23 @@ wait_port() {
     done
 }
 
+# The server's options. Locally `fsync` and `synchronous_commit` are off (a crash of the machine
+# may lose committed transactions; BENCHMARKS.md says which figures that flatters), unless
+# PG_DURABLE=1 (the chaos run, where "nothing lost" must mean it).
+pg_options() {
+    local durability="-c fsync=off -c synchronous_commit=off"
+    [ "${PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on"
+    echo "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA $durability -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
+}
+
+# Restarts Postgres as a crash would (`-m immediate`: no checkpoint, recovery from the WAL).
+restart_postgres_immediate() {
+    local bin
+    bin="$(pg_bindir)"
+    as_postgres "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -m immediate -o "$(pg_options)" \
+        restart >/dev/null || { cat "$PG_DATA/server.log" >&2 || true; die "Postgres did not restart"; }
+}
+
 # A fresh cluster each start: local state is disposable, tests want a clean slate.
 # pg_stat_statements is loaded so the benchmarks can say which statements took the time.
 start_postgres() {
@@ -121,8 +138,7 @@ start_postgres() {
     as_root chown postgres:postgres "$PG_DATA"
     as_root chmod 700 "$PG_DATA"
     as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
-    as_postgres "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA -c fsync=off -c synchronous_commit=off -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" \
+    as_postgres "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -o "$(pg_options)" \
         start >/dev/null || { cat "$PG_DATA/server.log" >&2 || true; die "Postgres did not start"; }
     as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
         -c "CREATE DATABASE callgate" >/dev/null
@@ -163,18 +179,39 @@ broker_storage_url() {
 }
 
 start_broker() {
-    local storage="${CALLGATE_BROKER_STORAGE:-$1}" url
-    url="$(broker_storage_url "$storage")"
+    local storage="${CALLGATE_BROKER_STORAGE:-$1}"
     stop_broker
     wait_port free "$KAFKA_PORT" "the broker"
     rm -rf "$STATE/broker"
     mkdir -p "$STATE/broker"
+    : >"$STATE/broker.log"
+    launch_broker "$storage"
+}
+
+# Kills the broker (SIGKILL, as a crash) and starts it again on its storage, which the SQLite
+# engine keeps: like Kafka, it still has what it acknowledged.
+kill_broker() {
+    if [ -f "$STATE/broker.pid" ]; then
+        kill -KILL "$(cat "$STATE/broker.pid")" 2>/dev/null || true
+        rm -f "$STATE/broker.pid"
+    fi
+    wait_port free "$KAFKA_PORT" "the broker"
+}
+
+restart_broker() {
+    kill_broker
+    launch_broker "${CALLGATE_BROKER_STORAGE:-$1}"
+}
+
+launch_broker() {
+    local storage="$1" url
+    url="$(broker_storage_url "$storage")"
     # Its own session: a Ctrl-C at the terminal reaches the whole foreground group, and the
     # broker must outlive the gateway and worker while they drain; stop_stack stops it last.
     (cd "$STATE/broker" && exec setsid nohup "$BROKER_BIN" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "$url" >"$STATE/broker.log" 2>&1) &
+        --storage-engine "$url" >>"$STATE/broker.log" 2>&1) &
     echo $! >"$STATE/broker.pid"
     wait_port open "$KAFKA_PORT" "nisshi"
     log "Kafka-protocol broker (nisshi, $storage storage) on 127.0.0.1:$KAFKA_PORT"

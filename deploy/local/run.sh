@@ -25,6 +25,13 @@ export CALLGATE_KAFKA_BROKERS="$KAFKA_BROKERS"
 export CALLGATE_LISTEN="$LISTEN"
 export CALLGATE_METRICS_LISTEN="$METRICS_LISTEN"
 export CALLGATE_PUBLIC_BASE_URL="${CALLGATE_PUBLIC_BASE_URL:-http://$LISTEN}"
+# The gateway's spool: where webhooks wait while the broker is slow or down. Thrown away at
+# each start with the rest of the stack's state (its records would name a database that is gone).
+if [ -z "${CALLGATE_SPOOL_DIR:-}" ]; then
+    CALLGATE_SPOOL_DIR="$STATE/spool"
+    rm -rf "$CALLGATE_SPOOL_DIR"
+fi
+export CALLGATE_SPOOL_DIR
 target/release/callgate-worker migrate
 target/release/callgate-worker demo-tenant
 target/release/fake-calcom --listen "$CALCOM_LISTEN" &
@@ -46,6 +53,7 @@ cat >&2 <<INFO
     try it     deploy/local/demo-webhooks.sh   (a signed call per provider, then the rows they made)
     database   $DATABASE_URL
     broker     $KAFKA_BROKERS   topic call-events.v1
+    spool      $CALLGATE_SPOOL_DIR   (webhooks wait here while the broker is down)
 
 INFO
 target/release/callgate-gateway serve &

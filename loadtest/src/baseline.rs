@@ -1,6 +1,7 @@
 //! The ceilings the gateway and worker are measured against, on the same machine in the same
 //! run: a plain axum handler answering 204 (HTTP), a bare rdkafka producer sending records of
-//! the same size with the same settings (broker). The database's, a bare batched insert, is
+//! the same size with the same settings (broker), a bare write-and-fdatasync loop on the
+//! spool's disk (durable local write). The database's, a bare batched insert, is
 //! shared with the worker bench: `callgate_tests::baseline`.
 
 use std::net::SocketAddr;
@@ -24,6 +25,26 @@ pub async fn plain_http() -> std::io::Result<SocketAddr> {
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
+}
+
+/// Appends `count` records of `bytes` bytes to a scratch file in `dir`, each followed by
+/// `fdatasync`, one after the other: what one durable write costs on this disk, the least a
+/// spooled webhook can wait. The file is removed afterwards.
+pub fn bare_fsync(dir: &std::path::Path, count: u64, bytes: usize) -> std::io::Result<Histogram<u64>> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("loadtest-fsync-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let record = vec![b'x'; bytes];
+    let mut latency = histogram();
+    for _ in 0..count {
+        let started = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        let _ = latency.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    std::fs::remove_file(path)?;
+    Ok(latency)
 }
 
 #[derive(Debug)]

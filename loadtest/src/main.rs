@@ -15,6 +15,7 @@ mod run;
 mod seed;
 mod stages;
 mod traffic;
+mod verdict;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,28 @@ enum Command {
     Seed(SeedArgs),
     /// Offer traffic to a gateway and report.
     Run(Box<RunArgs>),
+    /// Hold the database and Cal.com to a record of accepted events (`run --accepted`): print
+    /// lost, duplicated and late counts; exit 1 unless all are zero.
+    Verdict(VerdictArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerdictArgs {
+    /// The record written by `run --accepted`.
+    #[arg(long)]
+    accepted: PathBuf,
+    /// Postgres of the deployment under test.
+    #[arg(long, env = "CALLGATE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The fake Cal.com's base URL: also check bookings.
+    #[arg(long)]
+    calcom_url: Option<String>,
+    /// How long to wait for the last events and bookings to settle.
+    #[arg(long, value_parser = callgate_ops::parse_duration, default_value = "180s")]
+    wait: Duration,
+    /// An event applied later than this after its 2xx counts as late.
+    #[arg(long, value_parser = callgate_ops::parse_duration, default_value = "120s")]
+    late_after: Duration,
 }
 
 /// The tenants traffic is addressed to: `seed` and `run` must be given the same values.
@@ -130,6 +153,13 @@ struct RunArgs {
     /// of --database-url (the database ceiling).
     #[arg(long)]
     baseline_db: bool,
+    /// Then time 2,000 sequential 2 KB write+fdatasync in this directory (put it on the
+    /// spool's disk): the durable-write ceiling of webhooks answered from the spool.
+    #[arg(long)]
+    baseline_fsync: Option<std::path::PathBuf>,
+    /// Record every event the gateway answered 2xx (JSON lines), for `verdict`.
+    #[arg(long)]
+    accepted: Option<PathBuf>,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -156,6 +186,16 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Run(args) => run(*args).await?,
+        Command::Verdict(args) => {
+            let accepted = verdict::read_accepted(&args.accepted)?;
+            let pool = PgPoolOptions::new().max_connections(2).connect(&args.database_url).await.context("database")?;
+            let verdict =
+                verdict::judge(&pool, args.calcom_url.as_deref(), &accepted, args.wait, args.late_after).await?;
+            print!("{}", verdict.text());
+            if verdict.failures() > 0 {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }
@@ -171,10 +211,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Mode::Open { rate } => format!("{rate} req/s open loop"),
         Mode::Closed { connections } => format!("{connections} connections closed loop"),
     };
-    let plan = |target: String| Plan { target, mode, duration: args.duration, max_in_flight: args.max_in_flight };
+    let accepted = match &args.accepted {
+        Some(path) => Some(Arc::new(run::AcceptedLog::create(path).context("--accepted")?)),
+        None => None,
+    };
+    let plan = |target: String| Plan {
+        target,
+        mode,
+        duration: args.duration,
+        max_in_flight: args.max_in_flight,
+        accepted: None,
+    };
     let warm = |target: String| async {
         if !args.warmup.is_zero() {
-            let warmup = Plan { target, mode, duration: args.warmup, max_in_flight: args.max_in_flight };
+            let warmup =
+                Plan { target, mode, duration: args.warmup, max_in_flight: args.max_in_flight, accepted: None };
             let scheduler = Scheduler::new(model.clone(), args.event_gap, args.appointment_share);
             run::run(&warmup, scheduler, None).await;
         }
@@ -206,7 +257,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stages_before = stages::scrape(&scraper, &args.target_metrics).await;
     let cpu_before = cpu::snapshot();
     let window_start = chrono::Utc::now();
-    let measured = run::run(&plan(args.target.clone()), scheduler, tracker.as_ref().map(|_| finished_tx)).await;
+    let gateway_plan = Plan { accepted: accepted.clone(), ..plan(args.target.clone()) };
+    let measured = run::run(&gateway_plan, scheduler, tracker.as_ref().map(|_| finished_tx)).await;
+    if let Some(log) = &accepted {
+        log.flush().context("--accepted")?;
+    }
     let window_end = chrono::Utc::now();
     let cpu = cpu::between(&cpu_before, &cpu::snapshot());
     let stages = match (stages_before, stages::scrape(&scraper, &args.target_metrics).await) {
@@ -279,6 +334,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ceiling: rows as f64 / took.as_secs_f64(),
             unit: "rows/s".into(),
         });
+    }
+
+    if let Some(dir) = &args.baseline_fsync {
+        let dir = dir.clone();
+        let synced = tokio::task::spawn_blocking(move || baseline::bare_fsync(&dir, 2_000, 2_000)).await??;
+        let bare = report::Percentiles::of(&synced);
+        eprintln!("baseline: bare 2 KB write+fdatasync {}", bare.line());
+        if let Some(gateway) = legs.iter().find(|leg| leg.name == "gateway") {
+            ratios.push(Ratio {
+                what: "gateway p50 vs one bare write+fdatasync p50".into(),
+                ours: gateway.ack.p50_ms,
+                ceiling: bare.p50_ms,
+                unit: "ms".into(),
+            });
+            ratios.push(Ratio {
+                what: "gateway p99 vs one bare write+fdatasync p99".into(),
+                ours: gateway.ack.p99_ms,
+                ceiling: bare.p99_ms,
+                unit: "ms".into(),
+            });
+        }
     }
 
     let report = Report { machine: report::machine(), command, legs, stages, cpu, end_to_end, ratios, distribution };

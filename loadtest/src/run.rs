@@ -28,6 +28,34 @@ pub struct Plan {
     pub duration: Duration,
     /// Requests allowed in flight before an open-loop send is counted as `skipped`.
     pub max_in_flight: usize,
+    /// Where every event answered 2xx is recorded (`--accepted`).
+    pub accepted: Option<Arc<AcceptedLog>>,
+}
+
+/// The load generator's own record of every event the gateway answered 2xx: JSON lines of
+/// [`crate::traffic::AcceptedEvent`], what the chaos verdict holds the database to.
+#[derive(Debug)]
+pub struct AcceptedLog(Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl AcceptedLog {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self(Mutex::new(std::io::BufWriter::new(std::fs::File::create(path)?))))
+    }
+
+    fn write(&self, event: &crate::traffic::AcceptedEvent) {
+        use std::io::Write as _;
+        let mut event = event.clone();
+        event.accepted_at_ms = chrono::Utc::now().timestamp_millis();
+        let mut out = self.0.lock().expect("not poisoned");
+        if let Ok(line) = serde_json::to_string(&event) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        self.0.lock().expect("not poisoned").flush()
+    }
 }
 
 /// A finished call's last event, acknowledged: followed up to the database.
@@ -140,10 +168,10 @@ pub async fn run(plan: &Plan, mut scheduler: Scheduler, finished: Option<mpsc::U
                     shared.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let (client, shared, target, finished) =
-                    (client.clone(), shared.clone(), plan.target.clone(), finished.clone());
+                let (client, shared, target, finished, accepted) =
+                    (client.clone(), shared.clone(), plan.target.clone(), finished.clone(), plan.accepted.clone());
                 tasks.spawn(async move {
-                    send(&client, &target, event, intended, &shared, finished.as_ref()).await;
+                    send(&client, &target, event, intended, &shared, finished.as_ref(), accepted.as_deref()).await;
                     drop(permit);
                 });
                 while tasks.try_join_next().is_some() {}
@@ -155,13 +183,20 @@ pub async fn run(plan: &Plan, mut scheduler: Scheduler, finished: Option<mpsc::U
             let scheduler = Arc::new(Mutex::new(scheduler));
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..connections {
-                let (client, shared, target, finished, scheduler) =
-                    (client.clone(), shared.clone(), plan.target.clone(), finished.clone(), scheduler.clone());
+                let (client, shared, target, finished, scheduler, accepted) = (
+                    client.clone(),
+                    shared.clone(),
+                    plan.target.clone(),
+                    finished.clone(),
+                    scheduler.clone(),
+                    plan.accepted.clone(),
+                );
                 tasks.spawn(async move {
                     while Instant::now() < end {
                         let event = scheduler.lock().expect("not poisoned").next(Instant::now());
                         shared.sent.fetch_add(1, Ordering::Relaxed);
-                        send(&client, &target, event, Instant::now(), &shared, finished.as_ref()).await;
+                        let now = Instant::now();
+                        send(&client, &target, event, now, &shared, finished.as_ref(), accepted.as_deref()).await;
                     }
                 });
             }
@@ -195,6 +230,7 @@ async fn send(
     intended: Instant,
     shared: &Shared,
     finished: Option<&mpsc::UnboundedSender<Finished>>,
+    accepted: Option<&AcceptedLog>,
 ) {
     let webhook = &event.webhook;
     let mut request = client
@@ -206,6 +242,9 @@ async fn send(
     let sent_at = SystemTime::now();
     let status = request.body(webhook.body.clone()).send().await.ok().map(|r| r.status().as_u16());
     shared.record(intended, status);
+    if let (Some(log), Some(200..=299)) = (accepted, status) {
+        log.write(&event.accepted);
+    }
     if let (Some(finished), Some(last), Some(200..=299)) = (finished, event.last, status) {
         let _ = finished.send(Finished {
             event_id: last.event_id,

@@ -22,6 +22,37 @@ pub struct Event {
     pub webhook: Webhook,
     /// Set on the last event of a call.
     pub last: Option<Last>,
+    /// What the gateway will make of it, for the record of accepted events (`--accepted`).
+    pub accepted: AcceptedEvent,
+}
+
+/// One event as the chaos verdict checks it: its `event_id` (derived as the gateway derives
+/// it), its call, and the appointment slot its call asks for, if any.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AcceptedEvent {
+    pub event_id: Uuid,
+    pub provider: String,
+    pub call_id: String,
+    pub event_type: String,
+    /// The call's analysis asks for an appointment (on its analysis event).
+    pub wants_booking: bool,
+    /// The last event of its call.
+    pub last: bool,
+    /// Unix ms when it was answered 2xx (filled in when written).
+    #[serde(default)]
+    pub accepted_at_ms: i64,
+}
+
+/// The provider's name for a webhook's event, read the way the gateway reads it.
+fn event_type(provider: Provider, webhook: &Webhook) -> String {
+    use callgate_gateway::providers::{retell, twilio, vapi};
+    let body = webhook.body.as_bytes();
+    let routed = match provider {
+        Provider::Retell => retell::routing(body).map(|(routing, _)| routing),
+        Provider::Vapi => vapi::routing(body),
+        Provider::Twilio => twilio::routing(Some(webhook.content_type), body, None),
+    };
+    routed.map(|routing| routing.event_type).unwrap_or_default()
 }
 
 /// The last event of a call, to follow up in the database.
@@ -115,12 +146,23 @@ impl Scheduler {
             .into_iter()
             .enumerate()
             .map(|(i, webhook)| {
-                let last = (i + 1 == count).then(|| Last {
+                let is_last = i + 1 == count;
+                let last = is_last.then(|| Last {
                     event_id: event_id(provider, &call_id, last_type, webhook.body.as_bytes()),
                     call_id: call_id.clone(),
                     wants_booking: wants,
                 });
-                Event { webhook, last }
+                let kind = event_type(provider, &webhook);
+                let accepted = AcceptedEvent {
+                    event_id: event_id(provider, &call_id, &kind, webhook.body.as_bytes()),
+                    provider: provider.as_str().to_owned(),
+                    call_id: call_id.clone(),
+                    event_type: kind,
+                    wants_booking: wants && is_last,
+                    last: is_last,
+                    accepted_at_ms: 0,
+                };
+                Event { webhook, last, accepted }
             })
             .collect()
     }

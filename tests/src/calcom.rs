@@ -106,6 +106,8 @@ struct Inner {
     next_id: i64,
     faults: VecDeque<Fault>,
     chaos: f64,
+    /// The faults `chaos` picks from (all of them unless narrowed).
+    chaos_faults: Vec<Fault>,
     windows: HashMap<String, Window>,
     /// Create requests received, per API key, with when.
     creates: HashMap<String, Vec<Instant>>,
@@ -150,7 +152,7 @@ impl FakeCalcom {
 
     /// Serves on `addr` (the `fake-calcom` binary of the local demo).
     pub async fn start_on(addr: SocketAddr, limits: Limits) -> std::io::Result<Self> {
-        let inner = Arc::new(Mutex::new(Inner { next_id: 1000, ..Inner::default() }));
+        let inner = Arc::new(Mutex::new(Inner { next_id: 1000, chaos_faults: CHAOS.to_vec(), ..Inner::default() }));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr().unwrap();
         let fake = Self { inner, limits, addr };
@@ -158,6 +160,9 @@ impl FakeCalcom {
             .route("/v2/bookings", post(create).get(list))
             .route("/v2/bookings/{uid}", get(one))
             .route("/v2/bookings/{uid}/cancel", post(cancel))
+            // The fake's own controls, outside Cal.com's API: for the chaos run.
+            .route("/__chaos", post(set_chaos_route))
+            .route("/__bookings", get(all_bookings))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Ok(fake)
@@ -182,6 +187,13 @@ impl FakeCalcom {
     /// A share of create requests (0.0..=1.0) misbehaves in one of the [`Fault`] ways.
     pub fn set_chaos(&self, share: f64) {
         self.inner.lock().unwrap().chaos = share;
+    }
+
+    /// [`Self::set_chaos`], with only these faults.
+    pub fn set_chaos_with(&self, share: f64, faults: &[Fault]) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.chaos = share;
+        inner.chaos_faults = if faults.is_empty() { CHAOS.to_vec() } else { faults.to_vec() };
     }
 
     pub fn bookings(&self) -> Vec<FakeBooking> {
@@ -411,7 +423,8 @@ async fn create(State(fake): State<FakeCalcom>, headers: HeaderMap, body: String
         let chaos = inner.chaos;
         inner.faults.pop_front().or_else(|| {
             let mut rng = rand::thread_rng();
-            (chaos > 0.0 && rng.gen_bool(chaos)).then(|| CHAOS[rng.gen_range(0..CHAOS.len())])
+            let faults = &inner.chaos_faults;
+            (chaos > 0.0 && !faults.is_empty() && rng.gen_bool(chaos)).then(|| faults[rng.gen_range(0..faults.len())])
         })
     };
     match fault {
@@ -716,4 +729,33 @@ pub fn push_flags(fake: &FakeCalcom, secret_key: &str, extra: &[&str]) -> Vec<St
     }
     flags.extend(extra.iter().map(|s| (*s).to_owned()));
     flags
+}
+
+impl Fault {
+    /// The fault named as in this enum (`Unavailable`, `SlowNoCommit`, …).
+    pub fn named(name: &str) -> Option<Self> {
+        CHAOS.iter().copied().find(|fault| format!("{fault:?}") == name)
+    }
+}
+
+/// `POST /__chaos?share=0.5&faults=Unavailable,SlowNoCommit`: a share of creates misbehaves.
+async fn set_chaos_route(State(fake): State<FakeCalcom>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let Some(share) = query.get("share").and_then(|s| s.parse::<f64>().ok()).filter(|s| (0.0..=1.0).contains(s)) else {
+        return (StatusCode::BAD_REQUEST, "share in 0..=1 required").into_response();
+    };
+    let mut faults = Vec::new();
+    for name in query.get("faults").map(String::as_str).unwrap_or("").split(',').filter(|n| !n.is_empty()) {
+        match Fault::named(name) {
+            Some(fault) => faults.push(fault),
+            None => return (StatusCode::BAD_REQUEST, format!("unknown fault {name}")).into_response(),
+        }
+    }
+    fake.set_chaos_with(share, &faults);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /__bookings`: every booking the fake holds, with its metadata (the idempotency key).
+async fn all_bookings(State(fake): State<FakeCalcom>) -> Response {
+    let bookings: Vec<Value> = fake.bookings().iter().map(FakeBooking::output).collect();
+    axum::Json(bookings).into_response()
 }

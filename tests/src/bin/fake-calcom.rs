@@ -3,6 +3,9 @@
 //! booking it holds.
 //!
 //!   fake-calcom --listen 127.0.0.1:8095 --api-key cal_demo_key --event-type 1001:1:45
+//!
+//! The chaos run (`deploy/local/chaos.sh`) also uses it, with `--chaos` and its controls:
+//! `POST /__chaos?share=…&faults=…` and `GET /__bookings`.
 
 #![allow(clippy::print_stdout)]
 
@@ -24,6 +27,11 @@ struct Args {
     /// Event types it knows, as ID:HOST:MINUTES, repeatable.
     #[arg(long = "event-type", value_parser = event_type, default_values = ["1001:1:45", "1002:1:30"])]
     event_types: Vec<(i64, i64, i64)>,
+    /// Share of create requests (0..=1) answered with one of Cal.com's real misbehaviours
+    /// (503, a timeout before or after booking, a 500 after booking, a cut connection, 409, 429).
+    /// `POST /__chaos?share=S&faults=A,B` changes it while running.
+    #[arg(long, default_value_t = 0.0)]
+    chaos: f64,
 }
 
 fn event_type(text: &str) -> Result<(i64, i64, i64), String> {
@@ -45,6 +53,7 @@ async fn main() -> std::io::Result<()> {
     for (id, host, minutes) in &args.event_types {
         fake.add_event_type(*id, *host, *minutes);
     }
+    fake.set_chaos(args.chaos.clamp(0.0, 1.0));
     println!("fake Cal.com on http://{}", fake.addr);
     let mut seen = 0;
     loop {
