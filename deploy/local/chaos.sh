@@ -40,7 +40,9 @@ CALCOM="127.0.0.1:${CALLGATE_CHAOS_CALCOM_PORT:-28295}"
 COMPANIES=20
 CALCOM_FAULTS="Unavailable,SlowNoCommit,CommitThenSlow,CommitThen500,CommitThenReset"
 
-PG_DURABLE=1 start_stack chaos "${CALLGATE_CHAOS_PG_PORT:-25437}" "${CALLGATE_CHAOS_KAFKA_PORT:-29097}" sqlite
+# Every start and restart of its Postgres (restart_postgres_immediate too) is durable.
+export PG_DURABLE=1
+start_stack chaos "${CALLGATE_CHAOS_PG_PORT:-25437}" "${CALLGATE_CHAOS_KAFKA_PORT:-29097}" sqlite
 create_topics
 ensure_secret_key
 OUT="$STATE/run"
@@ -87,6 +89,14 @@ start_worker() {
 
 kill9() { kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# "Nothing lost" means nothing only if Postgres syncs its commits: checked after every (re)start.
+require_durable_postgres() {
+    local fsync sync
+    fsync="$(pg_setting fsync)" sync="$(pg_setting synchronous_commit)"
+    [ "$fsync" = on ] && [ "$sync" = on ] || die "Postgres runs with fsync=$fsync synchronous_commit=$sync"
+}
+require_durable_postgres
+
 start_worker 0
 start_gateway
 log "traffic: $RATE webhooks/s for ${DURATION}s, faults in $ROUNDS round(s)"
@@ -123,6 +133,7 @@ for round in $(seq "$ROUNDS"); do
     sleep "$SETTLE"
     log "round $round: Postgres restarted with -m immediate"
     restart_postgres_immediate
+    require_durable_postgres
     sleep "$SETTLE"
     log "round $round: Cal.com times out and fails half the bookings for ${CALCOM_BURST}s"
     curl -fsS -X POST "http://$CALCOM/__chaos?share=0.5&faults=$CALCOM_FAULTS" >/dev/null

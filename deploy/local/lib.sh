@@ -48,6 +48,7 @@ ensure_packages() {
     command -v curl >/dev/null || missing+=(curl)
     pg_bindir >/dev/null 2>&1 || missing+=(postgresql)
     command -v runuser >/dev/null || missing+=(util-linux)
+    command -v sqlite3 >/dev/null || missing+=(sqlite3)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing: ${missing[*]}"
         as_root apt-get update -qq
@@ -116,6 +117,11 @@ pg_options() {
     local durability="-c fsync=off -c synchronous_commit=off"
     [ "${PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on"
     echo "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA $durability -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
+}
+
+# The running server's value of a setting.
+pg_setting() {
+    as_postgres "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SHOW $1"
 }
 
 # Restarts Postgres as a crash would (`-m immediate`: no checkpoint, recovery from the WAL).
@@ -213,8 +219,26 @@ launch_broker() {
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine "$url" >>"$STATE/broker.log" 2>&1) &
     echo $! >"$STATE/broker.pid"
+    # Killing it is this script's business (kill_broker, stop_broker): no job notice from bash.
+    disown $!
     wait_port open "$KAFKA_PORT" "nisshi"
+    [ "$storage" = sqlite ] && index_sqlite_broker
     log "Kafka-protocol broker (nisshi, $storage storage) on 127.0.0.1:$KAFKA_PORT"
+}
+
+# nisshi 0.6.0's SQLite schema has no index on the `header` table: each fetched record's headers
+# are found by scanning every header in the log, so fetches slow down as the log grows (in the
+# chaos run, at about 60,000 records, one fetch took over a minute and the worker stalled). An
+# index on (topition, offset_id) fixes it; creating it is idempotent and safe while it runs.
+index_sqlite_broker() {
+    local db="$STATE/broker/broker.db" tries=0
+    until sqlite3 -cmd '.timeout 10000' "$db" "SELECT 1 FROM header LIMIT 1" >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 150 ] || die "the broker's SQLite schema did not appear in $db"
+        sleep 0.2
+    done
+    sqlite3 -cmd '.timeout 10000' "$db" \
+        "CREATE INDEX IF NOT EXISTS callgate_header_by_record ON header (topition, offset_id)"
 }
 
 stop_broker() {

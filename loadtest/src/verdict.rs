@@ -181,7 +181,7 @@ async fn appointments_by_call(pool: &PgPool, calls: &[String]) -> sqlx::Result<H
     for chunk in calls.chunks(CHUNK) {
         let rows: Vec<(String, Option<Uuid>)> = sqlx::query_as(
             "SELECT c.provider_call_id, a.id FROM calls c LEFT JOIN appointments a ON a.call_id = c.id \
-             WHERE c.provider_call_id = ANY($1)",
+             WHERE c.provider IN ('retell', 'vapi', 'twilio') AND c.provider_call_id = ANY($1)",
         )
         .bind(chunk)
         .fetch_all(pool)
@@ -199,7 +199,7 @@ async fn settlement(pool: &PgPool, calls: &[String]) -> sqlx::Result<Vec<(String
     for chunk in calls.chunks(CHUNK) {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT a.idempotency_key, a.calcom_sync_status FROM appointments a JOIN calls c ON c.id = a.call_id \
-             WHERE c.provider_call_id = ANY($1)",
+             WHERE c.provider IN ('retell', 'vapi', 'twilio') AND c.provider_call_id = ANY($1)",
         )
         .bind(chunk)
         .fetch_all(pool)

@@ -106,10 +106,26 @@ async fn a_broker_outage_is_answered_from_the_spool_and_published_in_order_when_
         let response = send(&gw.client, &base, webhook).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "spooled, and answered as usual");
     }
+    // Vapi's assistant-request gets its normal answer, the number's assistant, from the spool too.
+    let request = signed::vapi_body("assistant-request", "v1", Some(s.tenant.vapi_number.1), None);
+    let answer = gw
+        .client
+        .post(gw.url("/v1/webhooks/vapi"))
+        .header("x-vapi-secret", &s.tenant.vapi_secret)
+        .header("content-type", "application/json")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<serde_json::Value>().await.unwrap()["assistantId"],
+        callgate_tests::tenant::VAPI_ASSISTANT
+    );
     let metrics = gw.metrics().await;
     assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_open"), 1.0, "{metrics}");
-    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_records"), 4.0);
-    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_spooled_records_total"), 4.0);
+    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_records"), 5.0);
+    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_spooled_records_total"), 5.0);
     assert!(metric_sum(&metrics, "callgate_gateway_spool_oldest_record_age_seconds") >= 0.0);
     let ready = gw.client.get(format!("{}/readyz", gw.ops_url)).send().await.unwrap();
     assert_eq!(ready.status(), 200, "the spool takes writes, so the gateway stays ready");
@@ -117,13 +133,13 @@ async fn a_broker_outage_is_answered_from_the_spool_and_published_in_order_when_
     s.broker.restart();
     wait_for("spool drained", async || metric_sum(&gw.metrics().await, "callgate_gateway_spool_open") == 0.0).await;
     let metrics = gw.metrics().await;
-    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_drained_records_total"), 4.0, "{metrics}");
+    assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_drained_records_total"), 5.0, "{metrics}");
     assert_eq!(metric_sum(&metrics, "callgate_gateway_spool_records"), 0.0);
     // Drained: new webhooks go to the broker again, not to the spool.
     assert_eq!(send(&gw.client, &base, &retell(&s.tenant, "call_started", "after", 0)).await.status(), 204);
-    assert_eq!(metric_sum(&gw.metrics().await, "callgate_gateway_spool_spooled_records_total"), 4.0);
+    assert_eq!(metric_sum(&gw.metrics().await, "callgate_gateway_spool_spooled_records_total"), 5.0);
 
-    let records = consume_events(&s.broker.brokers(), 6).await;
+    let records = consume_events(&s.broker.brokers(), 7).await;
     for key in ["retell:before", "retell:c2", "retell:after"] {
         assert!(!event_ids(&records, key).is_empty(), "{key} missing: {:?}", keys(&records));
     }

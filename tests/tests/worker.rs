@@ -215,28 +215,52 @@ async fn redelivered_shuffled_events_give_the_same_state_as_one_orderly_delivery
     w2.shutdown().await;
 }
 
+/// Two companies, Acme (+1415555…) and Globex (+1212555…), in one database.
+struct TwoCompanies {
+    db: callgate_tests::TestDb,
+    key: String,
+    cipher: callgate_contract::SecretCipher,
+    acme: callgate_tests::Tenant,
+    globex: callgate_tests::Tenant,
+}
+
+impl TwoCompanies {
+    async fn seed() -> Self {
+        init_logs();
+        let db = callgate_tests::TestDb::create().await;
+        let key = callgate_tests::secret_key();
+        let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
+        let auth = serde_json::json!({"mode": "secret"});
+        let acme = callgate_tests::seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, auth.clone()).await;
+        let globex = callgate_tests::seed_tenant(&db, &cipher, "globex", "+1212555", TWILIO_PUBLIC, auth).await;
+        Self { db, key, cipher, acme, globex }
+    }
+
+    /// A gateway and a worker on a fresh topic.
+    async fn start(&self) -> (callgate_tests::TestGateway, callgate_worker::Worker) {
+        let topic = callgate_tests::fresh_topic();
+        let brokers = callgate_tests::kafka_brokers();
+        callgate_tests::create_topic(&brokers, &topic, 3);
+        let config = callgate_tests::serve_config(&self.db, &brokers, &topic, &self.key, &[]);
+        let gw = callgate_tests::TestGateway::start(config).await;
+        let (worker, _) = start_worker(&self.db, &topic).await;
+        (gw, worker)
+    }
+}
+
 #[tokio::test]
 async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_company() {
-    init_logs();
-    let db = callgate_tests::TestDb::create().await;
-    let key = callgate_tests::secret_key();
-    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let auth = serde_json::json!({"mode": "secret"});
-    let acme = callgate_tests::seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, auth.clone()).await;
-    let globex = callgate_tests::seed_tenant(&db, &cipher, "globex", "+1212555", TWILIO_PUBLIC, auth).await;
-    let topic = callgate_tests::fresh_topic();
-    let brokers = callgate_tests::kafka_brokers();
-    callgate_tests::create_topic(&brokers, &topic, 3);
-    let gw = callgate_tests::TestGateway::start(callgate_tests::serve_config(&db, &brokers, &topic, &key, &[])).await;
-    let (worker, _) = start_worker(&db, &topic).await;
+    let companies = TwoCompanies::seed().await;
+    let (gw, worker) = companies.start().await;
+    let TwoCompanies { db, acme, globex, .. } = &companies;
 
     let analysis = |name: &str| {
         let mut a = appointment_analysis(FUTURE_LOCAL, "cleaning");
         a["customer_name"] = name.into();
         a
     };
-    for webhook in retell_call(&acme, "acme-call", CALLER, Some(analysis("Ana at Acme"))).into_iter().chain(vapi_call(
-        &globex,
+    for webhook in retell_call(acme, "acme-call", CALLER, Some(analysis("Ana at Acme"))).into_iter().chain(vapi_call(
+        globex,
         "globex-call",
         CALLER,
         Some(analysis("Ana at Globex")),
@@ -244,7 +268,7 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
         webhook.deliver(&gw).await;
     }
     // The same call id again, now through Globex's Retell number: it must not touch Acme's call.
-    let hijack = retell_call(&globex, "acme-call", "+12025559999", None).remove(1);
+    let hijack = retell_call(globex, "acme-call", "+12025559999", None).remove(1);
     hijack.deliver(&gw).await;
     let pool = &db.pool;
     wait_count(pool, "SELECT count(*) FROM processed_events", 8).await;
@@ -253,7 +277,7 @@ async fn one_caller_of_two_companies_is_two_customers_each_linked_inside_its_com
     let mut renamed = appointment_analysis("2031-04-01T09:00", "exam");
     renamed["customer_name"] = "Someone Else".into();
     renamed["customer_email"] = "else@example.com".into();
-    retell_call(&acme, "acme-call-2", CALLER, Some(renamed)).remove(2).deliver(&gw).await;
+    retell_call(acme, "acme-call-2", CALLER, Some(renamed)).remove(2).deliver(&gw).await;
     wait_count(pool, "SELECT count(*) FROM processed_events", 9).await;
     let link: String = sqlx::query_scalar("SELECT customer_link FROM calls WHERE provider_call_id = 'acme-call-2'")
         .fetch_one(pool)
@@ -351,17 +375,12 @@ async fn a_company_names_its_own_appointment_fields() {
 async fn a_dial_leg_belongs_to_its_parent_call_never_to_the_company_of_its_caller_id() {
     use callgate_tests::calls::{Line, twilio_call_on};
     use callgate_tests::signed::{FORM, twilio_dial_leg, twilio_signature};
-    init_logs();
-    let db = callgate_tests::TestDb::create().await;
-    let key = callgate_tests::secret_key();
-    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let auth = serde_json::json!({"mode": "secret"});
-    let acme = callgate_tests::seed_tenant(&db, &cipher, "acme", "+1415555", TWILIO_PUBLIC, auth.clone()).await;
-    let globex = callgate_tests::seed_tenant(&db, &cipher, "globex", "+1212555", TWILIO_PUBLIC, auth).await;
+    let companies = TwoCompanies::seed().await;
+    let TwoCompanies { db, cipher, acme, globex, .. } = &companies;
     let pool = &db.pool;
     let shared = callgate_worker::tenants::create_provider_account(
         pool,
-        &cipher,
+        cipher,
         globex.company,
         callgate_contract::Provider::Twilio,
         "ACacme",
@@ -381,11 +400,7 @@ async fn a_dial_leg_belongs_to_its_parent_call_never_to_the_company_of_its_calle
     )
     .await
     .unwrap();
-    let topic = callgate_tests::fresh_topic();
-    let brokers = callgate_tests::kafka_brokers();
-    callgate_tests::create_topic(&brokers, &topic, 3);
-    let gw = callgate_tests::TestGateway::start(callgate_tests::serve_config(&db, &brokers, &topic, &key, &[])).await;
-    let (worker, _) = start_worker(&db, &topic).await;
+    let (gw, worker) = companies.start().await;
 
     let acme_number = acme.twilio_number.1.to_string();
     let line = Line { number: globex_line, secret: &acme.twilio_token };
