@@ -100,6 +100,9 @@ async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
     let applied = r#"callgate_worker_events_total{event_type="call_analyzed",outcome="applied",provider="retell"}"#;
     assert_eq!(metric_sum(&metrics, applied), 1.0, "{metrics}");
     assert_eq!(metric_sum(&metrics, "callgate_worker_appointments_created_total"), 1.0);
+    // The group's committed offsets per partition reach past the four records (with the lag,
+    // they show a stalled lane: lag above zero while the offset stands still).
+    wait_metrics(&worker, "committed offsets", |m| metric_sum(m, "callgate_worker_committed_offset{") >= 4.0).await;
     assert_eq!(ops_get(&worker, "/readyz").await.0, 200);
     assert_eq!(ops_get(&worker, "/healthz").await.0, 200);
     worker.shutdown().await;

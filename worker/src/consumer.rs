@@ -108,13 +108,15 @@ fn current_records(batch: Vec<Queued>, current: Option<u64>) -> Option<(Vec<Owne
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         self.metrics.consumer_lag.reset();
+        self.metrics.committed_offset.reset();
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, stats) in &topic.partitions {
+                let labels = [self.topic.as_str(), &partition.to_string()];
                 if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[self.topic.as_str(), &partition.to_string()])
-                        .set(stats.consumer_lag);
+                    self.metrics.consumer_lag.with_label_values(&labels).set(stats.consumer_lag);
+                }
+                if *partition >= 0 && stats.committed_offset >= 0 {
+                    self.metrics.committed_offset.with_label_values(&labels).set(stats.committed_offset);
                 }
             }
         }

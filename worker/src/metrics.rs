@@ -55,6 +55,9 @@ pub struct Metrics {
     pub batch_records: Histogram,
     /// `topic`, `partition`: from librdkafka's statistics (approximate on the local broker).
     pub consumer_lag: IntGaugeVec,
+    /// The group's committed offset per partition: with the lag, what shows a stalled lane (lag
+    /// above zero while this does not move).
+    pub committed_offset: IntGaugeVec,
     pub assigned_partitions: IntGauge,
     /// `reason`: envelope, version, payload, database, panic.
     pub dlq_records: IntCounterVec,
@@ -112,6 +115,14 @@ impl Metrics {
         .expect("valid metric");
         let consumer_lag = IntGaugeVec::new(
             Opts::new("callgate_worker_consumer_lag_messages", "Records behind the high watermark, per partition."),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let committed_offset = IntGaugeVec::new(
+            Opts::new(
+                "callgate_worker_committed_offset",
+                "The consumer group's committed offset per partition this worker owns (librdkafka's view).",
+            ),
             &["topic", "partition"],
         )
         .expect("valid metric");
@@ -186,6 +197,7 @@ impl Metrics {
             apply_duration,
             batch_records,
             consumer_lag,
+            committed_offset,
             assigned_partitions,
             dlq_records,
             lane_failures,
@@ -207,6 +219,7 @@ impl Metrics {
             Box::new(metrics.apply_duration.clone()),
             Box::new(metrics.batch_records.clone()),
             Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.committed_offset.clone()),
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.dlq_records.clone()),
             Box::new(metrics.lane_failures.clone()),
