@@ -3,7 +3,9 @@
 #   formatting, clippy (warnings are errors), unit tests with the official vectors, and
 #   integration tests against a real Postgres and a real Kafka-protocol broker (nisshi, memory
 #   storage; the tests that restart a broker run one of their own on SQLite).
-#   Then the short chaos run (deploy/local/chaos.sh --short): about a minute of signed traffic
+#   Then the deploy checks (deploy/check/deploy.sh: hadolint, promtool, kustomize with
+#   kubernetes-validate and the KEDA / Prometheus Operator schemas), and the short chaos run
+#   (deploy/local/chaos.sh --short): about a minute of signed traffic
 #   under faults, on a stack of its own, ending in a verdict on every accepted webhook.
 # Installs what is missing, reuses what is there. The test stack has its own ports
 # (Postgres 25433, broker 29093) and is torn down on exit.
@@ -22,8 +24,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast "$@"
 fi
-# Arguments filter the tests (a developer's loop): then the chaos run is left out.
+# Arguments filter the tests (a developer's loop): then the deploy checks and the chaos run
+# are left out.
 if [ $# -eq 0 ]; then
+    log "deploy checks (Dockerfile, alerts, Kubernetes manifests)"
+    "$ROOT/deploy/check/deploy.sh"
     log "short chaos run"
     "$ROOT/deploy/local/chaos.sh" --short --debug
 fi

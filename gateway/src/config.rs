@@ -27,6 +27,8 @@ pub enum Command {
     /// Work on a spool directory offline.
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Ask a running gateway's ops listener (container health checks): exit 0 on 2xx.
+    Healthcheck(callgate_ops::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Healthcheck(args) => Ok(healthcheck_exit(&args)),
         Command::Serve(config) => {
             init_logs(&config.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -54,5 +55,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+    }
+}
+
+fn healthcheck_exit(args: &callgate_ops::HealthcheckArgs) -> ExitCode {
+    match callgate_ops::healthcheck(args) {
+        Ok(200..=299) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }

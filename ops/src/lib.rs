@@ -216,8 +216,59 @@ pub async fn shutdown_signal() {
     drop(ctrl_c.await);
 }
 
+/// `healthcheck`: asks a running process's ops listener, for container health checks in images
+/// that have no shell, curl or wget.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The ops listener to ask (the gateway's --metrics-listen, the worker's --listen).
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub addr: std::net::SocketAddr,
+    /// `/healthz` (alive) or `/readyz` (ready to take work).
+    #[arg(long, default_value = "/healthz")]
+    pub path: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub timeout: Duration,
+}
+
+/// The HTTP status of `GET path` on `addr` (HTTP/1.0 over a plain socket: no client library).
+pub fn healthcheck(args: &HealthcheckArgs) -> std::io::Result<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&args.addr, args.timeout)?;
+    stream.set_read_timeout(Some(args.timeout))?;
+    stream.set_write_timeout(Some(args.timeout))?;
+    write!(stream, "GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.addr)?;
+    let mut head = [0_u8; 32];
+    let read = stream.read(&mut head)?;
+    // "HTTP/1.x NNN …"
+    std::str::from_utf8(&head[..read])
+        .ok()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn healthcheck_reads_the_status_a_server_answers_and_fails_on_no_server() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0_u8; 256];
+            let n = stream.read(&mut request).unwrap();
+            stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let args = HealthcheckArgs { addr, path: "/readyz".into(), timeout: Duration::from_secs(5) };
+        assert_eq!(healthcheck(&args).unwrap(), 503);
+        assert!(server.join().unwrap().starts_with("GET /readyz HTTP/1.0\r\n"));
+        // Nothing listens there any more.
+        assert!(healthcheck(&args).is_err());
+    }
+
     use super::*;
 
     #[derive(Clone, Default)]

@@ -35,6 +35,8 @@ pub enum Command {
     DemoTenant(DemoArgs),
     /// Print a fresh random master key for CALLGATE_SECRET_KEY.
     GenerateSecretKey,
+    /// Ask a running worker's ops listener (container health checks): exit 0 on 2xx.
+    Healthcheck(callgate_ops::HealthcheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +248,8 @@ pub enum CliError {
     NoSecret,
     #[error("reading standard input: {0}")]
     Stdin(#[from] std::io::Error),
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
     #[error("no active row has the number {0}")]
     NumberNotFound(E164),
 }
@@ -297,6 +301,11 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
             Ok(vec![format!("demo tenant {} {}", demo::SLUG, if created { "created" } else { "already there" })])
         }
         Command::GenerateSecretKey => Ok(vec![SecretCipher::generate_key()]),
+        Command::Healthcheck(args) => match callgate_ops::healthcheck(&args) {
+            Ok(status @ 200..=299) => Ok(vec![format!("{} {status}", args.path)]),
+            Ok(status) => Err(CliError::Unhealthy(format!("{} answered {status}", args.path))),
+            Err(error) => Err(CliError::Unhealthy(format!("{}: {error}", args.addr))),
+        },
     }
 }
 
