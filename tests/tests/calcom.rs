@@ -113,6 +113,38 @@ async fn a_pending_appointment_becomes_one_booking_with_our_key_and_history() {
     worker.shutdown().await;
 }
 
+/// What an alert on the Cal.com backlog reads: how many appointments wait, and for how long.
+#[tokio::test]
+async fn the_backlog_waiting_for_calcom_and_its_age_are_measured() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    insert_appointments(&db, &acme, 3, tomorrow()).await;
+    // Waiting for two minutes, and not due for an hour (a back-off after failures).
+    sqlx::query(
+        "UPDATE appointments SET created_at = now() - interval '2 minutes', next_attempt_at = now() + interval '1 hour'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (worker, _) = push_worker(&db, &fake, &key, &[]).await;
+    let deadline = std::time::Instant::now() + callgate_tests::worker::PATIENCE;
+    let metrics = loop {
+        let metrics = worker.metrics().render();
+        if metric_sum(&metrics, "callgate_worker_calcom_backlog ") == 3.0 {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "backlog not measured: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let age = metric_sum(&metrics, "callgate_worker_calcom_backlog_oldest_age_seconds");
+    assert!((120.0..600.0).contains(&age), "oldest waited {age} s");
+    assert!(fake.bookings().is_empty());
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn ambiguous_answers_are_resolved_by_looking_our_booking_up() {
     callgate_tests::init_logs();

@@ -5,8 +5,8 @@
 //! partitions of the topic.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 const APPLY_BUCKETS: &[f64] =
@@ -83,6 +83,10 @@ pub struct Metrics {
     pub calcom_pushes: IntCounterVec,
     /// Appointments being pushed by this process right now.
     pub calcom_in_flight: IntGauge,
+    /// Appointments waiting to be booked (pending or in flight), across all workers.
+    pub calcom_backlog: IntGauge,
+    /// How long the oldest of them has waited.
+    pub calcom_backlog_oldest_age: Gauge,
     /// `result` of a booking change from a Cal.com webhook: applied, stale, unmatched.
     pub calcom_changes: IntCounterVec,
 }
@@ -182,6 +186,16 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let calcom_backlog = IntGauge::new(
+            "callgate_worker_calcom_backlog",
+            "Appointments waiting to be booked in Cal.com (pending or in flight), all workers together.",
+        )
+        .expect("valid metric");
+        let calcom_backlog_oldest_age = Gauge::new(
+            "callgate_worker_calcom_backlog_oldest_age_seconds",
+            "How long the oldest appointment waiting to be booked has waited; 0 when none waits.",
+        )
+        .expect("valid metric");
         let calcom_in_flight =
             IntGauge::new("callgate_worker_calcom_in_flight", "Appointments this worker is pushing to Cal.com now.")
                 .expect("valid metric");
@@ -211,6 +225,8 @@ impl Metrics {
             calcom_request_duration,
             calcom_pushes,
             calcom_in_flight,
+            calcom_backlog,
+            calcom_backlog_oldest_age,
             calcom_changes,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -233,6 +249,8 @@ impl Metrics {
             Box::new(metrics.calcom_request_duration.clone()),
             Box::new(metrics.calcom_pushes.clone()),
             Box::new(metrics.calcom_in_flight.clone()),
+            Box::new(metrics.calcom_backlog.clone()),
+            Box::new(metrics.calcom_backlog_oldest_age.clone()),
             Box::new(metrics.calcom_changes.clone()),
         ];
         for collector in collectors {

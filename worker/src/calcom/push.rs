@@ -120,6 +120,15 @@ enum Settled {
     LeaseLost,
 }
 
+/// Appointments still to be booked, and how long the oldest has waited (the backlog an alert
+/// watches). Over the partial index's rows only: pending and in-flight appointments.
+const BACKLOG: &str = "SELECT count(*) AS waiting, \
+    COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_secs \
+    FROM appointments WHERE calcom_sync_status IN ('pending', 'in_flight')";
+
+/// How often the backlog gauges are refreshed.
+const BACKLOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 const CLAIM: &str = "
 WITH due_gates AS (
     SELECT g.gate_key
@@ -190,8 +199,13 @@ impl Pusher {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, base_url = %self.config.base_url, "Cal.com push started");
         let mut tasks = JoinSet::new();
+        let mut backlog_at: Option<tokio::time::Instant> = None;
         loop {
             while tasks.try_join_next().is_some() {}
+            if backlog_at.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                self.measure_backlog().await;
+                backlog_at = Some(tokio::time::Instant::now());
+            }
             let free = self.config.concurrency.saturating_sub(tasks.len());
             if free > 0 {
                 match self.claim(free).await {
@@ -214,6 +228,16 @@ impl Pusher {
         }
         while tasks.join_next().await.is_some() {}
         tracing::info!("Cal.com push stopped");
+    }
+
+    async fn measure_backlog(&self) {
+        match sqlx::query_as::<_, (i64, f64)>(BACKLOG).fetch_one(&self.pool).await {
+            Ok((waiting, oldest)) => {
+                self.metrics.calcom_backlog.set(waiting);
+                self.metrics.calcom_backlog_oldest_age.set(oldest);
+            }
+            Err(error) => tracing::warn!(%error, "cannot measure the Cal.com backlog"),
+        }
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
