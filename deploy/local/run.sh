@@ -12,6 +12,8 @@ WORKER_LISTEN="${CALLGATE_WORKER_LISTEN:-127.0.0.1:9090}"
 METRICS_LISTEN="${CALLGATE_METRICS_LISTEN:-127.0.0.1:9091}"
 # Cal.com is a SaaS: locally, appointments are booked into the test suite's fake Cal.com.
 CALCOM_LISTEN="${CALLGATE_FAKE_CALCOM_LISTEN:-127.0.0.1:8095}"
+# A real Prometheus with callgate's alerts, scraping the gateway and the worker.
+PROMETHEUS_LISTEN="${CALLGATE_PROMETHEUS_LISTEN:-127.0.0.1:9095}"
 start_stack dev "${CALLGATE_DEV_PG_PORT:-25432}" "${CALLGATE_DEV_KAFKA_PORT:-29092}" sqlite
 create_topics
 ensure_secret_key
@@ -41,12 +43,14 @@ CALLGATE_KAFKA_CONSUMER_PROPERTIES="${CALLGATE_KAFKA_CONSUMER_PROPERTIES:-$BROKE
     CALLGATE_WORKER_LISTEN="$WORKER_LISTEN" CALLGATE_CALCOM_BASE_URL="${CALLGATE_CALCOM_BASE_URL:-http://$CALCOM_LISTEN}" \
     target/release/callgate-worker run &
 track $!
+start_prometheus "$PROMETHEUS_LISTEN" "callgate-gateway=$METRICS_LISTEN" "callgate-worker=$WORKER_LISTEN"
 
 cat >&2 <<INFO
 
   callgate is running.
     webhooks   POST http://$LISTEN/v1/webhooks/{retell,vapi,twilio}   Cal.com: /v1/webhooks/calcom/<path> (tenant show)
     metrics    gateway http://$METRICS_LISTEN/metrics   worker http://$WORKER_LISTEN/metrics   (/healthz, /readyz on both)
+    alerts     Prometheus http://$PROMETHEUS_LISTEN/alerts   (deploy/prometheus/callgate-rules.yml)
     demo       company "demo-dental": Retell +14155550100, Vapi +14155550101, Twilio +14155550102
                services "Teeth Cleaning" (cleaning, hygiene visit) and "Check-up" (checkup, exam)
     cal.com    a fake Cal.com on http://$CALCOM_LISTEN (key cal_demo_key, event types 1001, 1002)

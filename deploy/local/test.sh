@@ -12,6 +12,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 start_test_stack test "${CALLGATE_TEST_PG_PORT:-25433}" "${CALLGATE_TEST_KAFKA_PORT:-29093}"
+ensure_deploy_tools
+export CALLGATE_PROMETHEUS_BIN="$(command -v prometheus)"
 
 cd "$ROOT"
 log "cargo fmt --check"

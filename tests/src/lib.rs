@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod broker;
 pub mod calcom;
 pub mod calls;
+pub mod prometheus;
 pub mod proxy;
 pub mod signed;
 pub mod tenant;
