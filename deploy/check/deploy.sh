@@ -46,6 +46,9 @@ passed="$(grep -c 'passed for resource' "$work/validate.log" || true)"
 log "kubernetes-validate: $passed core objects valid"
 NODE_PATH="$NODE_MODULES" node deploy/check/validate-crds.mjs <"$work/rendered.yaml"
 
+log "the Grafana dashboards are provisionable"
+node deploy/check/dashboards.mjs deploy/grafana/dashboards/*.json
+
 log "every CALLGATE_* variable in the manifests is an option of its binary"
 "$BIN_DIR/callgate-gateway" serve --help >"$work/gateway.help"
 { "$BIN_DIR/callgate-worker" run --help; "$BIN_DIR/callgate-worker" migrate --help; } >"$work/worker.help"

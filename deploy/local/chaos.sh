@@ -37,6 +37,7 @@ GATEWAY="127.0.0.1:${CALLGATE_CHAOS_GATEWAY_PORT:-28280}"
 GATEWAY_OPS="127.0.0.1:${CALLGATE_CHAOS_GATEWAY_OPS_PORT:-28281}"
 WORKER_PORTS=("${CALLGATE_CHAOS_WORKER_PORT:-29290}" "${CALLGATE_CHAOS_WORKER2_PORT:-29291}")
 CALCOM="127.0.0.1:${CALLGATE_CHAOS_CALCOM_PORT:-28295}"
+PROMETHEUS="127.0.0.1:${CALLGATE_CHAOS_PROMETHEUS_PORT:-29395}"
 COMPANIES=20
 CALCOM_FAULTS="Unavailable,SlowNoCommit,CommitThenSlow,CommitThen500,CommitThenReset"
 
@@ -45,6 +46,8 @@ export PG_DURABLE=1
 start_stack chaos "${CALLGATE_CHAOS_PG_PORT:-25437}" "${CALLGATE_CHAOS_KAFKA_PORT:-29097}" sqlite
 create_topics
 ensure_secret_key
+# node, for the dashboard check at the end (test.sh has installed these already).
+ensure_deploy_tools
 OUT="$STATE/run"
 rm -rf "$OUT" "$STATE/spool"
 mkdir -p "$OUT"
@@ -99,6 +102,10 @@ require_durable_postgres
 
 start_worker 0
 start_gateway
+# A real Prometheus with the alert rules, scraping everything the run starts: at the end every
+# dashboard panel's query must evaluate and return data.
+start_prometheus "$PROMETHEUS" "callgate-gateway=$GATEWAY_OPS" \
+    "callgate-worker=127.0.0.1:${WORKER_PORTS[0]}" "callgate-worker=127.0.0.1:${WORKER_PORTS[1]}"
 log "traffic: $RATE webhooks/s for ${DURATION}s, faults in $ROUNDS round(s)"
 "$BIN/callgate-loadtest" run "${MODEL[@]}" --target "http://$GATEWAY" --target-metrics "http://$GATEWAY_OPS" \
     --rate "$RATE" --duration "${DURATION}s" --warmup 0s --appointment-share 0.3 --event-gap 300ms \
@@ -145,3 +152,5 @@ grep -E 'offered|statuses' "$OUT/loadtest.txt" | tail -2 >&2 || true
 log "traffic done; waiting for every accepted event to settle"
 "$BIN/callgate-loadtest" verdict --accepted "$OUT/accepted.jsonl" --database-url "$DATABASE_URL" \
     --calcom-url "http://$CALCOM" --wait 240s | tee "$OUT/verdict.txt"
+log "every dashboard panel's query against the run's Prometheus"
+node deploy/check/dashboards.mjs --prometheus "http://$PROMETHEUS" deploy/grafana/dashboards/*.json

@@ -96,7 +96,12 @@ ensure_deploy_tools() {
 # given targets every 5 s with callgate's alert rules, its data in $STATE/prometheus.
 start_prometheus() {
     local listen="$1" target job
+    local -A targets=()
     shift
+    for target in "$@"; do
+        job="${target%%=*}"
+        targets[$job]+="${targets[$job]:+, }\"${target#*=}\""
+    done
     command -v prometheus >/dev/null || {
         log "installing: prometheus"
         as_root apt-get update -qq
@@ -111,9 +116,8 @@ start_prometheus() {
         printf 'global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n'
         printf '  external_labels:\n    runbook_base: file://%s\n' "$ROOT"
         printf 'rule_files:\n  - %s/deploy/prometheus/callgate-rules.yml\nscrape_configs:\n' "$ROOT"
-        for target in "$@"; do
-            job="${target%%=*}"
-            printf '  - job_name: %s\n    static_configs:\n      - targets: ["%s"]\n' "$job" "${target#*=}"
+        for job in "${!targets[@]}"; do
+            printf '  - job_name: %s\n    static_configs:\n      - targets: [%s]\n' "$job" "${targets[$job]}"
         done
     } >"$STATE/prometheus/prometheus.yml"
     prometheus --config.file="$STATE/prometheus/prometheus.yml" --storage.tsdb.path="$STATE/prometheus/data" \
