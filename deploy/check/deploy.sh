@@ -49,11 +49,37 @@ NODE_PATH="$NODE_MODULES" node deploy/check/validate-crds.mjs <"$work/rendered.y
 log "the Grafana dashboards are provisionable"
 node deploy/check/dashboards.mjs deploy/grafana/dashboards/*.json
 
-log "every CALLGATE_* variable in the manifests is an option of its binary"
+log "compose: its YAML, its Prometheus config, Grafana provisioning"
+NODE_PATH="$NODE_MODULES" node --input-type=module -e '
+  import { readFileSync } from "node:fs";
+  const YAML = await import(process.env.NODE_PATH + "/yaml/dist/index.js");
+  const compose = YAML.parse(readFileSync("deploy/compose/compose.yaml", "utf8"));
+  const want = ["postgres", "kafka", "topics", "migrate", "gateway", "worker", "prometheus", "grafana"];
+  const missing = want.filter((name) => !compose.services?.[name]);
+  if (missing.length) { console.error("compose services missing: " + missing); process.exit(1); }
+  console.log("compose: " + Object.keys(compose.services).length + " services");
+  // Grafana provisioning: the dashboards provider reads the directory compose mounts them in,
+  // and the datasource is the compose Prometheus.
+  const provider = YAML.parse(readFileSync("deploy/grafana/provisioning/dashboards/callgate.yml", "utf8"));
+  const source = YAML.parse(readFileSync("deploy/grafana/provisioning/datasources/prometheus.yml", "utf8"));
+  const mounts = compose.services.grafana.volumes.join(" ");
+  const path = provider.providers?.[0]?.options?.path;
+  if (provider.apiVersion !== 1 || !path || !mounts.includes(":" + path + ":")) {
+    console.error("the dashboards provider does not read the mounted dashboards: " + path); process.exit(1);
+  }
+  if (source.apiVersion !== 1 || source.datasources?.[0]?.type !== "prometheus" || !source.datasources[0].url.includes("prometheus:9090")) {
+    console.error("the Grafana datasource is not the compose Prometheus"); process.exit(1);
+  }
+'
+sed "s#/etc/prometheus/callgate-rules.yml#$ROOT/deploy/prometheus/callgate-rules.yml#" deploy/compose/prometheus.yml \
+    >"$work/compose-prometheus.yml"
+promtool check config "$work/compose-prometheus.yml"
+
+log "every CALLGATE_* variable in the manifests and the compose file is an option of its binary"
 "$BIN_DIR/callgate-gateway" serve --help >"$work/gateway.help"
 { "$BIN_DIR/callgate-worker" run --help; "$BIN_DIR/callgate-worker" migrate --help; } >"$work/worker.help"
 unknown=0
-for name in $(grep -o 'CALLGATE_[A-Z_]*' "$work/rendered.yaml" | sort -u); do
+for name in $(grep -oh 'CALLGATE_[A-Z_]*' "$work/rendered.yaml" deploy/compose/compose.yaml | sort -u); do
     if ! grep -qE "env: $name[]=]" "$work/gateway.help" "$work/worker.help"; then
         echo "not an option of callgate-gateway or callgate-worker: $name" >&2
         unknown=1
