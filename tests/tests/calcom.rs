@@ -572,9 +572,18 @@ async fn one_calcom_body_delivered_to_two_companies_applies_to_each_on_its_own()
     let mut cancelled = fake.bookings().remove(0);
     cancelled.status = "cancelled".into();
     let body = webhook_body("BOOKING_CANCELLED", &cancelled, serde_json::json!({"iCalSequence": 1}));
-    for company in [&theirs, &ours] {
-        assert_eq!(deliver_calcom(&stack, company, &body).await, 204);
+    // The gateway learns the new company's endpoint through LISTEN/NOTIFY within milliseconds;
+    // until then it is a path it does not know (404).
+    let deadline = Instant::now() + callgate_tests::worker::PATIENCE;
+    loop {
+        let status = deliver_calcom(&stack, &theirs, &body).await;
+        if status != 404 || Instant::now() >= deadline {
+            assert_eq!(status, 204);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(deliver_calcom(&stack, &ours, &body).await, 204);
     // The other company's copy comes first and matches nothing of its own; ours still cancels
     // our appointment. Each company's ledger holds its own copy.
     wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 2).await;
