@@ -1,7 +1,7 @@
 //! From a call's structured analysis to an appointment request: which fields to read (a
 //! per-company mapping), when the caller meant (the branch's time zone), which service (the
 //! branch's services, ignoring case and accents), and the idempotency key. Pure functions; the
-//! database side is in `apply.rs`.
+//! database side is in `apply/call.rs`.
 
 use std::str::FromStr as _;
 

@@ -1,6 +1,6 @@
-//! Cal.com: pushing appointments as bookings ([`push`]) through its API ([`client`]), and
-//! applying the booking changes its webhooks report ([`inbound`]).
+//! Cal.com: pushing appointments as bookings ([`push`]) through its API ([`client`]). The
+//! booking changes its webhooks report are applied with the other events
+//! (`crate::apply::booking`).
 
 pub mod client;
-pub mod inbound;
 pub mod push;

@@ -1,177 +1,23 @@
-//! Applying events to Postgres: dedupe, upsert the call, link the customer, create the
-//! appointment, all in the caller's transaction so that an event and its effects commit
-//! together or not at all.
+//! One call event: dedupe it, upsert its call (a call only moves forward), link the customer
+//! inside the call's company, and create the appointment its analysis asks for.
 
 use std::sync::LazyLock;
 
 use callgate_contract::EventEnvelope;
-use callgate_contract::booking::{self, BookingChange, BookingEnvelope};
 use callgate_contract::call::{CallUpdate, Caller, Normalized};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
+use super::{CallRecord, Effects, Outcome, Prepared, record_event, set_status_reason};
 use crate::appointments::{self, Contact, FieldMap, ReviewReason, Service};
-use crate::calcom;
 
-/// A decoded record, ready to apply.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    Call(CallRecord),
-    Booking(BookingRecord),
-}
-
-/// A call event.
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    pub envelope: EventEnvelope,
-    pub normalized: Normalized,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// A Cal.com booking change.
-#[derive(Debug, Clone)]
-pub struct BookingRecord {
-    pub envelope: BookingEnvelope,
-    /// None for the triggers the worker does not apply.
-    pub change: Option<BookingChange>,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl Prepared {
-    pub fn partition(&self) -> i32 {
-        match self {
-            Self::Call(r) => r.partition,
-            Self::Booking(r) => r.partition,
-        }
-    }
-
-    pub fn offset(&self) -> i64 {
-        match self {
-            Self::Call(r) => r.offset,
-            Self::Booking(r) => r.offset,
-        }
-    }
-
-    /// Who sent it: a provider, or `calcom`.
-    pub fn source(&self) -> &'static str {
-        match self {
-            Self::Call(r) => r.envelope.provider.as_str(),
-            Self::Booking(_) => booking::SOURCE,
-        }
-    }
-
-    pub fn event_type(&self) -> &str {
-        match self {
-            Self::Call(r) => &r.envelope.event_type,
-            Self::Booking(r) => &r.envelope.event_type,
-        }
-    }
-
-    pub fn event_id(&self) -> Uuid {
-        match self {
-            Self::Call(r) => r.envelope.event_id,
-            Self::Booking(r) => r.envelope.event_id,
-        }
-    }
-
-    /// The call id, or the booking uid.
-    pub fn subject(&self) -> &str {
-        match self {
-            Self::Call(r) => &r.envelope.provider_call_id,
-            Self::Booking(r) => &r.envelope.booking_uid,
-        }
-    }
-
-    fn company_id(&self) -> Uuid {
-        match self {
-            Self::Call(r) => r.envelope.route.company_id.0,
-            Self::Booking(r) => r.envelope.route.company_id.0,
-        }
-    }
-
-    fn received_at(&self) -> DateTime<Utc> {
-        match self {
-            Self::Call(r) => r.envelope.received_at,
-            Self::Booking(r) => r.envelope.received_at,
-        }
-    }
-}
-
-/// What applying one event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Applied(Effects),
-    /// Its event id was applied before.
-    Duplicate,
-    /// An event type the call model does not use; recorded in `processed_events`.
-    Ignored,
-    /// It names a call that belongs to another company; recorded, not applied.
-    Refused,
-    /// A Cal.com booking change, and what it did.
-    Booking(calcom::inbound::ChangeResult),
-}
-
-impl Outcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Applied(_) => "applied",
-            Self::Duplicate => "duplicate",
-            Self::Ignored => "ignored",
-            Self::Refused => "refused",
-            Self::Booking(calcom::inbound::ChangeResult::Applied) => "applied",
-            Self::Booking(_) => "ignored",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Effects {
-    pub customer_created: bool,
-    pub appointment_created: bool,
-    pub flagged: Option<ReviewReason>,
-}
-
-/// Applies `records` in one transaction, in order. Any error rolls all of them back.
-pub async fn apply_batch(pool: &PgPool, records: &[&Prepared]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        outcomes.push(apply(&mut tx, record).await?);
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// True for failures that a later attempt can get past (connection lost, server shutting down,
-/// deadlock, serialization): the batch waits and retries. Anything else is about the record.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58")))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
-}
-
-/// Applies one event.
-pub async fn apply(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, sqlx::Error> {
-    match prepared {
-        Prepared::Call(record) => apply_call(conn, prepared, record).await,
-        Prepared::Booking(record) => calcom::inbound::apply(conn, prepared, record).await,
-    }
-}
-
-async fn apply_call(conn: &mut PgConnection, prepared: &Prepared, record: &CallRecord) -> Result<Outcome, sqlx::Error> {
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    prepared: &Prepared,
+    record: &CallRecord,
+) -> Result<Outcome, sqlx::Error> {
     let env = &record.envelope;
     let Normalized::Call(update) = &record.normalized else {
         return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
@@ -291,41 +137,6 @@ async fn find_parent(
         return Ok(Parent::OtherCompany);
     }
     Ok(Parent::Found(ParentCall { id: row.try_get("id")?, caller_raw: row.try_get("caller_raw")? }))
-}
-
-/// Enters the event in `processed_events`; false when it was there already. It comes first in
-/// the transaction, so a second worker holding the same event waits on this row until the first
-/// one commits, and then sees it taken.
-pub(crate) async fn record_event(
-    conn: &mut PgConnection,
-    record: &Prepared,
-    outcome: &str,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
-         kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (company_id, event_id) DO NOTHING",
-    )
-    .bind(record.event_id())
-    .bind(record.company_id())
-    .bind(record.source())
-    .bind(record.event_type())
-    .bind(record.subject())
-    .bind(outcome)
-    .bind(record.partition())
-    .bind(record.offset())
-    .bind(record.received_at())
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-/// The reason the `appointments_history` trigger records for the appointment changes made
-/// later in this transaction (it reads the setting; see the calls migration).
-pub(crate) async fn set_status_reason(conn: &mut PgConnection, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('callgate.status_reason', $1, true)").bind(reason).execute(conn).await?;
-    Ok(())
 }
 
 #[derive(Debug)]
@@ -659,14 +470,6 @@ async fn flag_call(conn: &mut PgConnection, call: Uuid, reason: ReviewReason, de
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_trouble_is_transient_and_record_trouble_is_not() {
-        assert!(is_transient(&sqlx::Error::PoolTimedOut));
-        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
-        assert!(!is_transient(&sqlx::Error::RowNotFound));
-        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
-    }
 
     #[test]
     fn the_upsert_never_writes_null_over_a_value() {

@@ -10,7 +10,7 @@ use callgate_contract::booking::{BookingChange, Trigger};
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use crate::apply::{BookingRecord, Outcome, Prepared, record_event, set_status_reason};
+use super::{BookingRecord, Outcome, Prepared, record_event, set_status_reason};
 
 /// What a booking change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
