@@ -19,7 +19,7 @@ use callgate_tests::worker::{
 };
 use callgate_tests::{Stack, Tenant, consume, init_logs, kafka_brokers, spawn_stack};
 use callgate_worker::Worker;
-use callgate_worker::consumer::dlq_headers;
+use callgate_worker::dlq::headers as dlq_headers;
 use callgate_worker::tenants::{self, NumberDetails};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};

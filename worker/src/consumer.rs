@@ -22,8 +22,7 @@ use rand::Rng as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers as _, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -31,19 +30,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::apply::{self, BookingRecord, CallRecord, Outcome, Prepared};
 use crate::config::RunConfig;
+use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::{Metrics, event_type_label};
 
 /// How often applied offsets are committed (asynchronously; synchronously at shutdown).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Header names added to a dead-lettered record (the original headers are kept).
-pub mod dlq_headers {
-    /// envelope, version, payload or database.
-    pub const REASON: &str = "callgate-dlq-reason";
-    pub const ERROR: &str = "callgate-dlq-error";
-    /// `topic/partition/offset` of the original record.
-    pub const SOURCE: &str = "callgate-dlq-source";
-}
 
 /// Feeds librdkafka's statistics and rebalances into the metrics.
 #[derive(Debug)]
@@ -166,7 +157,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
 pub type KafkaConsumer = StreamConsumer<WorkerContext>;
 
 /// The shared settings, then `own`: the properties of this kind of client only.
-fn client_config(config: &RunConfig, own: &[SecretString]) -> ClientConfig {
+pub(crate) fn client_config(config: &RunConfig, own: &[SecretString]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
     for (key, value) in kafka_properties(&config.kafka_properties).chain(kafka_properties(own)) {
@@ -197,21 +188,6 @@ pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned)
     Ok(consumer)
 }
 
-/// The largest record the DLQ producer sends: librdkafka's default for the largest response the
-/// consumer accepts (`receive.message.max.bytes`), so whatever the worker could read it can
-/// dead-letter. librdkafka's own producer default (1,000,000) would refuse a long call's
-/// record (the gateway takes bodies up to 8 MiB) and stall its partition on the retry loop.
-const DLQ_MAX_RECORD_BYTES: &str = "100000000";
-
-pub fn create_dlq_producer(config: &RunConfig) -> Result<FutureProducer, KafkaError> {
-    client_config(config, &config.kafka_producer_properties)
-        .set("client.id", "callgate-worker-dlq")
-        .set("message.max.bytes", DLQ_MAX_RECORD_BYTES)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-}
-
 /// A record that cannot be applied, on its way to the DLQ topic.
 #[derive(Debug)]
 struct DeadLetter {
@@ -237,7 +213,7 @@ enum Failure {
 
 pub struct Pipeline {
     consumer: Arc<KafkaConsumer>,
-    dlq: FutureProducer,
+    dlq: DeadLetters,
     pool: PgPool,
     metrics: Metrics,
     config: Arc<RunConfig>,
@@ -280,7 +256,7 @@ const LANE_CAPACITY: usize = 2_000;
 impl Pipeline {
     pub fn new(
         consumer: Arc<KafkaConsumer>,
-        dlq: FutureProducer,
+        dlq: DeadLetters,
         pool: PgPool,
         metrics: Metrics,
         config: Arc<RunConfig>,
@@ -575,37 +551,21 @@ impl Pipeline {
             "record sent to the dead-letter topic"
         );
         let source = format!("{}/{}/{}", original.topic(), letter.partition, letter.offset);
+        let written = Letter {
+            key: original.key(),
+            payload: original.payload(),
+            original: original.headers(),
+            reason: letter.reason,
+            error: &letter.error,
+            source: Some(&source),
+        };
         let mut attempt = 0;
-        loop {
-            let mut headers = OwnedHeaders::new();
-            if let Some(existing) = original.headers() {
-                for header in existing.iter() {
-                    headers = headers.insert(Header { key: header.key, value: header.value });
-                }
-            }
-            headers = headers
-                .insert(Header { key: dlq_headers::REASON, value: Some(letter.reason) })
-                .insert(Header { key: dlq_headers::ERROR, value: Some(letter.error.as_str()) })
-                .insert(Header { key: dlq_headers::SOURCE, value: Some(source.as_str()) });
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&self.config.kafka_dlq_topic).headers(headers);
-            if let Some(key) = original.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = original.payload() {
-                record = record.payload(payload);
-            }
-            match self.dlq.send(record, Duration::from_secs(10)).await {
-                Ok(_) => break,
-                Err((error, _)) => {
-                    self.metrics.retries.with_label_values(&["dlq"]).inc();
-                    tracing::warn!(%error, attempt, "dead-letter topic unavailable; retrying");
-                    self.backoff(attempt, &mut shutdown).await?;
-                    attempt += 1;
-                }
-            }
+        while let Err(error) = self.dlq.send(&written).await {
+            self.metrics.retries.with_label_values(&["dlq"]).inc();
+            tracing::warn!(%error, attempt, "dead-letter topic unavailable; retrying");
+            self.backoff(attempt, &mut shutdown).await?;
+            attempt += 1;
         }
-        self.metrics.dlq_records.with_label_values(&[letter.reason]).inc();
         let provider = letter.source.unwrap_or("unknown");
         let event_type = letter.event_type.as_deref().map_or("other", event_type_label);
         self.metrics.events.with_label_values(&[provider, event_type, "dead_lettered"]).inc();

@@ -2,6 +2,7 @@
 //!
 //! - [`consumer`]: the Kafka consumer group turning `call-events.v1` into rows, exactly once
 //!   in effect ([`apply`] does one event, [`appointments`] reads the analysis).
+//! - [`dlq`]: the one dead-letter writer, for the consumer and the Cal.com push.
 //! - [`server`]: the running worker (consumer, health and metrics endpoints, shutdown).
 //! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local [`demo`] tenant.
 
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod demo;
+pub mod dlq;
 pub mod metrics;
 pub mod server;
 pub mod tenants;

@@ -21,6 +21,7 @@ use callgate_contract::SecretCipher;
 use crate::calcom::push::Pusher;
 use crate::config::RunConfig;
 use crate::consumer::{self, Pipeline};
+use crate::dlq::DeadLetters;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,7 @@ impl Worker {
         let assigned = consumer::Assigned::default();
         let consumer =
             Arc::new(consumer::create_consumer(&config, metrics.clone(), assigned.clone()).map_err(StartError::Kafka)?);
-        let dlq = consumer::create_dlq_producer(&config).map_err(StartError::Kafka)?;
+        let dlq = DeadLetters::create(&config, metrics.clone()).map_err(StartError::Kafka)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
@@ -127,11 +128,7 @@ impl Worker {
 }
 
 /// The Cal.com push, unless it is switched off or there is no master key to open API keys with.
-fn pusher(
-    config: &RunConfig,
-    metrics: &Metrics,
-    dlq: &rdkafka::producer::FutureProducer,
-) -> Result<Option<Arc<Pusher>>, StartError> {
+fn pusher(config: &RunConfig, metrics: &Metrics, dlq: &DeadLetters) -> Result<Option<Arc<Pusher>>, StartError> {
     if !config.calcom.push {
         tracing::info!("Cal.com push switched off (--calcom-push false)");
         return Ok(None);
@@ -147,9 +144,8 @@ fn pusher(
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(config.database_url.expose())
         .map_err(StartError::Database)?;
-    let pusher =
-        Pusher::new(pool, cipher, config.calcom.clone(), metrics.clone(), dlq.clone(), config.kafka_dlq_topic.clone())
-            .map_err(|e| StartError::Calcom(e.to_string()))?;
+    let pusher = Pusher::new(pool, cipher, config.calcom.clone(), metrics.clone(), dlq.clone())
+        .map_err(|e| StartError::Calcom(e.to_string()))?;
     Ok(Some(Arc::new(pusher)))
 }
 

@@ -18,8 +18,6 @@ use backoff::backoff::Backoff as _;
 use callgate_contract::SecretCipher;
 use callgate_contract::secrets::{CalcomColumn, Secret, calcom_binding};
 use chrono::{DateTime, Utc};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgPool, Row as _};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,7 +26,8 @@ use uuid::Uuid;
 use super::client::{Attendee, Booking, Budget, Client, Created, Lookup, NewBooking};
 use crate::apply::set_status_reason;
 use crate::config::CalcomConfig;
-use crate::consumer::{dlq_headers, stop_requested};
+use crate::consumer::stop_requested;
+use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
 
 /// Everything the push needs, shared by its tasks.
@@ -38,8 +37,7 @@ pub struct Pusher {
     cipher: Arc<SecretCipher>,
     config: CalcomConfig,
     metrics: Metrics,
-    dlq: FutureProducer,
-    dlq_topic: String,
+    dlq: DeadLetters,
     /// This process's name on the leases it takes.
     owner: String,
 }
@@ -184,13 +182,12 @@ impl Pusher {
         cipher: Arc<SecretCipher>,
         config: CalcomConfig,
         metrics: Metrics,
-        dlq: FutureProducer,
-        dlq_topic: String,
+        dlq: DeadLetters,
     ) -> Result<Self, reqwest::Error> {
         let client = Client::new(&config, metrics.clone())?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
         let owner = format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
-        Ok(Self { pool, client, cipher, config, metrics, dlq, dlq_topic, owner })
+        Ok(Self { pool, client, cipher, config, metrics, dlq, owner })
     }
 
     /// Claims and pushes until `shutdown`; then lets the attempts in hand finish (each is
@@ -613,17 +610,16 @@ impl Pusher {
         })
         .to_string();
         let key = claim.id.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: dlq_headers::REASON, value: Some("calcom") })
-            .insert(Header { key: dlq_headers::ERROR, value: Some(reason) });
-        let record = FutureRecord::to(&self.dlq_topic).key(&key).payload(&value).headers(headers);
-        match self.dlq.send(record, Duration::from_secs(10)).await {
-            Ok(_) => {
-                self.metrics.dlq_records.with_label_values(&["calcom"]).inc();
-            }
-            Err((error, _)) => {
-                tracing::error!(appointment_id = %claim.id, %error, "failed push not written to the dead-letter topic");
-            }
+        let letter = Letter {
+            key: Some(key.as_bytes()),
+            payload: Some(value.as_bytes()),
+            original: None,
+            reason: "calcom",
+            error: reason,
+            source: None,
+        };
+        if let Err(error) = self.dlq.send(&letter).await {
+            tracing::error!(appointment_id = %claim.id, %error, "failed push not written to the dead-letter topic");
         }
     }
 }
