@@ -60,7 +60,7 @@ impl std::fmt::Debug for DeadLetters {
 impl DeadLetters {
     /// An idempotent `acks=all` producer for the run's DLQ topic.
     pub fn create(config: &RunConfig, metrics: Metrics) -> Result<Self, KafkaError> {
-        let producer = crate::consumer::client_config(config, &config.kafka_producer_properties)
+        let producer = crate::kafka::client_config(config, &config.kafka_producer_properties)
             .set("client.id", "callgate-worker-dlq")
             .set("message.max.bytes", MAX_RECORD_BYTES)
             .set("enable.idempotence", "true")

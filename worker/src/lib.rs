@@ -2,6 +2,7 @@
 //!
 //! - [`consumer`]: the Kafka consumer group turning `call-events.v1` into rows, exactly once
 //!   in effect ([`apply`] does one event, [`appointments`] reads the analysis).
+//! - [`kafka`]: the Kafka client set-up and its callbacks.
 //! - [`dlq`]: the one dead-letter writer, for the consumer and the Cal.com push.
 //! - [`server`]: the running worker (consumer, health and metrics endpoints, shutdown).
 //! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local [`demo`] tenant.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod consumer;
 pub mod demo;
 pub mod dlq;
+pub mod kafka;
 pub mod metrics;
 pub mod server;
 pub mod tenants;

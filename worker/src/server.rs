@@ -22,6 +22,7 @@ use crate::calcom::push::Pusher;
 use crate::config::RunConfig;
 use crate::consumer::{self, Pipeline};
 use crate::dlq::DeadLetters;
+use crate::kafka;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +76,9 @@ impl Worker {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(config.database_url.expose())
             .map_err(StartError::Database)?;
-        let assigned = consumer::Assigned::default();
+        let assigned = kafka::Assigned::default();
         let consumer =
-            Arc::new(consumer::create_consumer(&config, metrics.clone(), assigned.clone()).map_err(StartError::Kafka)?);
+            Arc::new(kafka::create_consumer(&config, metrics.clone(), assigned.clone()).map_err(StartError::Kafka)?);
         let dlq = DeadLetters::create(&config, metrics.clone()).map_err(StartError::Kafka)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -153,7 +154,7 @@ fn pusher(config: &RunConfig, metrics: &Metrics, dlq: &DeadLetters) -> Result<Op
 /// the truth even when no records arrive.
 async fn probe(
     pool: sqlx::PgPool,
-    consumer: Arc<consumer::KafkaConsumer>,
+    consumer: Arc<kafka::KafkaConsumer>,
     config: Arc<RunConfig>,
     metrics: Metrics,
     health: Arc<Health>,
