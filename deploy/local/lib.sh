@@ -39,6 +39,20 @@ as_root() {
 }
 
 # Debian packages the build and the stack need; installed only when missing.
+# apt_install PACKAGE...: installs them (nothing when none is given). Debian starts a packaged
+# Prometheus as a service on :9090, the local worker's port; callgate runs its own, so the
+# service is turned off.
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    log "installing: $*"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    if [[ " $* " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+        && systemctl is-system-running >/dev/null 2>&1; then
+        as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
+}
+
 ensure_packages() {
     local missing=()
     command -v cc >/dev/null || missing+=(build-essential)
@@ -49,11 +63,7 @@ ensure_packages() {
     pg_bindir >/dev/null 2>&1 || missing+=(postgresql)
     command -v runuser >/dev/null || missing+=(util-linux)
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    apt_install "${missing[@]}"
     pg_bindir >/dev/null || die "PostgreSQL server binaries not found after install"
 }
 
@@ -68,16 +78,7 @@ ensure_deploy_tools() {
     command -v npm >/dev/null || missing+=(npm)
     command -v kubectl >/dev/null || die "kubectl is needed (kubectl kustomize)"
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        # Debian starts the packaged Prometheus on :9090, the local worker's port: only
-        # promtool is wanted here.
-        if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-            as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
-        fi
-    fi
+    apt_install "${missing[@]}"
     if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
         log "installing kubernetes-validate and hadolint into $VENV"
         python3 -m venv "$VENV"
@@ -102,14 +103,7 @@ start_prometheus() {
         job="${target%%=*}"
         targets[$job]+="${targets[$job]:+, }\"${target#*=}\""
     done
-    command -v prometheus >/dev/null || {
-        log "installing: prometheus"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-        if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-            as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
-        fi
-    }
+    command -v prometheus >/dev/null || apt_install prometheus
     rm -rf "$STATE/prometheus"
     mkdir -p "$STATE/prometheus"
     {

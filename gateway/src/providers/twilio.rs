@@ -43,12 +43,13 @@ fn query(url: &str) -> Option<&str> {
     without_fragment.split_once('?').map(|(_, q)| q)
 }
 
+/// The first value of the query parameter `wanted`, decoded.
+fn query_param(query: &str, wanted: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == wanted).map(|(_, value)| value.into_owned())
+}
+
 fn body_hash_param(url: &str) -> Option<String> {
-    query(url).and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(name, _)| name == BODY_HASH_PARAM)
-            .map(|(_, value)| value.into_owned())
-    })
+    query_param(query(url)?, BODY_HASH_PARAM)
 }
 
 /// More form parameters than any Twilio callback carries (a status callback has a few dozen;
@@ -307,9 +308,7 @@ pub fn routing(content_type: Option<&str>, body: &[u8], url_query: Option<&str>)
 }
 
 fn url_business_number(url_query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(url_query?.as_bytes())
-        .find(|(name, _)| name == BUSINESS_NUMBER_PARAM)
-        .map(|(_, value)| value.into_owned())
+    query_param(url_query?, BUSINESS_NUMBER_PARAM)
 }
 
 #[cfg(test)]
