@@ -51,7 +51,7 @@ pub async fn drain(
             let next = state.segments.range(cursor.segment + 1..).next().map(|(&id, _)| id);
             (until, next)
         };
-        let store = spool.store().clone();
+        let store = spool.store.clone();
         let read = tokio::task::spawn_blocking(move || store.read(cursor, until, BATCH_RECORDS, BATCH_BYTES)).await;
         let batch = match read {
             Ok(Ok(batch)) => batch,
@@ -71,9 +71,9 @@ pub async fn drain(
             if let Some(next) = next_segment {
                 // The writer moved on, so this segment is complete and fully drained.
                 let removed = if damaged.remove(&cursor.segment) {
-                    spool.store().set_aside(cursor.segment)
+                    spool.store.set_aside(cursor.segment)
                 } else {
-                    spool.store().remove_segment(cursor.segment)
+                    spool.store.remove_segment(cursor.segment)
                 };
                 if let Err(error) = removed {
                     tracing::error!(%error, segment = cursor.segment, "could not remove a drained spool segment");
@@ -103,7 +103,7 @@ pub async fn drain(
             let bytes = batch.last().map_or(0, |(_, end)| end.offset - cursor.offset);
             cursor = batch.last().map_or(cursor, |(_, end)| *end);
             drained += count;
-            shared.drained(count, bytes, None);
+            shared.drained(count, bytes);
             save_cursor(&spool, cursor);
         } else {
             if !failing {
@@ -129,7 +129,7 @@ async fn publish_batch(publisher: &Publisher, batch: &[(SpooledRecord, Position)
 }
 
 fn save_cursor(spool: &Spool, cursor: Position) {
-    if let Err(error) = spool.store().save_cursor(cursor) {
+    if let Err(error) = spool.store.save_cursor(cursor) {
         // Only costs duplicates after a restart.
         tracing::warn!(%error, "could not save the spool cursor");
     }

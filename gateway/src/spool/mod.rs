@@ -133,11 +133,15 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    fn drained(&self, records: u64, bytes: u64, next_oldest_ms: Option<u64>) {
+    /// The drainer's acknowledged batch. The oldest record's time is kept until the spool is
+    /// empty: an age that over-reports during a drain, never one that under-reports.
+    fn drained(&self, records: u64, bytes: u64) {
         let mut state = self.state();
         state.records = state.records.saturating_sub(records);
         state.bytes = state.bytes.saturating_sub(bytes);
-        state.oldest_ms = if state.records == 0 { None } else { next_oldest_ms.or(state.oldest_ms) };
+        if state.records == 0 {
+            state.oldest_ms = None;
+        }
         self.publish_gauges(&state);
         drop(state);
         self.metrics.spool_drained.inc_by(records);
@@ -297,10 +301,6 @@ impl Spool {
             }
         }
         written.await.unwrap_or(Err(SpoolError::Closed))
-    }
-
-    fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 }
 
