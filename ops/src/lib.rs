@@ -1,6 +1,12 @@
 //! What the gateway and the worker share to be run in production: the same log options and
 //! formats, the same duration syntax, the same handling of options that carry credentials, and
-//! the same shutdown signals. Kept apart from `callgate-contract`, which is the wire contract.
+//! the same shutdown signals and [`Shutdown`] type, the same retry schedule ([`backoff`]). Kept
+//! apart from `callgate-contract`, which is the wire contract.
+
+pub mod backoff;
+mod shutdown;
+
+pub use shutdown::{Shutdown, ShutdownTrigger, channel as shutdown_channel};
 
 use std::time::Duration;
 
@@ -237,7 +243,9 @@ pub fn healthcheck(args: &HealthcheckArgs) -> std::io::Result<u16> {
     let mut stream = std::net::TcpStream::connect_timeout(&args.addr, args.timeout)?;
     stream.set_read_timeout(Some(args.timeout))?;
     stream.set_write_timeout(Some(args.timeout))?;
-    write!(stream, "GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.addr)?;
+    // One write: `write!` on the socket would send each formatted piece as its own segment.
+    let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.addr);
+    stream.write_all(request.as_bytes())?;
     let mut head = [0_u8; 32];
     let read = stream.read(&mut head)?;
     // "HTTP/1.x NNN …"
@@ -257,16 +265,28 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0_u8; 256];
-            let n = stream.read(&mut request).unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0_u8; 256];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&chunk[..n]);
+            }
             stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").unwrap();
-            String::from_utf8_lossy(&request[..n]).into_owned()
+            String::from_utf8_lossy(&request).into_owned()
         });
         let args = HealthcheckArgs { addr, path: "/readyz".into(), timeout: Duration::from_secs(5) };
         assert_eq!(healthcheck(&args).unwrap(), 503);
         assert!(server.join().unwrap().starts_with("GET /readyz HTTP/1.0\r\n"));
-        // Nothing listens there any more.
-        assert!(healthcheck(&args).is_err());
+        // A server that hangs up without answering is a failure, and so is no server (port 0
+        // never accepts; a port that was just freed could be taken by a parallel test).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_args = HealthcheckArgs { addr: silent.local_addr().unwrap(), ..args.clone() };
+        let hang_up = std::thread::spawn(move || drop(silent.accept().unwrap()));
+        assert!(healthcheck(&silent_args).is_err());
+        hang_up.join().unwrap();
+        let nowhere = HealthcheckArgs { addr: "127.0.0.1:0".parse().unwrap(), ..args };
+        assert!(healthcheck(&nowhere).is_err());
     }
 
     use super::*;
