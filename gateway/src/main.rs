@@ -32,10 +32,10 @@ fn main() -> anyhow::Result<ExitCode> {
             init_command_logs(&args.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
-                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let (stop, stopped) = callgate_ops::shutdown_channel();
                 let signal = tokio::spawn(async move {
                     shutdown_signal().await;
-                    let _ = stop.send(true);
+                    stop.trigger();
                 });
                 let drained = spool_cli::drain(&args, stopped).await.context("draining the spool")?;
                 signal.abort();

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callgate_contract::SecretCipher;
+use callgate_ops::{Shutdown, ShutdownTrigger};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServeConfig;
@@ -54,7 +54,7 @@ const TOPIC_CHECK_WAIT: Duration = Duration::from_secs(10);
 pub struct Gateway {
     addr: SocketAddr,
     ops_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownTrigger,
     tasks: JoinSet<()>,
     publisher: Arc<Publisher>,
     state: AppState,
@@ -118,7 +118,7 @@ impl Gateway {
         let ops_addr =
             ops_listener.local_addr().map_err(|source| StartError::Bind { addr: config.metrics_listen, source })?;
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = callgate_ops::shutdown_channel();
         let mut tasks = JoinSet::new();
         tasks.spawn(run_refresh(
             Loader::new(pool, cipher),
@@ -156,7 +156,7 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish (up to the grace period), then flushes
     /// records still in the producer.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.trigger();
         let drained = tokio::time::timeout(self.grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("shutdown grace period over with requests still in flight");
@@ -196,22 +196,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+async fn serve(listener: TcpListener, router: axum::Router, shutdown: Shutdown) {
+    let result = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.requested().await }).await;
     if let Err(error) = result {
         tracing::error!(%error, "HTTP server failed");
     }
 }
 
-async fn probe_broker(publisher: Arc<Publisher>, mut shutdown: watch::Receiver<bool>) {
+async fn probe_broker(publisher: Arc<Publisher>, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(BROKER_PROBE_EVERY);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            () = shutdown.requested() => return,
             _ = ticker.tick() => {
                 let was = publisher.is_reachable();
                 let reachable = publisher.probe(BROKER_PROBE_EVERY).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use callgate_ops::Shutdown;
 
 use crate::config::SpoolDrainArgs;
 use crate::metrics::Metrics;
@@ -20,8 +20,8 @@ pub enum SpoolCliError {
     Spool(#[from] StoreError),
 }
 
-/// Drains the directory until it is empty, or until `stop` turns true; the records published.
-pub async fn drain(args: &SpoolDrainArgs, stop: watch::Receiver<bool>) -> Result<u64, SpoolCliError> {
+/// Drains the directory until it is empty, or until `stop` is requested; the records published.
+pub async fn drain(args: &SpoolDrainArgs, stop: Shutdown) -> Result<u64, SpoolCliError> {
     let metrics = Metrics::new();
     let publisher =
         Arc::new(Publisher::new(PublisherConfig::from_args(&args.kafka, args.max_body_bytes), metrics.clone())?);

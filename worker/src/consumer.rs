@@ -17,12 +17,12 @@ use callgate_contract::EventEnvelope;
 use callgate_contract::booking::{self, BookingEnvelope};
 use callgate_contract::call::normalize;
 use callgate_contract::envelope::{ENVELOPE_VERSION, headers as record_headers};
-use rand::Rng as _;
+use callgate_ops::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers as _, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::apply::{self, BookingRecord, CallRecord, Outcome, Prepared};
 use crate::config::RunConfig;
@@ -91,11 +91,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// Resolves once shutdown is requested (at once if it already was).
-pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// Where one lane has got: every record of `partition` below `next_offset` is applied (or
 /// dead-lettered), so that offset may be committed.
 #[derive(Debug)]
@@ -133,7 +128,7 @@ impl Pipeline {
     /// dispatcher reads Kafka, feeds the lanes and commits what they report as applied. On
     /// shutdown every lane finishes the batch in hand, the offsets are committed, and the
     /// worker leaves the group.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: Shutdown) {
         let pipeline = Arc::new(self);
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
@@ -144,7 +139,7 @@ impl Pipeline {
         loop {
             tokio::select! {
                 biased;
-                _ = stop_requested(&mut shutdown) => break,
+                () = shutdown.requested() => break,
                 Some(progress) = progress_rx.recv() => {
                     uncommitted.insert((progress.topic, progress.partition), progress.next_offset);
                 }
@@ -167,7 +162,7 @@ impl Pipeline {
                         });
                         // A full lane makes the dispatcher wait: backpressure all the way to Kafka.
                         tokio::select! {
-                            _ = stop_requested(&mut shutdown) => break,
+                            () = shutdown.requested() => break,
                             sent = lane.records.send(queued) => if sent.is_err() {
                                 tracing::error!("a partition lane stopped; its records will be delivered again");
                             },
@@ -202,7 +197,7 @@ impl Pipeline {
         self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation(partition)
     }
 
-    fn lane(self: &Arc<Self>, progress: mpsc::UnboundedSender<Progress>, shutdown: watch::Receiver<bool>) -> Lane {
+    fn lane(self: &Arc<Self>, progress: mpsc::UnboundedSender<Progress>, shutdown: Shutdown) -> Lane {
         let (records, queue) = mpsc::channel(LANE_CAPACITY);
         let task = tokio::spawn(self.clone().run_lane(queue, progress, shutdown));
         Lane { records, task }
@@ -212,10 +207,10 @@ impl Pipeline {
         self: Arc<Self>,
         mut queue: mpsc::Receiver<Queued>,
         progress: mpsc::UnboundedSender<Progress>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) {
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_requested() {
                 return;
             }
             let Some(first) = queue.recv().await else { return };
@@ -265,7 +260,7 @@ impl Pipeline {
 
     /// Applies one partition's batch, in order: decoded records in one transaction, the rest to
     /// the dead-letter topic.
-    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<(), Stopped> {
+    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &Shutdown) -> Result<(), Stopped> {
         self.metrics.batch_records.observe(batch.len() as f64);
         let mut records = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
@@ -275,10 +270,10 @@ impl Pipeline {
                 Err(letter) => dead.push(letter),
             }
         }
-        let (outcomes, letters) = self.apply_partition(&records, shutdown.clone()).await?;
+        let (outcomes, letters) = self.apply_partition(&records, shutdown).await?;
         dead.extend(letters);
         for letter in &dead {
-            self.dead_letter(&batch, letter, shutdown.clone()).await?;
+            self.dead_letter(&batch, letter, shutdown).await?;
         }
         for (record, outcome) in &outcomes {
             self.count(record, outcome);
@@ -291,10 +286,10 @@ impl Pipeline {
     async fn apply_partition<'a>(
         &self,
         records: &'a [Prepared],
-        shutdown: watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<(Vec<(&'a Prepared, Outcome)>, Vec<DeadLetter>), Stopped> {
         let all: Vec<&Prepared> = records.iter().collect();
-        match self.apply_with_retry(&all, shutdown.clone()).await {
+        match self.apply_with_retry(&all, shutdown).await {
             Ok(outcomes) => return Ok((all.into_iter().zip(outcomes).collect(), Vec::new())),
             Err(Failure::Stopped) => return Err(Stopped),
             Err(Failure::Permanent(error) | Failure::Panicked(error)) if records.len() > 1 => {
@@ -305,7 +300,7 @@ impl Pipeline {
         let mut done = Vec::new();
         let mut letters = Vec::new();
         for record in records {
-            let (reason, error) = match self.apply_with_retry(&[record], shutdown.clone()).await {
+            let (reason, error) = match self.apply_with_retry(&[record], shutdown).await {
                 Ok(mut outcome) => {
                     done.push((record, outcome.remove(0)));
                     continue;
@@ -326,11 +321,7 @@ impl Pipeline {
         Ok((done, letters))
     }
 
-    async fn apply_with_retry(
-        &self,
-        records: &[&Prepared],
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<Vec<Outcome>, Failure> {
+    async fn apply_with_retry(&self, records: &[&Prepared], shutdown: &Shutdown) -> Result<Vec<Outcome>, Failure> {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
@@ -354,7 +345,7 @@ impl Pipeline {
                     self.metrics.database_up.set(0);
                     self.metrics.retries.with_label_values(&["database"]).inc();
                     tracing::warn!(%error, attempt, "database unavailable; the batch waits and is retried");
-                    self.backoff(attempt, &mut shutdown).await.map_err(|Stopped| Failure::Stopped)?;
+                    self.backoff(attempt, shutdown).await.map_err(|Stopped| Failure::Stopped)?;
                     attempt += 1;
                 }
                 Err(error) => return Err(Failure::Permanent(error.to_string())),
@@ -385,15 +376,11 @@ impl Pipeline {
         });
     }
 
-    async fn backoff(&self, attempt: u32, shutdown: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
-        let ceiling =
-            Duration::from_millis(100).saturating_mul(1 << attempt.min(16)).min(self.config.retry_max_backoff);
-        // Full jitter between half and all of the ceiling, so that workers do not retry in step.
-        let wait = ceiling.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => Ok(()),
-            _ = stop_requested(shutdown) => Err(Stopped),
-        }
+    /// Waits before retry `attempt`, on the shared schedule from 100 ms up to
+    /// --retry-max-backoff; `Stopped` when shutdown came first.
+    async fn backoff(&self, attempt: u32, shutdown: &Shutdown) -> Result<(), Stopped> {
+        let wait = callgate_ops::backoff::delay(attempt, Duration::from_millis(100), self.config.retry_max_backoff);
+        if shutdown.sleep(wait).await { Err(Stopped) } else { Ok(()) }
     }
 
     /// Publishes the original record, with the error in headers, to the DLQ topic; retries until
@@ -402,7 +389,7 @@ impl Pipeline {
         &self,
         batch: &[OwnedMessage],
         letter: &DeadLetter,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<(), Stopped> {
         let Some(original) = batch.iter().find(|m| m.partition() == letter.partition && m.offset() == letter.offset)
         else {
@@ -425,7 +412,7 @@ impl Pipeline {
         while let Err(error) = self.dlq.send(&written).await {
             self.metrics.retries.with_label_values(&["dlq"]).inc();
             tracing::warn!(%error, attempt, "dead-letter topic unavailable; retrying");
-            self.backoff(attempt, &mut shutdown).await?;
+            self.backoff(attempt, shutdown).await?;
             attempt += 1;
         }
         let provider = letter.source.unwrap_or("unknown");

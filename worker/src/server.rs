@@ -10,17 +10,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use callgate_ops::{Shutdown, ShutdownTrigger};
 use rdkafka::consumer::Consumer as _;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use callgate_contract::SecretCipher;
 
 use crate::calcom::push::Pusher;
 use crate::config::RunConfig;
-use crate::consumer::{self, Pipeline};
+use crate::consumer::Pipeline;
 use crate::dlq::DeadLetters;
 use crate::kafka;
 use crate::metrics::Metrics;
@@ -61,7 +61,7 @@ pub struct Worker {
     addr: SocketAddr,
     metrics: Metrics,
     health: Arc<Health>,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownTrigger,
     pipeline: tokio::task::JoinHandle<()>,
     tasks: JoinSet<()>,
 }
@@ -85,7 +85,7 @@ impl Worker {
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let health = Arc::new(Health::default());
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = callgate_ops::shutdown_channel();
         let config = Arc::new(config);
         let mut tasks = JoinSet::new();
         tasks.spawn(probe(
@@ -119,7 +119,7 @@ impl Worker {
     /// Finishes the batch in hand, commits it, leaves the group, then stops the endpoints.
     pub async fn shutdown(mut self) {
         self.health.stopping.store(true, Ordering::SeqCst);
-        let _ = self.shutdown.send(true);
+        self.shutdown.trigger();
         if let Err(error) = (&mut self.pipeline).await {
             tracing::error!(%error, "consumer task failed");
         }
@@ -158,7 +158,7 @@ async fn probe(
     config: Arc<RunConfig>,
     metrics: Metrics,
     health: Arc<Health>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     loop {
         let database = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
@@ -169,20 +169,19 @@ async fn probe(
                 .await
                 .unwrap_or(false);
         health.broker.store(broker, Ordering::SeqCst);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = consumer::stop_requested(&mut shutdown) => return,
+        if shutdown.sleep(Duration::from_secs(2)).await {
+            return;
         }
     }
 }
 
-async fn serve_ops(listener: TcpListener, state: OpsState, mut shutdown: watch::Receiver<bool>) {
+async fn serve_ops(listener: TcpListener, state: OpsState, shutdown: Shutdown) {
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .with_state(state);
-    let stopped = async move { consumer::stop_requested(&mut shutdown).await };
+    let stopped = async move { shutdown.requested().await };
     if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
         tracing::error!(%error, "ops endpoint failed");
     }

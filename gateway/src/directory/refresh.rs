@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use callgate_ops::Shutdown;
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
 use super::{ChangeSet, DirectoryHandle, Loader};
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ pub async fn run_refresh(
     handle: Arc<DirectoryHandle>,
     metrics: Metrics,
     full_reload_every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let refresher = Refresher { loader, handle, metrics };
     loop {
@@ -36,14 +36,14 @@ pub async fn run_refresh(
             Err(error) => {
                 tracing::warn!(%error, "directory listener cannot connect; retrying");
                 refresher.metrics.directory_reloads.with_label_values(&["full", "error"]).inc();
-                if wait_or_shutdown(RETRY, &mut shutdown).await {
+                if shutdown.sleep(RETRY).await {
                     return;
                 }
                 continue;
             }
         };
         if !refresher.full().await {
-            if wait_or_shutdown(RETRY, &mut shutdown).await {
+            if shutdown.sleep(RETRY).await {
                 return;
             }
             continue;
@@ -52,7 +52,7 @@ pub async fn run_refresh(
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                () = shutdown.requested() => return,
                 _ = ticker.tick() => { refresher.full().await; }
                 received = listener.try_recv() => match received {
                     Ok(Some(first)) => {
@@ -84,14 +84,6 @@ async fn connect(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
     Ok(listener)
-}
-
-/// Sleeps for `period`; true when shutdown was requested meanwhile.
-async fn wait_or_shutdown(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = sleep(period) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
-    }
 }
 
 struct Refresher {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use callgate_ops::Shutdown;
 use futures::future::join_all;
-use tokio::sync::watch;
 
 use super::Spool;
 use super::format::{HEADER_LEN, Position, SpooledRecord};
@@ -25,12 +25,7 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Drains the spool until `shutdown`, or, with `until_empty`, until it is empty (the
 /// `spool drain` command). Returns the records drained.
-pub async fn drain(
-    spool: Arc<Spool>,
-    publisher: Arc<Publisher>,
-    mut shutdown: watch::Receiver<bool>,
-    until_empty: bool,
-) -> u64 {
+pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutdown, until_empty: bool) -> u64 {
     let Some(mut cursor) = spool.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
         tracing::error!("the spool already has a drainer");
         return 0;
@@ -39,10 +34,10 @@ pub async fn drain(
     // Segments that held a bad frame are set aside for an operator, not deleted.
     let mut damaged: std::collections::HashSet<u64> = spool.corrupt_segments.iter().copied().collect();
     let mut drained = 0_u64;
-    let mut retry = RETRY_FIRST;
+    let mut retries = 0_u32;
     let mut failing = false;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             return drained;
         }
         let (until, next_segment) = {
@@ -88,8 +83,7 @@ pub async fn drain(
             }
             tokio::select! {
                 () = shared.wake.notified() => {}
-                () = tokio::time::sleep(IDLE_TICK) => {}
-                _ = shutdown.changed() => {}
+                _ = shutdown.sleep(IDLE_TICK) => {}
             }
             continue;
         }
@@ -98,7 +92,7 @@ pub async fn drain(
                 tracing::info!("spool drain: the broker acknowledges again");
                 failing = false;
             }
-            retry = RETRY_FIRST;
+            retries = 0;
             let count = batch.len() as u64;
             let bytes = batch.last().map_or(0, |(_, end)| end.offset - cursor.offset);
             cursor = batch.last().map_or(cursor, |(_, end)| *end);
@@ -110,11 +104,8 @@ pub async fn drain(
                 tracing::warn!(records = batch.len(), "spool drain: the broker did not acknowledge; retrying");
                 failing = true;
             }
-            tokio::select! {
-                () = tokio::time::sleep(retry) => {}
-                _ = shutdown.changed() => {}
-            }
-            retry = (retry * 2).min(RETRY_CAP);
+            shutdown.sleep(callgate_ops::backoff::delay(retries, RETRY_FIRST, RETRY_CAP)).await;
+            retries = retries.saturating_add(1);
         }
     }
 }

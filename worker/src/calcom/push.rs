@@ -14,19 +14,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoff::backoff::Backoff as _;
 use callgate_contract::SecretCipher;
 use callgate_contract::secrets::{CalcomColumn, Secret, calcom_binding};
+use callgate_ops::Shutdown;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row as _};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::client::{Attendee, Booking, Budget, Client, Created, Lookup, NewBooking};
 use crate::apply::set_status_reason;
 use crate::config::CalcomConfig;
-use crate::consumer::stop_requested;
 use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
 
@@ -193,7 +191,7 @@ impl Pusher {
     /// Claims and pushes until `shutdown`; then lets the attempts in hand finish (each is
     /// bounded by the request timeouts) so that none is cut between Cal.com's answer and the
     /// row that records it.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         tracing::info!(owner = %self.owner, base_url = %self.config.base_url, "Cal.com push started");
         let mut tasks = JoinSet::new();
         let mut backlog_at: Option<tokio::time::Instant> = None;
@@ -220,7 +218,7 @@ impl Pusher {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
                 _ = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = stop_requested(&mut shutdown) => break,
+                () = shutdown.requested() => break,
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -529,23 +527,11 @@ impl Pusher {
         i32::try_from(self.config.max_attempts).unwrap_or(i32::MAX)
     }
 
-    /// The wait after attempt `attempts`: exponential from --calcom-initial-backoff, ±50 %
-    /// jitter so that appointments failed together do not come back together, capped.
+    /// The wait after attempt `attempts` (1 for the first): the shared schedule from
+    /// --calcom-initial-backoff up to --calcom-max-backoff.
     fn backoff(&self, attempts: i32) -> Duration {
-        let mut schedule = backoff::ExponentialBackoff {
-            initial_interval: self.config.initial_backoff,
-            current_interval: self.config.initial_backoff,
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            max_interval: self.config.max_backoff,
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        };
-        let mut wait = self.config.initial_backoff;
-        for _ in 0..attempts.clamp(1, 64) {
-            wait = schedule.next_backoff().unwrap_or(self.config.max_backoff);
-        }
-        wait.min(self.config.max_backoff)
+        let retry = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+        callgate_ops::backoff::delay(retry, self.config.initial_backoff, self.config.max_backoff)
     }
 
     /// Charges requests the claim did not pay for (a second lookup) to the key's gate.
