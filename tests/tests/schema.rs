@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callgate_contract::call::CallStatus;
 use callgate_contract::{E164, Provider, SecretCipher};
 use callgate_tests::TestDb;
 use callgate_worker::tenants;
@@ -314,4 +315,41 @@ async fn every_appointment_status_change_is_in_its_history() {
             ),
         ]
     );
+}
+
+/// The values a CHECK constraint allows for `table.column`, as `col IN ('a', 'b')` lists them.
+async fn allowed(db: &TestDb, table: &str, column: &str) -> std::collections::BTreeSet<String> {
+    let definitions: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
+    )
+    .bind(table)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let definition = definitions
+        .iter()
+        .find(|d| d.starts_with(&format!("CHECK (({column} = ANY")))
+        .unwrap_or_else(|| panic!("no value list for {table}.{column} in {definitions:?}"));
+    definition.split('\'').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn the_spellings_match_the_schema() {
+    use callgate_worker::status::{AppointmentStatus, CustomerLink, EventOutcome, SyncStatus};
+    fn spelled<T: Copy>(all: &[T], sql: fn(T) -> &'static str) -> std::collections::BTreeSet<String> {
+        all.iter().map(|v| sql(*v).to_owned()).collect()
+    }
+    let db = TestDb::create().await;
+    assert_eq!(allowed(&db, "processed_events", "outcome").await, spelled(EventOutcome::ALL, EventOutcome::as_sql));
+    assert_eq!(allowed(&db, "calls", "customer_link").await, spelled(CustomerLink::ALL, CustomerLink::as_sql));
+    assert_eq!(
+        allowed(&db, "appointments", "status").await,
+        spelled(AppointmentStatus::ALL, AppointmentStatus::as_sql)
+    );
+    assert_eq!(allowed(&db, "appointments", "calcom_sync_status").await, spelled(SyncStatus::ALL, SyncStatus::as_sql));
+    let call_statuses = [CallStatus::Queued, CallStatus::Ringing, CallStatus::InProgress, CallStatus::Ended];
+    assert_eq!(allowed(&db, "calls", "status").await, spelled(&call_statuses, CallStatus::as_str));
+    for status in call_statuses {
+        assert_eq!(CallStatus::from_sql(status.as_str()), Some(status));
+    }
 }

@@ -18,6 +18,7 @@ pub mod dlq;
 pub mod kafka;
 pub mod metrics;
 pub mod server;
+pub mod status;
 pub mod tenants;
 
 pub use server::Worker;

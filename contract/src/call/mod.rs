@@ -33,6 +33,11 @@ impl CallStatus {
             Self::Ended => "ended",
         }
     }
+
+    /// The status as stored (`as_str`'s spelling); None for anything else.
+    pub fn from_sql(text: &str) -> Option<Self> {
+        [Self::Queued, Self::Ringing, Self::InProgress, Self::Ended].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +120,8 @@ impl CallUpdate {
         }
     }
 
-    fn new(status: CallStatus, progress: Progress) -> Self {
+    /// An event that says only how far the call has got.
+    pub fn new(status: CallStatus, progress: Progress) -> Self {
         Self {
             status,
             progress,
