@@ -364,3 +364,44 @@ async fn shutdown_commits_the_batch_in_hand_and_leaves_the_group() {
     assert_eq!(metric_sum(&metrics, "callgate_worker_events_total{"), 3.0);
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_service_added_while_the_worker_runs_is_used_by_the_next_analysis() {
+    let stack = stack(1).await;
+    let pool = &stack.db.pool;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let asks_for_a_root_canal = |call: &str| {
+        retell_call(&stack.tenant, call, "+12025550111", Some(appointment_analysis(FUTURE_LOCAL, "root canal")))
+            .remove(2)
+    };
+    asks_for_a_root_canal("c_before").deliver(&stack.gw).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 1).await;
+    let flagged: Option<String> =
+        sqlx::query_scalar("SELECT review_reason FROM calls WHERE provider_call_id = 'c_before'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(flagged.as_deref(), Some("unknown_service"));
+
+    // The branch's services are cached now; an operator adds the one the caller asked for.
+    let (_, metrics) = ops_get(&worker, "/metrics").await;
+    let flushes = metric_sum(&metrics, "callgate_worker_settings_cache_flushes_total");
+    let service =
+        tenants::ServiceDetails { name: "Root Canal", aliases: &[], duration_minutes: 90, calcom_event_type_id: None };
+    tenants::add_service(pool, stack.tenant.company, stack.tenant.branch, &service).await.unwrap();
+    wait_metrics(&worker, "the settings cache to be emptied", |m| {
+        metric_sum(m, "callgate_worker_settings_cache_flushes_total") > flushes
+    })
+    .await;
+    asks_for_a_root_canal("c_after").deliver(&stack.gw).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 2).await;
+    let booked: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.provider_call_id, s.name FROM appointments a JOIN calls c ON c.id = a.call_id \
+         JOIN services s ON s.id = a.service_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(booked, vec![("c_after".to_owned(), "Root Canal".to_owned())]);
+    worker.shutdown().await;
+}

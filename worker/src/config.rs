@@ -18,7 +18,8 @@ pub struct RunConfig {
     #[arg(long, env = "CALLGATE_DATABASE_URL", hide_env_values = true)]
     pub database_url: SecretString,
 
-    /// Maximum Postgres connections: one per partition applied in parallel, plus the probe.
+    /// Maximum Postgres connections: one per partition applied in parallel, plus one for the
+    /// probe and one for the settings cache's change listener (at least 3).
     #[arg(long, env = "CALLGATE_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 

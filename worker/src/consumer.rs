@@ -25,6 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::apply::{self, BookingRecord, CallRecord, Outcome, Prepared};
+use crate::catalog::Catalog;
 use crate::config::RunConfig;
 use crate::dlq::{DeadLetters, Letter};
 use crate::kafka::{Assigned, KafkaConsumer};
@@ -83,6 +84,7 @@ pub struct Pipeline {
     /// here rather than in the pool, whose acquire timeout would read as an outage.
     transactions: Semaphore,
     assigned: Assigned,
+    catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -118,9 +120,11 @@ impl Pipeline {
         metrics: Metrics,
         config: Arc<RunConfig>,
         assigned: Assigned,
+        catalog: Arc<Catalog>,
     ) -> Self {
-        let slots = usize::try_from(config.database_max_connections.saturating_sub(1)).unwrap_or(1).max(1);
-        Self { consumer, dlq, pool, metrics, config, transactions: Semaphore::new(slots), assigned }
+        // One connection for the probe, one for the settings cache's listener.
+        let slots = usize::try_from(config.database_max_connections.saturating_sub(2)).unwrap_or(1).max(1);
+        Self { consumer, dlq, pool, metrics, config, transactions: Semaphore::new(slots), assigned, catalog }
     }
 
     /// Consumes until `shutdown`. Each partition has a lane (a task) that applies its records
@@ -326,13 +330,15 @@ impl Pipeline {
         loop {
             let started = Instant::now();
             let applied = match self.transactions.acquire().await {
-                Ok(_slot) => guarded(apply::apply_batch(&self.pool, records)).await.map_err(|message| {
-                    tracing::error!(
-                        %message, records = records.len(),
-                        "applying a batch panicked (a defect); the record at fault goes to the dead-letter topic"
-                    );
-                    Failure::Panicked(format!("panicked: {message}"))
-                })?,
+                Ok(_slot) => {
+                    guarded(apply::apply_batch(&self.pool, &self.catalog, records)).await.map_err(|message| {
+                        tracing::error!(
+                            %message, records = records.len(),
+                            "applying a batch panicked (a defect); the record at fault goes to the dead-letter topic"
+                        );
+                        Failure::Panicked(format!("panicked: {message}"))
+                    })?
+                }
                 Err(_) => return Err(Failure::Stopped),
             };
             match applied {

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod appointments;
 pub mod calcom;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consumer;

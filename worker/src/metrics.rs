@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Partition lanes that ended while the worker was not stopping: their partitions stall
     /// until a restart, so /readyz and /healthz fail once this is non-zero.
     pub lane_failures: IntCounter,
+    /// Times the branch settings cache was emptied (a change to companies, branches or services).
+    pub settings_cache_flushes: IntCounter,
     /// `reason`: see `appointments::ReviewReason`.
     pub calls_flagged: IntCounterVec,
     pub customers_created: IntCounter,
@@ -170,6 +172,11 @@ impl Metrics {
             "Partition lanes that stopped unexpectedly; the worker reports unhealthy until restarted.",
         )
         .expect("valid metric");
+        let settings_cache_flushes = IntCounter::new(
+            "callgate_worker_settings_cache_flushes_total",
+            "Times the cached branch settings (appointment fields, zone, services) were emptied after a change.",
+        )
+        .expect("valid metric");
         let calcom_requests = IntCounterVec::new(
             Opts::new("callgate_worker_calcom_requests_total", "Requests sent to Cal.com, by operation and outcome."),
             &["operation", "outcome"],
@@ -215,6 +222,7 @@ impl Metrics {
             assigned_partitions,
             dlq_records,
             lane_failures,
+            settings_cache_flushes,
             calls_flagged,
             customers_created,
             appointments_created,
@@ -239,6 +247,7 @@ impl Metrics {
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.dlq_records.clone()),
             Box::new(metrics.lane_failures.clone()),
+            Box::new(metrics.settings_cache_flushes.clone()),
             Box::new(metrics.calls_flagged.clone()),
             Box::new(metrics.customers_created.clone()),
             Box::new(metrics.appointments_created.clone()),

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use callgate_contract::SecretCipher;
 
 use crate::calcom::push::Pusher;
+use crate::catalog::{self, Catalog};
 use crate::config::RunConfig;
 use crate::consumer::Pipeline;
 use crate::dlq::DeadLetters;
@@ -72,7 +73,7 @@ impl Worker {
     pub async fn start(config: RunConfig) -> Result<Self, StartError> {
         let metrics = Metrics::new();
         let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections.max(2))
+            .max_connections(config.database_max_connections.max(3))
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(config.database_url.expose())
             .map_err(StartError::Database)?;
@@ -101,7 +102,9 @@ impl Worker {
         if let Some(pusher) = pusher(&config, &metrics, &dlq)? {
             tasks.spawn(pusher.run(shutdown_rx.clone()));
         }
-        let pipeline = Pipeline::new(consumer, dlq, pool, metrics.clone(), config, assigned);
+        let catalog = Arc::new(Catalog::new(metrics.clone()));
+        tasks.spawn(catalog::follow(catalog.clone(), pool.clone(), shutdown_rx.clone()));
+        let pipeline = Pipeline::new(consumer, dlq, pool, metrics.clone(), config, assigned, catalog);
         let pipeline = tokio::spawn(pipeline.run(shutdown_rx));
         tracing::info!(%addr, "worker started");
         Ok(Self { addr, metrics, health, shutdown, pipeline, tasks })

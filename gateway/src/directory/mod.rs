@@ -307,6 +307,8 @@ impl ChangeSet {
             "branches" => &mut self.branches,
             "companies" => &mut self.companies,
             "calcom_accounts" => &mut self.calendars,
+            // The worker's settings cache listens for these; nothing routes by them.
+            "services" => return,
             _ => {
                 self.all = true;
                 return;
@@ -422,6 +424,10 @@ mod tests {
         set.add_notification(&format!(r#"{{"scope":"phone_numbers","ids":["{id}"]}}"#));
         set.add_notification(&format!(r#"{{"scope":"provider_accounts","ids":["{id}"]}}"#));
         assert!(set.numbers.contains(&id) && set.accounts.contains(&id) && !set.all);
+        // Services are the worker's (its settings cache): no routing changes, no reload.
+        let mut services = ChangeSet::default();
+        services.add_notification(&format!(r#"{{"scope":"services","ids":["{id}"]}}"#));
+        assert!(services.is_empty());
         set.add_notification("garbage");
         assert!(set.all);
     }

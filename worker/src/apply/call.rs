@@ -1,481 +1,510 @@
-//! One call event: dedupe it, upsert its call (a call only moves forward), link the customer
-//! inside the call's company, and create the appointment its analysis asks for.
+//! A batch's call events, applied as a set: a fixed number of statements whatever the batch's
+//! size (see `store.rs`).
+//!
+//! 1. Lock the batch's calls and read them (only what decides the merge).
+//! 2. Decide each event: a duplicate within the batch, an event type the call model does not
+//!    use (`ignored`), one that would cross into another company's call (`refused`), or one to
+//!    apply; enter them all in `processed_events` in one statement, which also tells which were
+//!    applied before (duplicates).
+//! 3. Fold the new events of each call into one state, by the merge rules (`merge.rs`), in
+//!    batch order.
+//! 4. Link each call's customer (one statement), derive the appointments its analyses ask for
+//!    (the branch's settings come from the cache), write every call in one statement, and
+//!    insert the appointments in one more.
 
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
 
-use callgate_contract::EventEnvelope;
-use callgate_contract::call::{CallUpdate, Caller, Normalized};
+use callgate_contract::call::{CallStatus, CallUpdate, Caller, Normalized};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use super::{CallRecord, Effects, Outcome, Prepared, record_event, set_status_reason};
-use crate::appointments::{self, Contact, FieldMap, ReviewReason, Service};
+use super::merge::{CallState, Column};
+use super::store::{self, AppointmentRows, CallRows, EventRows, StoredCall};
+use super::{CallRecord, Effects, Outcome};
+use crate::appointments::{self, Contact, ReviewReason};
+use crate::catalog::{Branch, Catalog};
+use crate::status::{CustomerLink, EventOutcome};
 
-pub(super) async fn apply(
-    conn: &mut PgConnection,
-    prepared: &Prepared,
-    record: &CallRecord,
-) -> Result<Outcome, sqlx::Error> {
-    let env = &record.envelope;
-    let Normalized::Call(update) = &record.normalized else {
-        return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
-    };
-    let parent = match &update.parent_call_id {
-        Some(parent_call_id) => match find_parent(conn, record, parent_call_id).await? {
-            Parent::OtherCompany => {
-                if !record_event(conn, prepared, "refused").await? {
-                    return Ok(Outcome::Duplicate);
-                }
-                refuse(conn, env, "its parent call belongs to another company").await?;
-                return Ok(Outcome::Refused);
-            }
-            Parent::Found(parent) => Some(parent),
-            Parent::Unknown => None,
-        },
-        None => None,
-    };
-    // A leg's customer is its parent's caller.
-    let leg;
-    let update = match &parent {
-        Some(parent) if parent.caller_raw.is_some() => {
-            leg = CallUpdate { caller: parent.caller_raw.clone(), ..(**update).clone() };
-            &leg
-        }
-        _ => &**update,
-    };
-    let call = match upsert_call(conn, record, update).await? {
-        Upserted::Duplicate => return Ok(Outcome::Duplicate),
-        Upserted::Call(call) => call,
-        Upserted::OtherCompany => {
-            refuse(conn, env, "the call belongs to another company").await?;
-            return Ok(Outcome::Refused);
-        }
-    };
-    if let Some(parent) = &parent {
-        sqlx::query("UPDATE calls SET parent_call_id = $2 WHERE id = $1 AND parent_call_id IS DISTINCT FROM $2")
-            .bind(call.id)
-            .bind(parent.id)
-            .execute(&mut *conn)
-            .await?;
+/// (provider, provider's call id).
+type CallKey = (&'static str, String);
+
+/// What became of one event before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Its event id came earlier in the same batch.
+    Repeated,
+    Ignored,
+    Refused(&'static str),
+    Apply,
+}
+
+const OTHER_COMPANY: &str = "the call belongs to another company";
+const PARENT_OTHER_COMPANY: &str = "its parent call belongs to another company";
+
+/// One call of the batch.
+#[derive(Debug)]
+struct Group<'r> {
+    id: Uuid,
+    company_id: Uuid,
+    stored: Option<&'r StoredCall>,
+    /// The event whose route a new call is inserted with (the first applied one).
+    first: &'r CallRecord,
+    state: CallState,
+    customer_id: Option<Uuid>,
+    customer_link: CustomerLink,
+    parent: Option<Uuid>,
+    /// Contact details heard in the analyses, first heard first.
+    contact: Contact,
+    review: Option<(ReviewReason, String)>,
+    /// Indexes (into the batch) of the events applied to it.
+    events: Vec<usize>,
+}
+
+impl Group<'_> {
+    fn caller_raw(&self) -> Option<&str> {
+        self.state.caller_raw.write.as_deref().or(self.stored.and_then(|s| s.caller_raw.as_deref()))
     }
-    let mut effects = Effects::default();
-    let company = env.route.company_id.0;
-    let analysis = match &update.structured_data {
-        Some(data) => Some((data, load_company_settings(conn, company, env.route.branch_id.0).await?)),
-        None => None,
-    };
-    let contact = analysis.as_ref().map(|(data, s)| appointments::contact(data, &s.fields)).unwrap_or_default();
-    let customer = link_customer(conn, company, &call, &contact, &mut effects).await?;
-    if let Some((data, settings)) = &analysis
-        && let Some(request) = appointments::request(data, &settings.fields)
-    {
-        let reference = call.ended_at.unwrap_or(env.received_at);
-        let result = create_appointment(conn, record, &call, customer, &contact, &request, settings, reference).await?;
-        match result {
-            Ok(created) => effects.appointment_created = created,
+
+    fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.state.ended_at.write.or(self.stored.and_then(|s| s.ended_at))
+    }
+}
+
+/// An appointment an analysis asks for, before its call has an id for sure.
+#[derive(Debug)]
+struct Planned<'r> {
+    event: usize,
+    key: CallKey,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    service: &'r appointments::Service,
+    branch: &'r Branch,
+    contact: Contact,
+    notes: Option<String>,
+}
+
+/// Applies `records` (indexes into the batch, and the records), returning each one's outcome.
+pub(super) async fn apply(
+    conn: &mut sqlx::PgConnection,
+    catalog: &Catalog,
+    records: &[(usize, &CallRecord)],
+) -> Result<Vec<(usize, Outcome)>, sqlx::Error> {
+    let updates: Vec<Option<&CallUpdate>> = records
+        .iter()
+        .map(|(_, r)| match &r.normalized {
+            Normalized::Call(update) => Some(&**update),
+            _ => None,
+        })
+        .collect();
+
+    // 1. Lock and read.
+    let key_of = |r: &CallRecord| -> CallKey { (r.envelope.provider.as_str(), r.envelope.provider_call_id.clone()) };
+    let mut wanted: Vec<CallKey> = Vec::new();
+    let mut locks = Vec::new();
+    for ((_, record), update) in records.iter().zip(&updates) {
+        let Some(update) = update else { continue };
+        let key = key_of(record);
+        locks.push(store::lock_key(key.0, &key.1));
+        wanted.push(key);
+        if let Some(parent) = &update.parent_call_id {
+            wanted.push((record.envelope.provider.as_str(), parent.clone()));
+        }
+    }
+    store::lock_calls(conn, locks).await?;
+    wanted.sort();
+    wanted.dedup();
+    let (providers, ids): (Vec<&str>, Vec<&str>) = wanted.iter().map(|(p, id)| (*p, id.as_str())).unzip();
+    let stored_rows = store::read_calls(conn, providers, ids).await?;
+    let stored: HashMap<(&str, &str), &StoredCall> =
+        stored_rows.iter().map(|row| ((row.provider.as_str(), row.provider_call_id.as_str()), row)).collect();
+
+    // 2. Decide, and enter every event.
+    let mut seen = HashSet::new();
+    let mut owner: HashMap<CallKey, Uuid> = HashMap::new();
+    let mut verdicts = Vec::with_capacity(records.len());
+    let mut rows = EventRows::default();
+    for ((_, record), update) in records.iter().zip(&updates) {
+        let env = &record.envelope;
+        let company = env.route.company_id.0;
+        if !seen.insert((company, env.event_id)) {
+            verdicts.push(Verdict::Repeated);
+            continue;
+        }
+        let verdict = match update {
+            None => Verdict::Ignored,
+            Some(update) => {
+                let owner_of = |key: &CallKey, owner: &HashMap<CallKey, Uuid>| {
+                    stored.get(&(key.0, key.1.as_str())).map(|s| s.company_id).or_else(|| owner.get(key).copied())
+                };
+                let parent_company = update
+                    .parent_call_id
+                    .as_ref()
+                    .and_then(|parent| owner_of(&(env.provider.as_str(), parent.clone()), &owner));
+                let key = key_of(record);
+                if parent_company.is_some_and(|c| c != company) {
+                    Verdict::Refused(PARENT_OTHER_COMPANY)
+                } else if owner_of(&key, &owner).is_some_and(|c| c != company) {
+                    Verdict::Refused(OTHER_COMPANY)
+                } else {
+                    owner.entry(key).or_insert(company);
+                    Verdict::Apply
+                }
+            }
+        };
+        let (outcome, detail) = match verdict {
+            Verdict::Refused(detail) => (EventOutcome::Refused, Some(detail)),
+            Verdict::Ignored => (EventOutcome::Ignored, None),
+            _ => (EventOutcome::Applied, None),
+        };
+        rows.event_id.push(env.event_id);
+        rows.company_id.push(company);
+        rows.provider.push(env.provider.as_str());
+        rows.event_type.push(env.event_type.clone());
+        rows.provider_call_id.push(env.provider_call_id.clone());
+        rows.outcome.push(outcome.as_sql());
+        rows.detail.push(detail);
+        rows.partition.push(record.partition);
+        rows.offset.push(record.offset);
+        rows.received_at.push(env.received_at);
+        verdicts.push(verdict);
+    }
+    let fresh: HashSet<(Uuid, Uuid)> = store::record_events(conn, rows).await?.into_iter().collect();
+    let is_fresh = |r: &CallRecord| fresh.contains(&(r.envelope.route.company_id.0, r.envelope.event_id));
+
+    // 3. Fold each call's new events, in batch order.
+    let mut groups: HashMap<CallKey, Group> = HashMap::new();
+    let mut order: Vec<CallKey> = Vec::new();
+    let mut analysed: Vec<(usize, &serde_json::Map<String, serde_json::Value>)> = Vec::new();
+    for (i, (((_, record), update), verdict)) in records.iter().zip(&updates).zip(&verdicts).enumerate() {
+        let (Some(update), Verdict::Apply) = (update, verdict) else { continue };
+        if !is_fresh(record) {
+            continue;
+        }
+        let env = &record.envelope;
+        // A leg's customer is its parent's caller.
+        let parent = update.parent_call_id.as_ref().and_then(|parent| {
+            let key = (env.provider.as_str(), parent.clone());
+            match stored.get(&(key.0, key.1.as_str())) {
+                Some(row) => Some((row.id, row.caller_raw.clone())),
+                None => groups.get(&key).map(|g| (g.id, g.caller_raw().map(str::to_owned))),
+            }
+        });
+        let leg;
+        let update = match &parent {
+            Some((_, Some(caller))) => {
+                leg = CallUpdate { caller: Some(caller.clone()), ..(*update).clone() };
+                &leg
+            }
+            _ => update,
+        };
+        let key = key_of(record);
+        let group = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            new_group(stored.get(&(key.0, key.1.as_str())).copied(), record)
+        });
+        if let Some((parent_id, _)) = parent {
+            group.parent = Some(parent_id);
+        }
+        let caller_e164 = match update.caller.as_deref().map(Caller::classify) {
+            Some(Caller::Number(number)) => Some(number.to_string()),
+            _ => None,
+        };
+        group.state.apply(update, caller_e164.as_ref(), env.received_at);
+        group.events.push(i);
+        if let Some(data) = updates[i].and_then(|u| u.structured_data.as_ref()) {
+            analysed.push((i, data));
+        }
+    }
+
+    // 4. Settings, contacts and appointment requests of the analysed events.
+    let branches =
+        catalog.branches(conn, analysed.iter().map(|(i, _)| records[*i].1.envelope.route.branch_id.0)).await?;
+    let mut effects: HashMap<usize, Effects> = HashMap::new();
+    let mut requests = Vec::new();
+    for (i, data) in &analysed {
+        let record = records[*i].1;
+        let route = &record.envelope.route;
+        // The gateway routed the event by a branch of this company; anything else is a defect
+        // in the record, and the batch's one-by-one retry dead-letters it.
+        let branch = branches
+            .get(&route.branch_id.0)
+            .filter(|b| b.company_id == route.company_id.0)
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let contact = appointments::contact(data, &branch.fields);
+        let group = groups.get_mut(&key_of(record)).ok_or(sqlx::Error::RowNotFound)?;
+        group.contact.name = group.contact.name.take().or_else(|| contact.name.clone());
+        group.contact.email = group.contact.email.take().or_else(|| contact.email.clone());
+        if let Some(request) = appointments::request(data, &branch.fields) {
+            requests.push((*i, branch, contact, request));
+        }
+    }
+
+    // 5. Customers.
+    let mut to_link = Vec::new();
+    let mut to_fill = Vec::new();
+    for key in &order {
+        let group = &groups[key];
+        if let Some(customer) = group.customer_id {
+            if group.contact.name.is_some() || group.contact.email.is_some() {
+                to_fill.push((group.company_id, customer, group.contact.name.clone(), group.contact.email.clone()));
+            }
+            continue;
+        }
+        if let Some(Caller::Number(number)) = group.caller_raw().map(Caller::classify) {
+            to_link.push((
+                group.company_id,
+                number.to_string(),
+                group.contact.name.clone(),
+                group.contact.email.clone(),
+            ));
+        }
+    }
+    store::fill_contacts(conn, to_fill).await?;
+    let mut linked: HashMap<(Uuid, String), (Uuid, bool)> = store::link_customers(conn, to_link)
+        .await?
+        .into_iter()
+        .map(|c| ((c.company_id, c.e164), (c.id, c.created)))
+        .collect();
+    for key in &order {
+        let group = groups.get_mut(key).ok_or(sqlx::Error::RowNotFound)?;
+        if group.customer_id.is_some() {
+            continue;
+        }
+        group.customer_link = match group.caller_raw().map(Caller::classify) {
+            None => CustomerLink::NoNumber,
+            Some(Caller::Anonymous) => CustomerLink::Anonymous,
+            Some(Caller::Unparseable) => CustomerLink::Unparseable,
+            Some(Caller::Number(number)) => {
+                let Some((id, created)) = linked.get_mut(&(group.company_id, number.to_string())) else {
+                    return Err(sqlx::Error::RowNotFound);
+                };
+                group.customer_id = Some(*id);
+                // A second call of the same new customer in this batch found it.
+                let link = if *created { CustomerLink::Created } else { CustomerLink::ExactPhone };
+                if *created {
+                    if let Some(last) = group.events.last() {
+                        effects.entry(*last).or_default().customer_created = true;
+                    }
+                    *created = false;
+                }
+                link
+            }
+        };
+    }
+
+    // 6. What each request becomes: a planned appointment, or a flag on its call.
+    let mut planned = Vec::new();
+    for (i, branch, contact, request) in requests {
+        let record = records[i].1;
+        let key = key_of(record);
+        let group = groups.get_mut(&key).ok_or(sqlx::Error::RowNotFound)?;
+        let reference = group.ended_at().unwrap_or(record.envelope.received_at);
+        match plan(record, branch, &request, reference) {
+            Ok((start, end, service)) => planned.push(Planned {
+                event: i,
+                key,
+                start,
+                end,
+                service,
+                branch,
+                contact,
+                notes: request.notes.clone(),
+            }),
             Err((reason, detail)) => {
-                flag_call(conn, call.id, reason, &detail).await?;
+                let env = &record.envelope;
                 tracing::info!(
                     event_id = %env.event_id, call_id = %env.provider_call_id, reason = reason.as_str(), %detail,
                     "call flagged for review"
                 );
-                effects.flagged = Some(reason);
+                effects.entry(i).or_default().flagged = Some(reason);
+                group.review = Some((reason, detail));
             }
         }
     }
-    tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, event_type = %env.event_type, "applied");
-    Ok(Outcome::Applied(effects))
-}
 
-/// Marks the event, already entered in `processed_events`, refused: it would have crossed
-/// into another company's data.
-async fn refuse(conn: &mut PgConnection, env: &EventEnvelope, detail: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE processed_events SET outcome = 'refused', detail = $2 WHERE company_id = $3 AND event_id = $1")
-        .bind(env.event_id)
-        .bind(detail)
-        .bind(env.route.company_id.0)
-        .execute(&mut *conn)
-        .await?;
-    tracing::error!(
-        event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider, %detail,
-        "event refused"
-    );
-    Ok(())
-}
-
-/// The call a leg belongs to, as far as this company may know it.
-enum Parent {
-    Found(ParentCall),
-    /// Another company's call: the leg was routed by a caller id that is not its business.
-    OtherCompany,
-    /// Not (yet) a call here: its events did not come through callgate.
-    Unknown,
-}
-
-struct ParentCall {
-    id: Uuid,
-    caller_raw: Option<String>,
-}
-
-async fn find_parent(
-    conn: &mut PgConnection,
-    record: &CallRecord,
-    parent_call_id: &str,
-) -> Result<Parent, sqlx::Error> {
-    let env = &record.envelope;
-    let row = sqlx::query("SELECT id, company_id, caller_raw FROM calls WHERE provider = $1 AND provider_call_id = $2")
-        .bind(env.provider.as_str())
-        .bind(parent_call_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else {
-        return Ok(Parent::Unknown);
-    };
-    if row.try_get::<Uuid, _>("company_id")? != env.route.company_id.0 {
-        return Ok(Parent::OtherCompany);
+    // 7. The calls, then their appointments.
+    let mut rows = CallRows::default();
+    for key in &order {
+        push_call(&mut rows, key, &groups[key]);
     }
-    Ok(Parent::Found(ParentCall { id: row.try_get("id")?, caller_raw: row.try_get("caller_raw")? }))
-}
-
-#[derive(Debug)]
-enum Upserted {
-    Call(CallRow),
-    /// The event id was applied before: nothing was written.
-    Duplicate,
-    /// The call id belongs to another company: only the event was recorded.
-    OtherCompany,
-}
-
-/// The call as it stands after an upsert.
-#[derive(Debug)]
-struct CallRow {
-    id: Uuid,
-    customer_id: Option<Uuid>,
-    customer_link: String,
-    caller_raw: Option<String>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-/// Columns an event may fill. A newer event (by progress) overwrites them with what it has; an
-/// older one only fills blanks. Neither ever writes NULL over a value.
-const DATA_COLUMNS: &[&str] = &[
-    "direction",
-    "caller_raw",
-    "caller_e164",
-    "started_at",
-    "ended_at",
-    "duration_ms",
-    "transcript",
-    "summary",
-    "analysis",
-    "cost",
-    "disconnection_reason",
-];
-
-static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
-    let newer = "(EXCLUDED.progress, EXCLUDED.progress_seq) >= (c.progress, c.progress_seq)";
-    let mut sets = vec![
-        format!("status = CASE WHEN {newer} THEN EXCLUDED.status ELSE c.status END"),
-        format!("progress = CASE WHEN {newer} THEN EXCLUDED.progress ELSE c.progress END"),
-        format!("progress_seq = CASE WHEN {newer} THEN EXCLUDED.progress_seq ELSE c.progress_seq END"),
-        "first_event_at = LEAST(c.first_event_at, EXCLUDED.first_event_at)".to_owned(),
-        "last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at)".to_owned(),
-    ];
-    for column in DATA_COLUMNS {
-        sets.push(format!(
-            "{column} = CASE WHEN {newer} THEN COALESCE(EXCLUDED.{column}, c.{column}) \
-             ELSE COALESCE(c.{column}, EXCLUDED.{column}) END"
-        ));
+    let written: HashMap<(String, String), Uuid> =
+        store::write_calls(conn, rows).await?.into_iter().map(|(p, c, id)| ((p, c), id)).collect();
+    if written.len() != order.len() {
+        // The lock and the read make this impossible; refuse the batch rather than guess.
+        tracing::error!(expected = order.len(), written = written.len(), "calls changed company under their lock");
+        return Err(sqlx::Error::RowNotFound);
     }
-    // The dedupe insert and the upsert in one statement (one round trip per event instead of
-    // two); `fresh` is empty for a redelivery, and then the upsert inserts nothing.
-    format!(
-        "WITH fresh AS ( \
-           INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
-             kafka_partition, kafka_offset, received_at) \
-           VALUES ($22, $1, $4, $23, $5, 'applied', $24, $25, $10) \
-           ON CONFLICT (company_id, event_id) DO NOTHING RETURNING 1 \
-         ), upserted AS ( \
-           INSERT INTO calls AS c (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
-             status, progress, progress_seq, first_event_at, last_event_at, {columns}) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-             $20::float8, $21 \
-           WHERE EXISTS (SELECT 1 FROM fresh) \
-           ON CONFLICT (provider, provider_call_id) DO UPDATE SET {sets} \
-           WHERE c.company_id = EXCLUDED.company_id \
-           RETURNING id, customer_id, customer_link, caller_raw, ended_at \
-         ) \
-         SELECT EXISTS (SELECT 1 FROM fresh) AS fresh, u.id, u.customer_id, u.customer_link, u.caller_raw, u.ended_at \
-         FROM (SELECT 1) AS one LEFT JOIN upserted u ON true",
-        columns = DATA_COLUMNS.join(", "),
-        sets = sets.join(", "),
-    )
-});
-
-/// Records the event and inserts or advances its call.
-async fn upsert_call(
-    conn: &mut PgConnection,
-    record: &CallRecord,
-    update: &CallUpdate,
-) -> Result<Upserted, sqlx::Error> {
-    let env = &record.envelope;
-    let caller_e164 = match update.caller.as_deref().map(Caller::classify) {
-        Some(Caller::Number(number)) => Some(number.to_string()),
-        _ => None,
-    };
-    let row = sqlx::query(&UPSERT_CALL)
-        .bind(env.route.company_id.0)
-        .bind(env.route.branch_id.0)
-        .bind(env.route.phone_number_id.0)
-        .bind(env.provider.as_str())
-        .bind(&env.provider_call_id)
-        .bind(env.route.number.to_string())
-        .bind(update.status.as_str())
-        .bind(update.progress.rank)
-        .bind(update.progress.seq)
-        .bind(env.received_at)
-        .bind(update.direction.map(|d| d.as_str()))
-        .bind(update.caller.as_deref())
-        .bind(caller_e164)
-        .bind(update.started_at)
-        .bind(update.ended_at)
-        .bind(update.duration_ms)
-        .bind(update.transcript.as_deref())
-        .bind(update.summary.as_deref())
-        .bind(update.analysis.as_ref())
-        .bind(update.cost_usd)
-        .bind(update.disconnection_reason.as_deref())
-        .bind(env.event_id)
-        .bind(&env.event_type)
-        .bind(record.partition)
-        .bind(record.offset)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !row.try_get::<bool, _>("fresh")? {
-        return Ok(Upserted::Duplicate);
-    }
-    let Some(id) = row.try_get::<Option<Uuid>, _>("id")? else {
-        return Ok(Upserted::OtherCompany);
-    };
-    Ok(Upserted::Call(CallRow {
-        id,
-        customer_id: row.try_get("customer_id")?,
-        customer_link: row.try_get("customer_link")?,
-        caller_raw: row.try_get("caller_raw")?,
-        ended_at: row.try_get("ended_at")?,
-    }))
-}
-
-/// The company's appointment settings and the branch's zone.
-#[derive(Debug)]
-struct CompanySettings {
-    fields: FieldMap,
-    timezone: String,
-}
-
-async fn load_company_settings(
-    conn: &mut PgConnection,
-    company: Uuid,
-    branch: Uuid,
-) -> Result<CompanySettings, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT c.appointment_fields, b.timezone FROM companies c JOIN branches b ON b.company_id = c.id \
-         WHERE c.id = $1 AND b.id = $2",
-    )
-    .bind(company)
-    .bind(branch)
-    .fetch_one(&mut *conn)
-    .await?;
-    let overrides: Value = row.try_get("appointment_fields")?;
-    Ok(CompanySettings { fields: FieldMap::with_overrides(&overrides), timezone: row.try_get("timezone")? })
-}
-
-/// Links the call to a customer of its own company, once; fills blank contact details.
-/// Returns the customer, if the call has one.
-async fn link_customer(
-    conn: &mut PgConnection,
-    company: Uuid,
-    call: &CallRow,
-    contact: &Contact,
-    effects: &mut Effects,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    if let Some(customer) = call.customer_id {
-        if contact.name.is_some() || contact.email.is_some() {
-            sqlx::query(
-                "UPDATE customers SET name = COALESCE(name, $3), email = COALESCE(email, $4) \
-                 WHERE company_id = $1 AND id = $2 AND (name IS NULL AND $3::text IS NOT NULL \
-                 OR email IS NULL AND $4::text IS NOT NULL)",
-            )
-            .bind(company)
-            .bind(customer)
-            .bind(contact.name.as_deref())
-            .bind(contact.email.as_deref())
-            .execute(&mut *conn)
-            .await?;
+    let mut appointment_rows = AppointmentRows::default();
+    let mut keys: HashMap<String, usize> = HashMap::new();
+    for plan in &planned {
+        let group = &groups[&plan.key];
+        let call_id = written[&(plan.key.0.to_owned(), plan.key.1.clone())];
+        let key = appointments::idempotency_key(group.company_id, call_id, plan.start, plan.service.id);
+        if keys.contains_key(&key) {
+            continue;
         }
-        return Ok(Some(customer));
+        keys.insert(key.clone(), plan.event);
+        let route = &records[plan.event].1.envelope.route;
+        appointment_rows.company_id.push(group.company_id);
+        appointment_rows.branch_id.push(route.branch_id.0);
+        appointment_rows.call_id.push(call_id);
+        appointment_rows.customer_id.push(group.customer_id);
+        appointment_rows.service_id.push(plan.service.id);
+        appointment_rows.starts_at.push(plan.start);
+        appointment_rows.ends_at.push(plan.end);
+        appointment_rows.timezone.push(plan.branch.timezone.clone());
+        appointment_rows.customer_name.push(plan.contact.name.clone());
+        appointment_rows.customer_email.push(plan.contact.email.clone());
+        appointment_rows.notes.push(plan.notes.clone());
+        appointment_rows.idempotency_key.push(key);
     }
-    let number = match call.caller_raw.as_deref().map(Caller::classify) {
-        Some(Caller::Number(number)) => number,
-        other => {
-            let link = match other {
-                None => "no_number",
-                Some(Caller::Anonymous) => "anonymous",
-                _ => "unparseable",
-            };
-            if call.customer_link != link {
-                sqlx::query("UPDATE calls SET customer_link = $2 WHERE id = $1")
-                    .bind(call.id)
-                    .bind(link)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            return Ok(None);
+    let created = store::insert_appointments(conn, appointment_rows).await?;
+    for key in created {
+        let Some(&event) = keys.get(&key) else { continue };
+        effects.entry(event).or_default().appointment_created = true;
+        if let Some(plan) = planned.iter().find(|p| p.event == event) {
+            let env = &records[event].1.envelope;
+            tracing::info!(
+                event_id = %env.event_id, call_id = %env.provider_call_id, service = %plan.service.name,
+                starts_at = %plan.start.to_rfc3339(), "appointment created"
+            );
         }
-    };
-    // One statement whether the customer exists or not; concurrent callers serialise on the
-    // (company_id, e164) index.
-    let row = sqlx::query(
-        "INSERT INTO customers AS cu (company_id, e164, name, email) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (company_id, e164) WHERE deleted_at IS NULL DO UPDATE \
-         SET name = COALESCE(cu.name, EXCLUDED.name), email = COALESCE(cu.email, EXCLUDED.email) \
-         RETURNING id, (xmax = 0) AS created",
-    )
-    .bind(company)
-    .bind(number.to_string())
-    .bind(contact.name.as_deref())
-    .bind(contact.email.as_deref())
-    .fetch_one(&mut *conn)
-    .await?;
-    let customer: Uuid = row.try_get("id")?;
-    let created: bool = row.try_get("created")?;
-    effects.customer_created = created;
-    sqlx::query("UPDATE calls SET customer_id = $2, customer_link = $3 WHERE id = $1")
-        .bind(call.id)
-        .bind(customer)
-        .bind(if created { "created" } else { "exact_phone" })
-        .execute(&mut *conn)
-        .await?;
-    Ok(Some(customer))
-}
+    }
 
-/// Creates the requested appointment. `Ok(Ok(true))`: created; `Ok(Ok(false))`: it existed
-/// (same idempotency key); `Ok(Err(reason))`: the request cannot become an appointment.
-#[allow(clippy::too_many_arguments)]
-async fn create_appointment(
-    conn: &mut PgConnection,
-    record: &CallRecord,
-    call: &CallRow,
-    customer: Option<Uuid>,
-    contact: &Contact,
-    request: &appointments::Request,
-    settings: &CompanySettings,
-    reference: DateTime<Utc>,
-) -> Result<Result<bool, (ReviewReason, String)>, sqlx::Error> {
-    let env = &record.envelope;
-    let start = match appointments::parse_start(&request.start, &settings.timezone) {
-        Ok(start) => start,
-        Err(reason) => {
-            let detail = match reason {
-                ReviewReason::NoTimezone => {
-                    format!("{} has no offset and the branch zone {:?} is unknown", request.start, settings.timezone)
+    // Outcomes, in batch order.
+    Ok(records
+        .iter()
+        .zip(verdicts)
+        .enumerate()
+        .map(|(i, ((index, record), verdict))| {
+            let env = &record.envelope;
+            let outcome = match verdict {
+                Verdict::Repeated => Outcome::Duplicate,
+                _ if !is_fresh(record) => Outcome::Duplicate,
+                Verdict::Ignored => Outcome::Ignored,
+                Verdict::Refused(detail) => {
+                    tracing::error!(
+                        event_id = %env.event_id, call_id = %env.provider_call_id, provider = %env.provider, %detail,
+                        "event refused"
+                    );
+                    Outcome::Refused
                 }
-                _ => format!("cannot read {} as a time in {}", request.start, settings.timezone),
+                Verdict::Apply => {
+                    tracing::debug!(event_id = %env.event_id, call_id = %env.provider_call_id, event_type = %env.event_type, "applied");
+                    Outcome::Applied(effects.remove(&i).unwrap_or_default())
+                }
             };
-            return Ok(Err((reason, detail)));
-        }
-    };
-    if let Err(flag) = appointments::check_start(start, reference, record.envelope.received_at) {
-        return Ok(Err(flag));
-    }
-    let Some(spoken) = request.service.as_deref() else {
-        return Ok(Err((ReviewReason::MissingService, "the analysis names no service".to_owned())));
-    };
-    let services = branch_services(conn, env.route.company_id.0, env.route.branch_id.0).await?;
-    let Some(service) = appointments::match_service(spoken, &services) else {
-        return Ok(Err((ReviewReason::UnknownService, format!("no service of the branch is called {spoken:?}"))));
-    };
-    let company = env.route.company_id.0;
-    let key = appointments::idempotency_key(company, call.id, start, service.id);
-    let end = match appointments::end_of(start, service.duration_minutes) {
-        Ok(end) => end,
-        Err(flag) => return Ok(Err(flag)),
-    };
-    let reason = format!("created from the analysis of {} call {}", env.provider, env.provider_call_id);
-    set_status_reason(conn, &reason).await?;
-    let created = sqlx::query(
-        "INSERT INTO appointments (company_id, branch_id, call_id, customer_id, service_id, starts_at, ends_at, \
-         timezone, customer_name, customer_email, notes, idempotency_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (company_id, idempotency_key) DO NOTHING",
-    )
-    .bind(company)
-    .bind(env.route.branch_id.0)
-    .bind(call.id)
-    .bind(customer)
-    .bind(service.id)
-    .bind(start)
-    .bind(end)
-    .bind(&settings.timezone)
-    .bind(contact.name.as_deref())
-    .bind(contact.email.as_deref())
-    .bind(request.notes.as_deref())
-    .bind(&key)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if created {
-        tracing::info!(
-            event_id = %env.event_id, call_id = %env.provider_call_id, service = %service.name,
-            starts_at = %start.to_rfc3339(), "appointment created"
-        );
-    }
-    Ok(Ok(created))
-}
-
-async fn branch_services(conn: &mut PgConnection, company: Uuid, branch: Uuid) -> Result<Vec<Service>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, name, aliases, duration_minutes FROM services \
-         WHERE company_id = $1 AND branch_id = $2 AND deleted_at IS NULL ORDER BY created_at, id",
-    )
-    .bind(company)
-    .bind(branch)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Service {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-                aliases: row.try_get("aliases")?,
-                duration_minutes: row.try_get("duration_minutes")?,
-            })
+            (*index, outcome)
         })
-        .collect()
+        .collect())
 }
 
-async fn flag_call(conn: &mut PgConnection, call: Uuid, reason: ReviewReason, detail: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE calls SET review_reason = $2, review_detail = $3, flagged_at = now() WHERE id = $1")
-        .bind(call)
-        .bind(reason.as_str())
-        .bind(detail)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_upsert_never_writes_null_over_a_value() {
-        for column in DATA_COLUMNS {
-            assert!(UPSERT_CALL.contains(&format!("COALESCE(EXCLUDED.{column}, c.{column})")), "{column}");
-            assert!(UPSERT_CALL.contains(&format!("COALESCE(c.{column}, EXCLUDED.{column})")), "{column}");
-        }
+fn new_group<'r>(stored: Option<&'r StoredCall>, first: &'r CallRecord) -> Group<'r> {
+    let company_id = first.envelope.route.company_id.0;
+    let (id, company_id, state, customer_id, customer_link) = match stored {
+        Some(row) => (
+            row.id,
+            row.company_id,
+            CallState {
+                status: CallStatus::from_sql(&row.status).unwrap_or(CallStatus::Queued),
+                progress: Some((row.progress, row.progress_seq)),
+                first_event_at: None,
+                last_event_at: None,
+                direction: Column::stored(row.has_direction),
+                caller_raw: Column::stored(row.caller_raw.is_some()),
+                caller_e164: Column::stored(row.has_caller_e164),
+                started_at: Column::stored(row.has_started_at),
+                ended_at: Column::stored(row.ended_at.is_some()),
+                duration_ms: Column::stored(row.has_duration_ms),
+                transcript: Column::stored(row.has_transcript),
+                summary: Column::stored(row.has_summary),
+                analysis: Column::stored(row.has_analysis),
+                cost_usd: Column::stored(row.has_cost),
+                disconnection_reason: Column::stored(row.has_disconnection_reason),
+            },
+            row.customer_id,
+            CustomerLink::from_sql(&row.customer_link).unwrap_or(CustomerLink::Pending),
+        ),
+        None => (Uuid::new_v4(), company_id, CallState::new(), None, CustomerLink::Pending),
+    };
+    Group {
+        id,
+        company_id,
+        stored,
+        first,
+        state,
+        customer_id,
+        customer_link,
+        parent: None,
+        contact: Contact::default(),
+        review: None,
+        events: Vec::new(),
     }
+}
+
+/// An appointment's start, end and service.
+type Slot<'b> = (DateTime<Utc>, DateTime<Utc>, &'b appointments::Service);
+
+/// The start, end and service of a request, or why it cannot become an appointment.
+fn plan<'b>(
+    record: &CallRecord,
+    branch: &'b Branch,
+    request: &appointments::Request,
+    reference: DateTime<Utc>,
+) -> Result<Slot<'b>, (ReviewReason, String)> {
+    let start = appointments::parse_start(&request.start, &branch.timezone).map_err(|reason| {
+        let detail = match reason {
+            ReviewReason::NoTimezone => {
+                format!("{} has no offset and the branch zone {:?} is unknown", request.start, branch.timezone)
+            }
+            _ => format!("cannot read {} as a time in {}", request.start, branch.timezone),
+        };
+        (reason, detail)
+    })?;
+    appointments::check_start(start, reference, record.envelope.received_at)?;
+    let Some(spoken) = request.service.as_deref() else {
+        return Err((ReviewReason::MissingService, "the analysis names no service".to_owned()));
+    };
+    let Some(service) = appointments::match_service(spoken, &branch.services) else {
+        return Err((ReviewReason::UnknownService, format!("no service of the branch is called {spoken:?}")));
+    };
+    let end = appointments::end_of(start, service.duration_minutes)?;
+    Ok((start, end, service))
+}
+
+/// Adds a call's row: what the merge decided, and for a new call its route.
+fn push_call(rows: &mut CallRows, key: &CallKey, group: &Group) {
+    let state = &group.state;
+    let route = &group.first.envelope.route;
+    let (progress, seq) = state.progress.unwrap_or((0, 0));
+    rows.id.push(group.id);
+    rows.company_id.push(group.company_id);
+    // A stored call keeps its route: these only go into a new call.
+    rows.branch_id.push(route.branch_id.0);
+    rows.phone_number_id.push(route.phone_number_id.0);
+    rows.provider.push(key.0);
+    rows.provider_call_id.push(key.1.clone());
+    rows.business_e164.push(route.number.to_string());
+    rows.status.push(state.status.as_str());
+    rows.progress.push(progress);
+    rows.progress_seq.push(seq);
+    let first = state.first_event_at.unwrap_or_else(Utc::now);
+    rows.first_event_at.push(first);
+    rows.last_event_at.push(state.last_event_at.unwrap_or(first));
+    rows.direction.push(state.direction.write.map(|d| d.as_str()));
+    rows.caller_raw.push(state.caller_raw.write.clone());
+    rows.caller_e164.push(state.caller_e164.write.clone());
+    rows.started_at.push(state.started_at.write);
+    rows.ended_at.push(state.ended_at.write);
+    rows.duration_ms.push(state.duration_ms.write);
+    rows.transcript.push(state.transcript.write.clone());
+    rows.summary.push(state.summary.write.clone());
+    rows.analysis.push(state.analysis.write.clone());
+    rows.cost.push(state.cost_usd.write);
+    rows.disconnection_reason.push(state.disconnection_reason.write.clone());
+    rows.customer_id.push(group.customer_id);
+    rows.customer_link.push(group.customer_link.as_sql());
+    rows.parent_call_id.push(group.parent);
+    rows.review_reason.push(group.review.as_ref().map(|(reason, _)| reason.as_str()));
+    rows.review_detail.push(group.review.as_ref().map(|(_, detail)| detail.clone()));
 }

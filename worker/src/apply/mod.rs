@@ -1,10 +1,12 @@
-//! Applying events to Postgres, in the caller's transaction, so that an event and its effects
-//! commit together or not at all: the batch and the record types here, the call path in
-//! [`call`] (dedupe, upsert the call, link the customer, create the appointment), Cal.com's
-//! booking changes in [`booking`].
+//! Applying a partition's batch to Postgres in one transaction, so that events and their
+//! effects commit together or not at all: the batch and the record types here; the call path
+//! in [`call`] (a fixed number of statements per batch, SQL in `store`, the merge rules in
+//! `merge`); Cal.com's booking changes in [`booking`], one by one (they are few).
 
 pub mod booking;
 mod call;
+mod merge;
+mod store;
 
 use callgate_contract::EventEnvelope;
 use callgate_contract::booking::{BookingChange, BookingEnvelope};
@@ -14,6 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::appointments::ReviewReason;
+use crate::catalog::Catalog;
 
 /// A decoded record, ready to apply.
 #[derive(Debug, Clone)]
@@ -135,15 +138,32 @@ pub struct Effects {
     pub flagged: Option<ReviewReason>,
 }
 
-/// Applies `records` in one transaction, in order. Any error rolls all of them back.
-pub async fn apply_batch(pool: &PgPool, records: &[&Prepared]) -> Result<Vec<Outcome>, sqlx::Error> {
+/// Applies `records` in one transaction; their outcomes, in their order. Any error rolls all
+/// of them back. Call events go first, as a set; booking changes after them, in order (a
+/// booking change never concerns a call of the same batch: its booking exists only once the
+/// push has run).
+pub async fn apply_batch(pool: &PgPool, catalog: &Catalog, records: &[&Prepared]) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        outcomes.push(apply(&mut tx, record).await?);
+    let mut outcomes: Vec<Option<Outcome>> = records.iter().map(|_| None).collect();
+    let calls: Vec<(usize, &CallRecord)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, record)| match record {
+            Prepared::Call(call) => Some((i, call)),
+            Prepared::Booking(_) => None,
+        })
+        .collect();
+    for (i, outcome) in call::apply(&mut tx, catalog, &calls).await? {
+        outcomes[i] = Some(outcome);
+    }
+    for (i, record) in records.iter().enumerate() {
+        if let Prepared::Booking(booking) = record {
+            outcomes[i] = Some(booking::apply(&mut tx, record, booking).await?);
+        }
     }
     tx.commit().await?;
-    Ok(outcomes)
+    // Every record got its outcome above.
+    Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or(Outcome::Ignored)).collect())
 }
 
 /// True for failures that a later attempt can get past (connection lost, server shutting down,
@@ -160,14 +180,6 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
-    }
-}
-
-/// Applies one event.
-pub async fn apply(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, sqlx::Error> {
-    match prepared {
-        Prepared::Call(record) => call::apply(conn, prepared, record).await,
-        Prepared::Booking(record) => booking::apply(conn, prepared, record).await,
     }
 }
 
