@@ -169,6 +169,73 @@ mod tests {
         assert_eq!(call.progress, Some((3, 2)));
     }
 
+    /// A stored call as the database holds it: what a write through `COALESCE(new, old)` leaves.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    struct Row {
+        status: Option<CallStatus>,
+        progress: Option<(i16, i64)>,
+        transcript: Option<String>,
+        summary: Option<String>,
+    }
+
+    impl Row {
+        fn fold(&mut self, events: &[CallUpdate]) {
+            let mut state = CallState {
+                progress: self.progress,
+                transcript: Column::stored(self.transcript.is_some()),
+                summary: Column::stored(self.summary.is_some()),
+                ..CallState::new()
+            };
+            if let Some(status) = self.status {
+                state.status = status;
+            }
+            for event in events {
+                state.apply(event, None, at(0));
+            }
+            self.status = Some(state.status);
+            self.progress = state.progress;
+            self.transcript = state.transcript.write.or(self.transcript.take());
+            self.summary = state.summary.write.or(self.summary.take());
+        }
+    }
+
+    fn arbitrary_event() -> impl proptest::strategy::Strategy<Value = CallUpdate> {
+        use proptest::prelude::*;
+        let status = prop_oneof![Just(CallStatus::Ringing), Just(CallStatus::InProgress), Just(CallStatus::Ended)];
+        let text = proptest::option::of(prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned())]);
+        (status, 0..3_i64, text.clone(), text).prop_map(|(status, seq, transcript, summary)| {
+            let mut event = event(status, seq);
+            event.transcript = transcript;
+            event.summary = summary;
+            event
+        })
+    }
+
+    proptest::proptest! {
+        /// However a partition's events are cut into batches (one event per transaction, as
+        /// before, or several folded into one write), the stored call ends the same.
+        #[test]
+        fn cutting_the_events_into_batches_never_changes_the_call(
+            events in proptest::collection::vec(arbitrary_event(), 1..12),
+            cuts in proptest::collection::vec(0..12_usize, 0..4),
+        ) {
+            let mut one_by_one = Row::default();
+            for event in &events {
+                one_by_one.fold(std::slice::from_ref(event));
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(events.len())).collect();
+            cuts.push(events.len());
+            cuts.sort_unstable();
+            let mut batched = Row::default();
+            let mut from = 0;
+            for to in cuts {
+                batched.fold(&events[from..to]);
+                from = to;
+            }
+            proptest::prop_assert_eq!(one_by_one, batched);
+        }
+    }
+
     #[test]
     fn equal_progress_counts_as_newer_so_the_later_of_two_equal_events_wins() {
         let mut call = CallState::new();
