@@ -10,6 +10,8 @@
 //! does), the statements that took its time.
 //!
 //!   deploy/local/with-stack.sh cargo bench -p callgate-tests --bench worker_throughput [-- EVENTS [WORKERS…]]
+//!
+//! `CALLGATE_BENCH_WORKER_ARGS` adds worker options (e.g. `--batch-max-records 1000`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -19,7 +21,7 @@ use callgate_contract::envelope::{ENVELOPE_VERSION, EventEnvelope, Payload, Rout
 use callgate_contract::{E164, PhoneNumberId, Provider};
 use callgate_gateway::providers;
 use callgate_tests::calls::{FUTURE_LOCAL, Webhook, appointment_analysis, retell_call, twilio_call, vapi_call};
-use callgate_tests::worker::{fresh_dlq_and_group, run_args, run_config};
+use callgate_tests::worker::{fresh_dlq_and_group, metric_sum, run_args, run_config};
 use callgate_tests::{Tenant, TestDb, baseline, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
 use callgate_worker::Worker;
 use futures::StreamExt as _;
@@ -62,6 +64,7 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
         serde_json::json!({"mode": "secret"}),
     )
     .await;
+    history(&db, &tenant, HISTORY_CALLS).await;
     let topic = fresh_topic();
     create_topic(&kafka_brokers(), &topic, PARTITIONS);
     let n = produce(&tenant, &topic, target).await;
@@ -72,7 +75,11 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
     let started = Instant::now();
     let mut running = Vec::new();
     for _ in 0..workers {
-        running.push(Worker::start(run_config(&args, &["--log", "warn"])).await.unwrap());
+        // Extra worker options from CALLGATE_BENCH_WORKER_ARGS, to compare settings.
+        let extra = std::env::var("CALLGATE_BENCH_WORKER_ARGS").unwrap_or_default();
+        let mut options = vec!["--log", "warn"];
+        options.extend(extra.split_whitespace());
+        running.push(Worker::start(run_config(&args, &options)).await.unwrap());
     }
     // The steady state starts once the group has settled: every worker owns partitions and
     // all of them are owned. What was applied before (one worker alone, a rebalance) is left
@@ -84,8 +91,8 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let at_settle = processed(&db).await;
-    while processed(&db).await < n {
+    let at_settle = processed(&running);
+    while processed(&running) < n {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let steady = settled.elapsed().as_secs_f64();
@@ -107,7 +114,7 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
     println!("    {at_settle} events applied before the group settled; {duplicates} redeliveries skipped");
     if statements {
         println!("    Postgres time by statement (calls, ms in all, µs per event):");
-        for (calls, ms, query) in baseline::statements::top(&db.pool, 8).await {
+        for (calls, ms, query) in baseline::statements::top(&db.pool, 20).await {
             println!("      {calls:>7} {ms:>9.0} ms {:>6.0} µs  {query}", ms * 1000.0 / n as f64);
         }
     }
@@ -115,9 +122,42 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
     ((n - at_settle) as f64 / steady.max(1e-6), wall, n as f64 / took.as_secs_f64())
 }
 
-async fn processed(db: &TestDb) -> usize {
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&db.pool).await.unwrap();
-    usize::try_from(done).unwrap()
+/// Calls the database holds before the bench starts.
+const HISTORY_CALLS: i64 = 50_000;
+
+/// Fills the database with `calls` earlier calls of the tenant (each with its customer, three
+/// processed events and, for one in ten, an appointment), then analyses it: a production
+/// database is never empty, and Postgres plans (its foreign-key checks among them) for the
+/// tables it has. Against an empty, never-analysed database, each worker connection kept a
+/// sequential scan of `calls` for the appointments' foreign-key check, planned while the table
+/// had a page or two, and paid for it on every appointment as the table grew.
+async fn history(db: &TestDb, tenant: &Tenant, calls: i64) {
+    let statements = [
+        "INSERT INTO customers (company_id, e164, name)          SELECT $1, '+1999' || lpad(i::text, 7, '0'), 'caller ' || i FROM generate_series(1, $3::int8) i",
+        "INSERT INTO calls (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, status,            progress, first_event_at, last_event_at, caller_raw, caller_e164, transcript, customer_id, customer_link)          SELECT $1, $2, $4, 'retell', 'history_' || i, $5, 'ended', 4, now() - interval '30 days',            now() - interval '30 days', cu.e164, cu.e164, repeat('Agent: hello. User: hi. ', 20), cu.id, 'created'          FROM generate_series(1, $3::int8) i JOIN customers cu ON cu.company_id = $1            AND cu.e164 = '+1999' || lpad(i::text, 7, '0')",
+        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome,            kafka_partition, kafka_offset, received_at)          SELECT gen_random_uuid(), $1, 'retell', t, 'history_' || i, 'applied', 0, i, now() - interval '30 days'          FROM generate_series(1, $3::int8) i, unnest(ARRAY['call_started', 'call_ended', 'call_analyzed']) t",
+        "INSERT INTO appointments (company_id, branch_id, call_id, customer_id, service_id, starts_at, ends_at,            timezone, idempotency_key, status, calcom_sync_status)          SELECT c.company_id, c.branch_id, c.id, c.customer_id, s.id, now() - interval '20 days',            now() - interval '20 days' + interval '45 minutes', 'America/New_York', encode(sha256(c.id::text::bytea), 'hex'),            'booked', 'synced'          FROM calls c CROSS JOIN LATERAL (SELECT id FROM services WHERE company_id = $1 LIMIT 1) s          WHERE c.company_id = $1 AND c.provider_call_id LIKE 'history_%' AND right(c.provider_call_id, 1) = '0'",
+    ];
+    for sql in statements {
+        sqlx::query(sql)
+            .bind(tenant.company.0)
+            .bind(tenant.branch.0)
+            .bind(calls)
+            .bind(tenant.retell_number.0.0)
+            .bind(tenant.retell_number.1.to_string())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+    println!("  the database holds {calls} earlier calls, analysed");
+}
+
+/// Events the workers have committed (each is counted once its transaction committed): read
+/// from their metrics, not with a count over a table that holds the history too.
+fn processed(workers: &[Worker]) -> usize {
+    let counted: f64 = workers.iter().map(|w| metric_sum(&w.metrics().render(), "callgate_worker_events_total{")).sum();
+    counted as usize
 }
 
 /// Produces about `target` events of whole calls (Retell, Vapi, Twilio in turn; a third of the
