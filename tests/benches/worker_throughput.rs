@@ -64,6 +64,9 @@ async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
         serde_json::json!({"mode": "secret"}),
     )
     .await;
+    let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&db.pool).await.unwrap();
+    let commit: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&db.pool).await.unwrap();
+    println!("  Postgres fsync={fsync} synchronous_commit={commit}");
     history(&db, &tenant, HISTORY_CALLS).await;
     let topic = fresh_topic();
     create_topic(&kafka_brokers(), &topic, PARTITIONS);
