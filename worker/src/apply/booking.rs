@@ -7,10 +7,11 @@
 //! `iCalSequence` tells an older change from a newer one.
 
 use callgate_contract::booking::{BookingChange, Trigger};
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{BookingRecord, Outcome, Prepared, record_event, set_status_reason};
+use crate::status::{AppointmentStatus, EventOutcome, SyncStatus};
 
 /// What a booking change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +33,35 @@ impl ChangeResult {
     }
 }
 
-#[derive(Debug)]
+/// The appointment a change is about, as it stands.
+#[derive(Debug, sqlx::FromRow)]
 struct Current {
     id: Uuid,
+    #[sqlx(rename = "calcom_booking_uid")]
     uid: Option<String>,
+    #[sqlx(rename = "calcom_sequence")]
     sequence: Option<i32>,
+    status: String,
+}
+
+/// The appointment's status after a change: Cal.com delivers in no particular order, so a
+/// creation never undoes a cancellation, rejection or reschedule applied first, and a request
+/// (awaiting the host) never takes a booked appointment back to pending.
+fn status_after(current: Option<AppointmentStatus>, trigger: Trigger) -> AppointmentStatus {
+    use AppointmentStatus::{Booked, Cancelled, Pending, Rejected, Rescheduled};
+    let incoming = match trigger {
+        Trigger::Created => Booked,
+        // Waits for the host's confirmation.
+        Trigger::Requested => Pending,
+        Trigger::Rescheduled => Rescheduled,
+        Trigger::Cancelled => Cancelled,
+        Trigger::Rejected => Rejected,
+    };
+    match (incoming, current) {
+        (Booked | Pending, Some(settled @ (Cancelled | Rejected | Rescheduled))) => settled,
+        (Pending, Some(Booked)) => Booked,
+        _ => incoming,
+    }
 }
 
 pub async fn apply(
@@ -45,9 +70,10 @@ pub async fn apply(
     record: &BookingRecord,
 ) -> Result<Outcome, sqlx::Error> {
     let Some(change) = &record.change else {
-        return Ok(if record_event(conn, prepared, "ignored").await? { Outcome::Ignored } else { Outcome::Duplicate });
+        let fresh = record_event(conn, prepared, EventOutcome::Ignored).await?;
+        return Ok(if fresh { Outcome::Ignored } else { Outcome::Duplicate });
     };
-    if !record_event(conn, prepared, "applied").await? {
+    if !record_event(conn, prepared, EventOutcome::Applied).await? {
         return Ok(Outcome::Duplicate);
     }
     let company = record.envelope.route.company_id.0;
@@ -66,11 +92,12 @@ pub async fn apply(
         }
         Err((result, detail)) => {
             sqlx::query(
-                "UPDATE processed_events SET outcome = 'ignored', detail = $2 WHERE company_id = $3 AND event_id = $1",
+                "UPDATE processed_events SET outcome = $4, detail = $2 WHERE company_id = $3 AND event_id = $1",
             )
             .bind(record.envelope.event_id)
             .bind(&detail)
             .bind(record.envelope.route.company_id.0)
+            .bind(EventOutcome::Ignored.as_sql())
             .execute(&mut *conn)
             .await?;
             tracing::info!(
@@ -86,8 +113,8 @@ pub async fn apply(
 /// The appointment this change is about, locked.
 async fn find(conn: &mut PgConnection, company: Uuid, change: &BookingChange) -> Result<Option<Current>, sqlx::Error> {
     let uids: Vec<&str> = [Some(change.uid.as_str()), change.previous_uid.as_deref()].into_iter().flatten().collect();
-    let row = sqlx::query(
-        "SELECT id, calcom_booking_uid, calcom_sequence FROM appointments \
+    sqlx::query_as(
+        "SELECT id, calcom_booking_uid, calcom_sequence, status FROM appointments \
          WHERE company_id = $1 AND (calcom_booking_uid = ANY($2) OR idempotency_key = $3) \
          ORDER BY calcom_booking_uid = ANY($2) DESC NULLS LAST LIMIT 1 FOR UPDATE",
     )
@@ -95,15 +122,7 @@ async fn find(conn: &mut PgConnection, company: Uuid, change: &BookingChange) ->
     .bind(&uids)
     .bind(change.our_key.as_deref())
     .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| {
-        Ok(Current {
-            id: row.try_get("id")?,
-            uid: row.try_get("calcom_booking_uid")?,
-            sequence: row.try_get("calcom_sequence")?,
-        })
-    })
-    .transpose()
+    .await
 }
 
 /// Whether `change` applies to the appointment as it stands; the error says why not.
@@ -151,37 +170,42 @@ async fn write(
         None => format!("Cal.com {trigger}"),
     };
     set_status_reason(conn, &reason).await?;
-    let status = match change.trigger {
-        Trigger::Created => "booked",
-        // Waits for the host's confirmation.
-        Trigger::Requested => "pending",
-        Trigger::Rescheduled => "rescheduled",
-        Trigger::Cancelled => "cancelled",
-        Trigger::Rejected => "rejected",
-    };
-    // A creation never undoes a cancellation or rejection that was applied first, and a request
-    // (awaiting the host) never takes a booked appointment back to pending: Cal.com delivers in
-    // no particular order.
+    let status = status_after(AppointmentStatus::from_sql(&current.status), change.trigger);
+    // The appointment is locked (`find`), so the status decided from it still stands.
     sqlx::query(
-        "UPDATE appointments SET \
-           status = CASE WHEN $2 IN ('booked', 'pending') AND status IN ('cancelled', 'rejected', 'rescheduled') \
-                         THEN status \
-                         WHEN $2 = 'pending' AND status = 'booked' THEN status ELSE $2 END, \
-           calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
+        "UPDATE appointments SET status = $2, calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
            starts_at = COALESCE($5, starts_at), ends_at = COALESCE($6, ends_at), \
            calcom_sequence = GREATEST(calcom_sequence, $7), \
-           calcom_sync_status = 'synced', calcom_unsure = false, last_sync_error = NULL, \
+           calcom_sync_status = $8, calcom_unsure = false, last_sync_error = NULL, \
            synced_at = COALESCE(synced_at, now()) \
          WHERE id = $1",
     )
     .bind(current.id)
-    .bind(status)
+    .bind(status.as_sql())
     .bind(&change.uid)
     .bind(change.booking_id)
     .bind(if change.trigger == Trigger::Rescheduled { change.start } else { None })
     .bind(if change.trigger == Trigger::Rescheduled { change.end } else { None })
     .bind(change.sequence)
+    .bind(SyncStatus::Synced.as_sql())
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_creations_and_requests_never_undo_what_came_first() {
+        use AppointmentStatus::{Booked, Cancelled, Pending, Rejected, Rescheduled};
+        assert_eq!(status_after(Some(Pending), Trigger::Created), Booked);
+        assert_eq!(status_after(Some(Cancelled), Trigger::Created), Cancelled);
+        assert_eq!(status_after(Some(Rescheduled), Trigger::Requested), Rescheduled);
+        assert_eq!(status_after(Some(Booked), Trigger::Requested), Booked);
+        assert_eq!(status_after(Some(Booked), Trigger::Cancelled), Cancelled);
+        assert_eq!(status_after(Some(Cancelled), Trigger::Rescheduled), Rescheduled);
+        assert_eq!(status_after(Some(Rejected), Trigger::Created), Rejected);
+    }
 }

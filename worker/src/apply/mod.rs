@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::appointments::ReviewReason;
 use crate::catalog::Catalog;
+use crate::status::EventOutcome;
 
 /// A decoded record, ready to apply.
 #[derive(Debug, Clone)]
@@ -189,7 +190,7 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 pub(crate) async fn record_event(
     conn: &mut PgConnection,
     record: &Prepared,
-    outcome: &str,
+    outcome: EventOutcome,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
@@ -201,7 +202,7 @@ pub(crate) async fn record_event(
     .bind(record.source())
     .bind(record.event_type())
     .bind(record.subject())
-    .bind(outcome)
+    .bind(outcome.as_sql())
     .bind(record.partition())
     .bind(record.offset())
     .bind(record.received_at())

@@ -64,7 +64,7 @@ pub struct NewBooking {
 
 /// What a create request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
+pub enum Creation {
     Created(Booking),
     /// The 400 "not available": someone's booking holds the slot — maybe ours.
     NotAvailable(String),
@@ -135,7 +135,7 @@ impl Client {
     }
 
     /// `POST /v2/bookings`.
-    pub async fn create(&self, api_key: &Secret, booking: &NewBooking) -> (Created, Budget) {
+    pub async fn create(&self, api_key: &Secret, booking: &NewBooking) -> (Creation, Budget) {
         let mut attendee = json!({ "name": booking.attendee.name, "timeZone": booking.attendee.time_zone });
         if let Some(email) = &booking.attendee.email {
             attendee["email"] = json!(email);
@@ -158,10 +158,10 @@ impl Client {
             .send()
             .await;
         let (outcome, budget) = match sent {
-            Err(error) if error.is_connect() => (Created::NotSent(describe(&error)), Budget::default()),
+            Err(error) if error.is_connect() => (Creation::NotSent(describe(&error)), Budget::default()),
             Err(error) => {
                 let label = if error.is_timeout() { "timeout" } else { "transport" };
-                (Created::Unknown { label, detail: describe(&error) }, Budget::default())
+                (Creation::Unknown { label, detail: describe(&error) }, Budget::default())
             }
             Ok(response) => {
                 let budget = budget(&response);
@@ -253,34 +253,34 @@ impl Client {
     }
 }
 
-async fn created(response: Response) -> Created {
+async fn created(response: Response) -> Creation {
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Created::RateLimited;
+        return Creation::RateLimited;
     }
     if status.is_success() {
         // A 2xx whose body we cannot read booked something we cannot name: look it up.
         return match response.json::<Envelope>().await {
-            Ok(Envelope { data: Data::One(booking) }) => Created::Created(booking.booking()),
+            Ok(Envelope { data: Data::One(booking) }) => Creation::Created(booking.booking()),
             Ok(Envelope { data: Data::Many(bookings) }) => match bookings.first() {
-                Some(first) => Created::Created(first.booking()),
+                Some(first) => Creation::Created(first.booking()),
                 None => {
-                    Created::Unknown { label: "transport", detail: "Cal.com answered an empty booking list".into() }
+                    Creation::Unknown { label: "transport", detail: "Cal.com answered an empty booking list".into() }
                 }
             },
             Err(error) => {
-                Created::Unknown { label: "transport", detail: format!("unreadable booking: {}", describe(&error)) }
+                Creation::Unknown { label: "transport", detail: format!("unreadable booking: {}", describe(&error)) }
             }
         };
     }
     let message = error_message(response).await;
     match status.as_u16() {
-        400 if message.contains(NOT_AVAILABLE) => Created::NotAvailable(message),
+        400 if message.contains(NOT_AVAILABLE) => Creation::NotAvailable(message),
         // 409 is also Cal.com's answer to the loser of two concurrent identical requests (§5.2).
-        409 => Created::Unknown { label: "conflict", detail: format!("HTTP 409: {message}") },
-        code @ 500..=599 => Created::Unknown { label: "server_error", detail: format!("HTTP {code}: {message}") },
-        code @ 400..=499 => Created::Refused { status: code, message },
-        code => Created::Unknown { label: "transport", detail: format!("unexpected HTTP {code}: {message}") },
+        409 => Creation::Unknown { label: "conflict", detail: format!("HTTP 409: {message}") },
+        code @ 500..=599 => Creation::Unknown { label: "server_error", detail: format!("HTTP {code}: {message}") },
+        code @ 400..=499 => Creation::Refused { status: code, message },
+        code => Creation::Unknown { label: "transport", detail: format!("unexpected HTTP {code}: {message}") },
     }
 }
 
@@ -343,15 +343,15 @@ fn describe(error: &reqwest::Error) -> String {
     truncate(format!("{kind}{source}"))
 }
 
-fn created_label(outcome: &Created) -> &'static str {
+fn created_label(outcome: &Creation) -> &'static str {
     match outcome {
-        Created::Created(_) => "created",
-        Created::NotAvailable(_) => "not_available",
-        Created::Refused { status: 401 | 403, .. } => "unauthorized",
-        Created::Refused { .. } => "rejected",
-        Created::RateLimited => "rate_limited",
-        Created::NotSent(_) => "not_sent",
-        Created::Unknown { label, .. } => label,
+        Creation::Created(_) => "created",
+        Creation::NotAvailable(_) => "not_available",
+        Creation::Refused { status: 401 | 403, .. } => "unauthorized",
+        Creation::Refused { .. } => "rejected",
+        Creation::RateLimited => "rate_limited",
+        Creation::NotSent(_) => "not_sent",
+        Creation::Unknown { label, .. } => label,
     }
 }
 

@@ -17,16 +17,18 @@ use std::time::Duration;
 use callgate_contract::SecretCipher;
 use callgate_contract::secrets::{CalcomColumn, Secret, calcom_binding};
 use callgate_ops::Shutdown;
-use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row as _};
+
+use sqlx::PgPool;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::client::{Attendee, Booking, Budget, Client, Created, Lookup, NewBooking};
+use super::client::{Attendee, Booking, Budget, Client, Creation, Lookup, NewBooking};
+use super::store::{self, Claim, ClaimLimits, Details};
 use crate::apply::set_status_reason;
 use crate::config::CalcomConfig;
 use crate::dlq::{DeadLetters, Letter};
 use crate::metrics::Metrics;
+use crate::status::SyncStatus;
 
 /// Everything the push needs, shared by its tasks.
 pub struct Pusher {
@@ -47,44 +49,6 @@ impl std::fmt::Debug for Pusher {
             .field("base_url", &self.config.base_url)
             .finish_non_exhaustive()
     }
-}
-
-/// One claimed appointment.
-#[derive(Debug, Clone)]
-struct Claim {
-    id: Uuid,
-    company_id: Uuid,
-    account_id: Uuid,
-    /// An earlier attempt may have reached Cal.com: look before sending.
-    unsure: bool,
-    /// Attempts so far, this one included.
-    attempts: i32,
-    /// This claim's lease: the worker's name and a token of this claim, so that one worker
-    /// claiming the appointment again (its first attempt held up past the lease) holds two
-    /// leases, not one, and only the current one may send or record.
-    lease: String,
-}
-
-impl Claim {
-    /// Requests the claim already charged to the key's gate (the claim's SQL charges two when
-    /// a lookup comes first).
-    fn charged(&self) -> u32 {
-        if self.unsure { 2 } else { 1 }
-    }
-}
-
-/// What a push needs to know about the appointment.
-#[derive(Debug)]
-struct Details {
-    key: String,
-    start: DateTime<Utc>,
-    timezone: String,
-    name: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    event_type_id: Option<i64>,
-    service: String,
-    api_key: Vec<u8>,
 }
 
 /// How an attempt ended.
@@ -116,63 +80,8 @@ enum Settled {
     LeaseLost,
 }
 
-/// Appointments still to be booked, and how long the oldest has waited (the backlog an alert
-/// watches). Over the partial index's rows only: pending and in-flight appointments.
-const BACKLOG: &str = "SELECT count(*) AS waiting, \
-    COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_secs \
-    FROM appointments WHERE calcom_sync_status IN ('pending', 'in_flight')";
-
 /// How often the backlog gauges are refreshed.
 const BACKLOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-const CLAIM: &str = "
-WITH due_gates AS (
-    SELECT g.gate_key
-    FROM calcom_rate_gates g
-    WHERE g.blocked_until <= now() AND g.next_send_at <= now()
-      AND EXISTS (SELECT 1 FROM calcom_accounts ca JOIN appointments a ON a.company_id = ca.company_id
-                  WHERE ca.gate_key = g.gate_key AND ca.deleted_at IS NULL
-                    AND a.calcom_sync_status IN ('pending', 'in_flight')
-                    AND a.next_attempt_at <= now() AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now()))
-    ORDER BY g.next_send_at
-    LIMIT $1
-    FOR UPDATE OF g SKIP LOCKED
-), picked AS (
-    -- One appointment per key and round: the oldest due among the companies using the key.
-    SELECT d.gate_key, x.account_id, x.rate, x.id, x.calcom_unsure
-    FROM due_gates d
-    CROSS JOIN LATERAL (
-        SELECT ca.id AS account_id, COALESCE(ca.rate_per_minute, $2) AS rate, a.id, a.calcom_unsure
-        FROM calcom_accounts ca JOIN appointments a ON a.company_id = ca.company_id
-        WHERE ca.gate_key = d.gate_key AND ca.deleted_at IS NULL
-          AND a.calcom_sync_status IN ('pending', 'in_flight')
-          AND a.next_attempt_at <= now() AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now())
-        ORDER BY a.next_attempt_at
-        LIMIT 1
-        FOR UPDATE OF a SKIP LOCKED
-    ) x
-), gated AS (
-    -- One request charged, two when a lookup comes first.
-    UPDATE calcom_rate_gates g
-    SET next_send_at = callgate_gate_advance(g.next_send_at, p.rate, $3, CASE WHEN p.calcom_unsure THEN 2 ELSE 1 END)
-    FROM picked p WHERE g.gate_key = p.gate_key
-)
-UPDATE appointments a
-SET lease_owner = $4 || '/' || gen_random_uuid(), lease_expires_at = now() + $5 * interval '1 second',
-    calcom_unsure = true, sync_attempts = a.sync_attempts + 1
-FROM picked p
-WHERE a.id = p.id
-RETURNING a.id, a.company_id, p.account_id, p.calcom_unsure AS was_unsure, a.sync_attempts, a.lease_owner";
-
-const DETAILS: &str = "
-SELECT a.idempotency_key, a.starts_at, a.timezone, s.name AS service, s.calcom_event_type_id,
-       COALESCE(a.customer_name, c.name) AS name, COALESCE(a.customer_email, c.email) AS email,
-       c.e164 AS phone, ca.api_key
-FROM appointments a
-JOIN services s ON s.company_id = a.company_id AND s.id = a.service_id
-JOIN calcom_accounts ca ON ca.company_id = a.company_id AND ca.id = $2
-LEFT JOIN customers c ON c.company_id = a.company_id AND c.id = a.customer_id
-WHERE a.id = $1";
 
 impl Pusher {
     pub fn new(
@@ -226,7 +135,7 @@ impl Pusher {
     }
 
     async fn measure_backlog(&self) {
-        match sqlx::query_as::<_, (i64, f64)>(BACKLOG).fetch_one(&self.pool).await {
+        match store::backlog(&self.pool).await {
             Ok((waiting, oldest)) => {
                 self.metrics.calcom_backlog.set(waiting);
                 self.metrics.calcom_backlog_oldest_age.set(oldest);
@@ -236,26 +145,14 @@ impl Pusher {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
-        let rows = sqlx::query(CLAIM)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(f64::from(self.config.rate_per_minute))
-            .bind(f64::from(self.config.burst))
-            .bind(&self.owner)
-            .bind(self.config.lease.as_secs_f64())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Claim {
-                    id: row.try_get("id")?,
-                    company_id: row.try_get("company_id")?,
-                    account_id: row.try_get("account_id")?,
-                    unsure: row.try_get("was_unsure")?,
-                    attempts: row.try_get("sync_attempts")?,
-                    lease: row.try_get("lease_owner")?,
-                })
-            })
-            .collect()
+        let limits = ClaimLimits {
+            limit,
+            rate_per_minute: self.config.rate_per_minute,
+            burst: self.config.burst,
+            owner: &self.owner,
+            lease: self.config.lease,
+        };
+        store::claim(&self.pool, limits).await
     }
 
     async fn push(&self, claim: Claim) {
@@ -282,7 +179,7 @@ impl Pusher {
 
     /// One attempt: validate, look up first if unsure, create, resolve a "not available".
     async fn attempt(&self, claim: &Claim, requests: &mut u32) -> Settled {
-        let details = match self.details(claim).await {
+        let details = match store::details(&self.pool, claim).await {
             Ok(details) => details,
             Err(error) => return Settled::Retry { unsure: claim.unsure, error: format!("database: {error}") },
         };
@@ -332,7 +229,7 @@ impl Pusher {
         // with the lease renewed so that it outlasts the request (the lease is at least three
         // request timeouts). Without it, a worker held up past its lease would send beside the
         // worker that took over.
-        match self.renew(claim).await {
+        match store::renew(&self.pool, claim, self.config.lease).await {
             Ok(true) => {}
             Ok(false) => return Settled::LeaseLost,
             Err(error) => return Settled::Retry { unsure: claim.unsure, error: format!("database: {error}") },
@@ -341,21 +238,21 @@ impl Pusher {
         let (created, budget) = self.client.create(&api_key, &booking).await;
         self.block(claim.account_id, budget).await;
         match created {
-            Created::Created(booking) => Settled::Synced { booking, how: "created" },
-            Created::NotAvailable(message) => match lookup(requests).await {
+            Creation::Created(booking) => Settled::Synced { booking, how: "created" },
+            Creation::NotAvailable(message) => match lookup(requests).await {
                 // Our own earlier request had booked it.
                 Lookup::Found(booking) => Settled::Synced { booking, how: "adopted" },
                 Lookup::NotFound => Settled::Review { reason: "slot_unavailable", error: message },
                 Lookup::RateLimited => Settled::RateLimited { unsure: true },
                 Lookup::Failed(error) => Settled::Retry { unsure: true, error: format!("lookup: {error}") },
             },
-            Created::Refused { status, message } => Settled::Failed {
+            Creation::Refused { status, message } => Settled::Failed {
                 unsure: false,
                 error: format!("Cal.com refused the booking (HTTP {status}): {message}"),
             },
-            Created::RateLimited => Settled::RateLimited { unsure: claim.unsure },
-            Created::NotSent(error) => Settled::Retry { unsure: claim.unsure, error },
-            Created::Unknown { detail, .. } => Settled::Retry { unsure: true, error: detail },
+            Creation::RateLimited => Settled::RateLimited { unsure: claim.unsure },
+            Creation::NotSent(error) => Settled::Retry { unsure: claim.unsure, error },
+            Creation::Unknown { detail, .. } => Settled::Retry { unsure: true, error: detail },
         }
     }
 
@@ -364,36 +261,6 @@ impl Pusher {
             self.client.find(api_key, &details.key, event_type_id, details.email.as_deref(), details.start).await;
         self.block(claim.account_id, budget).await;
         found
-    }
-
-    /// Renews this worker's lease if it still holds it; false when it ran out or another worker
-    /// took the appointment over.
-    async fn renew(&self, claim: &Claim) -> Result<bool, sqlx::Error> {
-        let renewed = sqlx::query(
-            "UPDATE appointments SET lease_expires_at = now() + $3 * interval '1 second' \
-             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at > now()",
-        )
-        .bind(claim.id)
-        .bind(&claim.lease)
-        .bind(self.config.lease.as_secs_f64())
-        .execute(&self.pool)
-        .await?;
-        Ok(renewed.rows_affected() == 1)
-    }
-
-    async fn details(&self, claim: &Claim) -> Result<Details, sqlx::Error> {
-        let row = sqlx::query(DETAILS).bind(claim.id).bind(claim.account_id).fetch_one(&self.pool).await?;
-        Ok(Details {
-            key: row.try_get("idempotency_key")?,
-            start: row.try_get("starts_at")?,
-            timezone: row.try_get("timezone")?,
-            name: row.try_get("name")?,
-            email: row.try_get("email")?,
-            phone: row.try_get("phone")?,
-            event_type_id: row.try_get("calcom_event_type_id")?,
-            service: row.try_get("service")?,
-            api_key: row.try_get("api_key")?,
-        })
     }
 
     /// A retry after the last allowed attempt is a failure.
@@ -435,63 +302,20 @@ impl Pusher {
             // Nothing to record: the worker holding the lease does that (the transaction is
             // dropped, so rolled back).
             Settled::LeaseLost => return Ok(false),
-            Settled::Synced { booking, .. } => {
-                sqlx::query(
-                    "UPDATE appointments SET calcom_booking_uid = $2, calcom_booking_id = $3, \
-                     calcom_sync_status = 'synced', \
-                     status = CASE WHEN $4 IN ('cancelled', 'rejected') THEN $4 \
-                                   WHEN status = 'pending' AND $4 <> 'pending' THEN 'booked' ELSE status END, \
-                     calcom_unsure = false, last_sync_error = NULL, synced_at = now(), \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $1 AND calcom_sync_status IN ('pending', 'in_flight', 'failed')",
-                )
-                .bind(claim.id)
-                .bind(&booking.uid)
-                .bind(booking.id)
-                .bind(&booking.status)
-                .execute(&mut *tx)
-                .await?
-            }
+            Settled::Synced { booking, .. } => store::record_synced(&mut tx, claim, booking).await?,
             Settled::Failed { unsure, .. } => {
-                self.terminal(claim, "failed", *unsure, &reason).execute(&mut *tx).await?
+                store::record_end(&mut tx, claim, SyncStatus::Failed, *unsure, &reason).await?
             }
-            Settled::Review { .. } => self.terminal(claim, "needs_review", false, &reason).execute(&mut *tx).await?,
+            Settled::Review { .. } => {
+                store::record_end(&mut tx, claim, SyncStatus::NeedsReview, false, &reason).await?
+            }
             Settled::Retry { unsure, .. } => {
-                let delay = self.backoff(claim.attempts);
-                sqlx::query(
-                    "UPDATE appointments SET calcom_sync_status = $3, calcom_unsure = $4, last_sync_error = $5, \
-                     next_attempt_at = now() + $6 * interval '1 second', lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
-                )
-                .bind(claim.id)
-                .bind(&claim.lease)
-                .bind(if *unsure { "in_flight" } else { "pending" })
-                .bind(unsure)
-                .bind(&reason)
-                .bind(delay.as_secs_f64())
-                .execute(&mut *tx)
-                .await?
+                store::record_retry(&mut tx, claim, *unsure, &reason, self.backoff(claim.attempts)).await?
             }
-            Settled::RateLimited { unsure } => {
-                // Not an attempt: nothing was done. The key's block decides when it goes again.
-                sqlx::query(
-                    "UPDATE appointments SET calcom_unsure = $3, sync_attempts = sync_attempts - 1, \
-                     next_attempt_at = GREATEST(now(), (SELECT g.blocked_until FROM calcom_rate_gates g \
-                                                        JOIN calcom_accounts ca ON ca.gate_key = g.gate_key \
-                                                        WHERE ca.id = $4)), \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
-                )
-                .bind(claim.id)
-                .bind(&claim.lease)
-                .bind(unsure)
-                .bind(claim.account_id)
-                .execute(&mut *tx)
-                .await?
-            }
+            Settled::RateLimited { unsure } => store::record_rate_limited(&mut tx, claim, *unsure).await?,
         };
         tx.commit().await?;
-        if done.rows_affected() == 0 {
+        if !done {
             return Ok(false);
         }
         self.metrics.calcom_pushes.with_label_values(&[result]).inc();
@@ -500,27 +324,6 @@ impl Pusher {
             self.dead_letter(claim, &reason).await;
         }
         Ok(true)
-    }
-
-    /// The UPDATE that ends an appointment's push in `sync_status`.
-    fn terminal<'q>(
-        &'q self,
-        claim: &'q Claim,
-        sync_status: &'static str,
-        unsure: bool,
-        reason: &'q str,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(
-            "UPDATE appointments SET calcom_sync_status = $3, calcom_unsure = $4, last_sync_error = $5, \
-             status = CASE WHEN $3 = 'failed' AND status = 'pending' THEN 'failed' ELSE status END, \
-             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 AND calcom_sync_status IN ('pending', 'in_flight')",
-        )
-        .bind(claim.id)
-        .bind(&claim.lease)
-        .bind(sync_status)
-        .bind(unsure)
-        .bind(reason)
     }
 
     fn max_attempts(&self) -> i32 {
@@ -536,17 +339,7 @@ impl Pusher {
 
     /// Charges requests the claim did not pay for (a second lookup) to the key's gate.
     async fn spend(&self, account: Uuid, requests: u32) {
-        let spent = sqlx::query(
-            "UPDATE calcom_rate_gates g \
-             SET next_send_at = callgate_gate_advance(g.next_send_at, COALESCE(ca.rate_per_minute, $4), $3, $2) \
-             FROM calcom_accounts ca WHERE ca.id = $1 AND g.gate_key = ca.gate_key",
-        )
-        .bind(account)
-        .bind(f64::from(requests))
-        .bind(f64::from(self.config.burst))
-        .bind(f64::from(self.config.rate_per_minute))
-        .execute(&self.pool)
-        .await;
+        let spent = store::spend(&self.pool, account, requests, self.config.burst, self.config.rate_per_minute).await;
         if let Err(error) = spent {
             tracing::warn!(%error, calcom_account_id = %account, "cannot charge the rate gate");
         }
@@ -556,14 +349,7 @@ impl Pusher {
     async fn block(&self, account: Uuid, budget: Budget) {
         let Some(blocked_for) = budget.blocked_for else { return };
         tracing::warn!(calcom_account_id = %account, blocked_for = ?blocked_for, "Cal.com rate limit reached; the key waits");
-        let blocked = sqlx::query(
-            "UPDATE calcom_rate_gates g SET blocked_until = GREATEST(g.blocked_until, now() + $2 * interval '1 second') \
-             FROM calcom_accounts ca WHERE ca.id = $1 AND g.gate_key = ca.gate_key",
-        )
-        .bind(account)
-        .bind(blocked_for.as_secs_f64())
-        .execute(&self.pool)
-        .await;
+        let blocked = store::block(&self.pool, account, blocked_for).await;
         if let Err(error) = blocked {
             tracing::warn!(%error, calcom_account_id = %account, "cannot record the Cal.com block");
         }
