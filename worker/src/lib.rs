@@ -1,24 +1,29 @@
 //! callgate's worker side: everything that writes the database.
 //!
-//! - [`consumer`]: the Kafka consumer group turning `call-events.v1` into rows, exactly once
-//!   in effect ([`apply`] does one event, [`appointments`] reads the analysis).
-//! - [`kafka`]: the Kafka client set-up and its callbacks.
+//! - `consumer`: the Kafka consumer group turning `call-events.v1` into rows, exactly once
+//!   in effect (`apply` applies a partition's batch, [`appointments`] reads the analysis,
+//!   `catalog` caches each branch's settings).
+//! - `kafka`: the Kafka client set-up and its callbacks.
 //! - [`dlq`]: the one dead-letter writer, for the consumer and the Cal.com push.
-//! - [`server`]: the running worker (consumer, health and metrics endpoints, shutdown).
-//! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local [`demo`] tenant.
+//! - `calcom`: the booking push to Cal.com.
+//! - [`status`]: every status the worker writes, spelled in SQL here only.
+//! - `server`: the running worker (consumer, health and metrics endpoints, shutdown).
+//! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local `demo` tenant.
+//!
+//! Only what the binary, the operator commands and the end-to-end tests use is public.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod appointments;
-pub mod calcom;
-pub mod catalog;
+pub(crate) mod calcom;
+pub(crate) mod catalog;
 pub mod cli;
 pub mod config;
-pub mod consumer;
-pub mod demo;
+pub(crate) mod consumer;
+pub(crate) mod demo;
 pub mod dlq;
-pub mod kafka;
+pub(crate) mod kafka;
 pub mod metrics;
-pub mod server;
+pub(crate) mod server;
 pub mod status;
 pub mod tenants;
 
