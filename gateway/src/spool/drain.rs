@@ -87,21 +87,30 @@ pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutd
             }
             continue;
         }
-        if publish_batch(&publisher, &batch).await {
+        let acknowledged = publish_batch(&publisher, &batch).await;
+        // The acknowledged head of the batch is done even when a later record failed: only
+        // from the first unacknowledged record on is anything published again (a record after
+        // it that was acknowledged too is then on the topic twice, and the worker skips the
+        // second copy by its event id).
+        if let Some((_, end)) = acknowledged.checked_sub(1).and_then(|last| batch.get(last)) {
+            let bytes = end.offset - cursor.offset;
+            cursor = *end;
+            drained += acknowledged as u64;
+            shared.drained(acknowledged as u64, bytes);
+            save_cursor(&spool, cursor);
+        }
+        if acknowledged == batch.len() {
             if failing {
                 tracing::info!("spool drain: the broker acknowledges again");
                 failing = false;
             }
             retries = 0;
-            let count = batch.len() as u64;
-            let bytes = batch.last().map_or(0, |(_, end)| end.offset - cursor.offset);
-            cursor = batch.last().map_or(cursor, |(_, end)| *end);
-            drained += count;
-            shared.drained(count, bytes);
-            save_cursor(&spool, cursor);
         } else {
             if !failing {
-                tracing::warn!(records = batch.len(), "spool drain: the broker did not acknowledge; retrying");
+                tracing::warn!(
+                    records = batch.len() - acknowledged,
+                    "spool drain: the broker did not acknowledge; retrying"
+                );
                 failing = true;
             }
             shutdown.sleep(callgate_ops::backoff::delay(retries, RETRY_FIRST, RETRY_CAP)).await;
@@ -110,13 +119,14 @@ pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutd
     }
 }
 
-/// Publishes a batch; true when every record was acknowledged.
-async fn publish_batch(publisher: &Publisher, batch: &[(SpooledRecord, Position)]) -> bool {
+/// Publishes a batch (all of it in flight at once, in order); how many records at its head
+/// were acknowledged.
+async fn publish_batch(publisher: &Publisher, batch: &[(SpooledRecord, Position)]) -> usize {
     let sends = batch.iter().map(|(record, _)| async move {
         let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         publisher.publish(Record { key: &record.key, value: &record.value, headers: &headers }).await
     });
-    join_all(sends).await.iter().all(Result::is_ok)
+    join_all(sends).await.iter().take_while(|sent| sent.is_ok()).count()
 }
 
 fn save_cursor(spool: &Spool, cursor: Position) {
