@@ -13,6 +13,7 @@ pub mod calcom;
 pub mod calls;
 pub mod prometheus;
 pub mod proxy;
+pub mod records;
 pub mod signed;
 pub mod tenant;
 pub mod worker;

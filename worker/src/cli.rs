@@ -442,6 +442,8 @@ mod tests {
         assert_eq!(config.kafka_topic, "call-events.v1");
         assert_eq!(config.kafka_dlq_topic, "call-events.dlq.v1");
         assert_eq!(config.kafka_group_id, "callgate-worker");
+        assert_eq!(config.kafka_assignor.strategy(), "cooperative-sticky");
+        assert_eq!(config.kafka_group_instance_id, None);
         assert_eq!(config.batch_max_records, 500);
         assert!(!format!("{cli:?}").contains("hunter2"));
     }

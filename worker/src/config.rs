@@ -6,7 +6,24 @@ use std::time::Duration;
 
 use callgate_contract::envelope::{DLQ_TOPIC, EVENTS_TOPIC};
 use callgate_ops::{KafkaPropertyParser, LogConfig, SecretString, parse_duration};
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// The group's partition assignor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Assignor {
+    Eager,
+    CooperativeSticky,
+}
+
+impl Assignor {
+    /// librdkafka's `partition.assignment.strategy`.
+    pub fn strategy(self) -> &'static str {
+        match self {
+            Self::Eager => "range,roundrobin",
+            Self::CooperativeSticky => "cooperative-sticky",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct RunConfig {
@@ -76,6 +93,22 @@ pub struct RunConfig {
     /// How often librdkafka reports statistics (consumer lag per partition).
     #[arg(long, env = "CALLGATE_KAFKA_STATS_INTERVAL", value_parser = parse_duration, default_value = "5s")]
     pub kafka_stats_interval: Duration,
+
+    /// Static group membership: this worker's stable name in the group (e.g. the pod's name
+    /// from a StatefulSet). A restarted worker with the same name gets its partitions back
+    /// without a rebalance if it returns within the session timeout; a worker that never
+    /// returns keeps them idle until that timeout. Unset (the default): dynamic membership.
+    #[arg(long, env = "CALLGATE_KAFKA_GROUP_INSTANCE_ID")]
+    pub kafka_group_instance_id: Option<String>,
+
+    /// How the group shares partitions: `cooperative-sticky` (the default: only the partitions
+    /// that move stop, so a worker joining or leaving does not pause the others) or `eager`
+    /// (librdkafka's range/round-robin: every rebalance stops every worker until the group has
+    /// settled). Every worker of a group must use the same. librdkafka cannot list both kinds at
+    /// once, so the two-step rolling switch of Kafka's Java client is not available: stop every
+    /// worker, then start them with the new setting.
+    #[arg(long, env = "CALLGATE_KAFKA_ASSIGNOR", value_enum, default_value_t = Assignor::CooperativeSticky)]
+    pub kafka_assignor: Assignor,
 
     /// Most records taken from Kafka into one batch.
     #[arg(long, env = "CALLGATE_BATCH_MAX_RECORDS", default_value_t = 500)]

@@ -91,6 +91,7 @@ impl ConsumerContext for WorkerContext {
             for element in list.elements() {
                 assigned.revoke(element.topic(), element.partition());
             }
+            self.metrics.partition_changes.with_label_values(&["revoked"]).inc_by(list.count() as u64);
         }
     }
 
@@ -101,6 +102,7 @@ impl ConsumerContext for WorkerContext {
             for element in list.elements() {
                 assigned.assign(element.topic(), element.partition());
             }
+            self.metrics.partition_changes.with_label_values(&["assigned"]).inc_by(list.count() as u64);
         }
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.metrics.assigned_partitions.set(i64::try_from(assigned).unwrap_or(i64::MAX));
@@ -143,7 +145,11 @@ pub fn create_consumer(config: &RunConfig, metrics: Metrics, assigned: Assigned)
         // batch spans many partitions and their transactions run in parallel (with the 1 MiB
         // default, a batch is one partition's backlog applied serially).
         .set("max.partition.fetch.bytes", "65536")
-        .set("statistics.interval.ms", config.kafka_stats_interval.as_millis().to_string());
+        .set("statistics.interval.ms", config.kafka_stats_interval.as_millis().to_string())
+        .set("partition.assignment.strategy", config.kafka_assignor.strategy());
+    if let Some(instance) = &config.kafka_group_instance_id {
+        client.set("group.instance.id", instance);
+    }
     let context = WorkerContext { metrics, topic: config.kafka_topic.clone(), assigned };
     let consumer: KafkaConsumer = client.create_with_context(context)?;
     consumer.subscribe(&[&config.kafka_topic])?;

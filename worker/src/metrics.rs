@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Partition lanes that ended while the worker was not stopping: their partitions stall
     /// until a restart, so /readyz and /healthz fail once this is non-zero.
     pub lane_failures: IntCounter,
+    /// Partitions this worker was given and lost in rebalances, by `change`: assigned, revoked.
+    pub partition_changes: IntCounterVec,
     /// Times the branch settings cache was emptied (a change to companies, branches or services).
     pub settings_cache_flushes: IntCounter,
     /// `reason`: see `appointments::ReviewReason`.
@@ -172,6 +174,14 @@ impl Metrics {
             "Partition lanes that stopped unexpectedly; the worker reports unhealthy until restarted.",
         )
         .expect("valid metric");
+        let partition_changes = IntCounterVec::new(
+            Opts::new(
+                "callgate_worker_partition_changes_total",
+                "Partitions assigned to or revoked from this worker by group rebalances.",
+            ),
+            &["change"],
+        )
+        .expect("valid metric");
         let settings_cache_flushes = IntCounter::new(
             "callgate_worker_settings_cache_flushes_total",
             "Times the cached branch settings (appointment fields, zone, services) were emptied after a change.",
@@ -222,6 +232,7 @@ impl Metrics {
             assigned_partitions,
             dlq_records,
             lane_failures,
+            partition_changes,
             settings_cache_flushes,
             calls_flagged,
             customers_created,
@@ -248,6 +259,7 @@ impl Metrics {
             Box::new(metrics.dlq_records.clone()),
             Box::new(metrics.lane_failures.clone()),
             Box::new(metrics.settings_cache_flushes.clone()),
+            Box::new(metrics.partition_changes.clone()),
             Box::new(metrics.calls_flagged.clone()),
             Box::new(metrics.customers_created.clone()),
             Box::new(metrics.appointments_created.clone()),
@@ -264,6 +276,9 @@ impl Metrics {
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
+        }
+        for change in ["assigned", "revoked"] {
+            metrics.partition_changes.with_label_values(&[change]);
         }
         for reason in crate::appointments::ReviewReason::ALL {
             metrics.calls_flagged.with_label_values(&[reason.as_str()]);
