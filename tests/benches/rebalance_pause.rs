@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use callgate_tests::worker::{fresh_dlq_and_group, metric_sum, run_args, run_config};
-use callgate_tests::{TestDb, create_topic, fresh_topic, kafka_brokers, records, secret_key, seed_tenant};
+use callgate_tests::worker::{events_committed, fresh_dlq_and_group, run_args, run_config};
+use callgate_tests::{TestDb, create_topic, fresh_topic, kafka_brokers, records, seed_bench_tenant};
 use callgate_worker::Worker;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureRecord, Producer as _};
 
 const PARTITIONS: u32 = 12;
 const SAMPLE: Duration = Duration::from_millis(10);
@@ -46,16 +45,7 @@ async fn main() {
 /// (A's longest pause, the group's longest pause, B's start to its first applied event).
 async fn run(rate: u64, assignor: &str) -> (Duration, Duration, Duration) {
     let db = TestDb::create().await;
-    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&secret_key(), &[]).unwrap();
-    let tenant = seed_tenant(
-        &db,
-        &cipher,
-        "bench",
-        "+1415555",
-        "https://hooks.bench.test",
-        serde_json::json!({"mode": "secret"}),
-    )
-    .await;
+    let tenant = seed_bench_tenant(&db).await;
     let topic = fresh_topic();
     create_topic(&kafka_brokers(), &topic, PARTITIONS);
     let producing = Arc::new(AtomicBool::new(true));
@@ -65,14 +55,14 @@ async fn run(rate: u64, assignor: &str) -> (Duration, Duration, Duration) {
     let args = run_args(&db, &topic, &group, &dlq);
     let options = ["--log", "warn", "--kafka-assignor", assignor];
     let a = Worker::start(run_config(&args, &options)).await.unwrap();
-    while applied(&a) == 0 {
+    while events_committed(&a) == 0 {
         tokio::time::sleep(SAMPLE).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let joined = Instant::now();
     let b = Worker::start(run_config(&args, &options)).await.unwrap();
-    let (mut a_last, mut group_last) = (applied(&a), applied(&a) + applied(&b));
+    let (mut a_last, mut group_last) = (events_committed(&a), events_committed(&a) + events_committed(&b));
     let (mut a_since, mut group_since) = (Instant::now(), Instant::now());
     let (mut a_pause, mut group_pause) = (Duration::ZERO, Duration::ZERO);
     let mut b_first: Option<Duration> = None;
@@ -80,7 +70,7 @@ async fn run(rate: u64, assignor: &str) -> (Duration, Duration, Duration) {
     loop {
         tokio::time::sleep(SAMPLE).await;
         let now = Instant::now();
-        let (a_now, b_now) = (applied(&a), applied(&b));
+        let (a_now, b_now) = (events_committed(&a), events_committed(&b));
         if a_now > a_last {
             a_last = a_now;
             a_since = now;
@@ -105,19 +95,9 @@ async fn run(rate: u64, assignor: &str) -> (Duration, Duration, Duration) {
     (a_pause, group_pause, b_first.unwrap_or(Duration::MAX))
 }
 
-/// Events a worker has committed (applied, skipped, ignored, refused or dead-lettered).
-fn applied(worker: &Worker) -> u64 {
-    metric_sum(&worker.metrics().render(), "callgate_worker_events_total{") as u64
-}
-
 /// Produces whole calls at `rate` records per second until told to stop.
 async fn produce(tenant: callgate_tests::Tenant, topic: String, rate: u64, producing: Arc<AtomicBool>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("linger.ms", "2")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = records::producer(2);
     let started = Instant::now();
     let mut sent = 0_u64;
     let mut round = 0;

@@ -18,12 +18,11 @@
 use std::time::{Duration, Instant};
 
 use callgate_tests::records;
-use callgate_tests::worker::{fresh_dlq_and_group, metric_sum, run_args, run_config};
-use callgate_tests::{Tenant, TestDb, baseline, create_topic, fresh_topic, kafka_brokers, secret_key, seed_tenant};
+use callgate_tests::worker::{events_committed, fresh_dlq_and_group, run_args, run_config};
+use callgate_tests::{Tenant, TestDb, baseline, create_topic, fresh_topic, kafka_brokers, seed_bench_tenant};
 use callgate_worker::Worker;
 use futures::StreamExt as _;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 const PARTITIONS: u32 = 12;
 
@@ -50,17 +49,7 @@ async fn main() {
 /// (events/s, seconds from start to the last commit, bare insert rows/s).
 async fn run(target: usize, workers: usize) -> (f64, f64, f64) {
     let db = TestDb::create().await;
-    let key = secret_key();
-    let cipher = callgate_contract::SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
-    let tenant = seed_tenant(
-        &db,
-        &cipher,
-        "bench",
-        "+1415555",
-        "https://hooks.bench.test",
-        serde_json::json!({"mode": "secret"}),
-    )
-    .await;
+    let tenant = seed_bench_tenant(&db).await;
     let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&db.pool).await.unwrap();
     let commit: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&db.pool).await.unwrap();
     println!("  Postgres fsync={fsync} synchronous_commit={commit}");
@@ -156,19 +145,13 @@ async fn history(db: &TestDb, tenant: &Tenant, calls: i64) {
 /// Events the workers have committed (each is counted once its transaction committed): read
 /// from their metrics, not with a count over a table that holds the history too.
 fn processed(workers: &[Worker]) -> usize {
-    let counted: f64 = workers.iter().map(|w| metric_sum(&w.metrics().render(), "callgate_worker_events_total{")).sum();
-    counted as usize
+    workers.iter().map(events_committed).sum::<u64>() as usize
 }
 
 /// Produces about `target` events of whole calls (Retell, Vapi, Twilio in turn; a third of the
 /// Retell and Vapi calls ask for an appointment); returns how many.
 async fn produce(tenant: &Tenant, topic: &str, target: usize) -> usize {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = records::producer(5);
     let mut records = Vec::new();
     let mut i = 0;
     while records.len() < target {

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 pub use broker::{ConsumedRecord, TestBroker, consume, create_topic, create_topic_with, fresh_topic};
-pub use tenant::{Tenant, seed_tenant};
+pub use tenant::{Tenant, seed_bench_tenant, seed_tenant};
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

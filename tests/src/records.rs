@@ -6,8 +6,21 @@ use callgate_contract::envelope::{ENVELOPE_VERSION, EventEnvelope, Payload, Rout
 use callgate_contract::{E164, PhoneNumberId, Provider};
 use callgate_gateway::providers;
 
-use crate::Tenant;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
 use crate::calls::{FUTURE_LOCAL, Webhook, appointment_analysis, retell_call, twilio_call, vapi_call};
+use crate::{Tenant, kafka_brokers};
+
+/// An idempotent producer to the test broker, batching for `linger_ms`.
+pub fn producer(linger_ms: u32) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("linger.ms", linger_ms.to_string())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("a producer for the test broker")
+}
 
 /// The records (key, value) of the `i`th round of calls: a whole Retell, Vapi and Twilio call
 /// (3, 4 and 3 events); one round in three asks for an appointment on Retell and Vapi.

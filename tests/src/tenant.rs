@@ -27,6 +27,14 @@ pub const SERVICES: &[(&str, &[&str], i32, i64)] =
 pub const VAPI_ASSISTANT: &str = "asst-test-1";
 pub const VAPI_NUMBER_ID: &str = "vapi-pn-1";
 
+/// The one tenant the worker benches feed: numbers +14155550100…, secrets sealed with the
+/// test key.
+pub async fn seed_bench_tenant(db: &TestDb) -> Tenant {
+    let cipher = SecretCipher::from_base64::<&str>(&crate::secret_key(), &[]).unwrap();
+    seed_tenant(db, &cipher, "bench", "+1415555", "https://hooks.bench.test", serde_json::json!({"mode": "secret"}))
+        .await
+}
+
 /// Seeds a tenant whose numbers start with `prefix` (e.g. "+1415555" → +14155550100, …0101, …0102).
 /// `twilio_public_base_url` is what Twilio would be configured with.
 pub async fn seed_tenant(

@@ -129,6 +129,12 @@ pub fn metric_sum(text: &str, selector: &str) -> f64 {
         .fold(0.0, |sum, v| sum + v)
 }
 
+/// Events a worker has committed (applied, skipped, ignored, refused or dead-lettered), from
+/// its metrics.
+pub fn events_committed(worker: &Worker) -> u64 {
+    metric_sum(&worker.metrics().render(), "callgate_worker_events_total{") as u64
+}
+
 /// `GET` on the worker's ops endpoint.
 pub async fn ops_get(worker: &Worker, path: &str) -> (u16, String) {
     let url = format!("http://{}{path}", worker.local_addr());
