@@ -12,6 +12,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::RunConfig;
+use crate::operate;
+use crate::status::SyncStatus;
 use crate::tenants::{self, NumberDetails, ServiceDetails, TenantError};
 use crate::{MIGRATOR, Worker, demo};
 
@@ -31,6 +33,9 @@ pub enum Command {
     /// Register businesses, their branches, provider accounts and numbers.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Cal.com pushes: re-queue the ones that ended.
+    #[command(subcommand)]
+    Calcom(CalcomCommand),
     /// Create the local demo tenant unless it exists.
     DemoTenant(DemoArgs),
     /// Print a fresh random master key for CALLGATE_SECRET_KEY.
@@ -200,6 +205,58 @@ pub enum TenantCommand {
     },
 }
 
+/// Who runs an operator command, for the audit trail.
+#[derive(Debug, Args)]
+pub struct ActorArg {
+    /// Your name in the audit trail (default: the OS user).
+    #[arg(long, env = "CALLGATE_ACTOR")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalcomCommand {
+    /// Put appointments whose push ended (failed, needs_review) back in the push's queue, after
+    /// what stopped them is fixed. One whose last request may have reached Cal.com is looked up
+    /// there before anything is sent again. Prints how many and which; --dry-run stops there.
+    Requeue {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        /// One appointment (its push must have ended).
+        #[arg(long, required_unless_present = "status")]
+        appointment: Option<uuid::Uuid>,
+        /// Push outcomes to take, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        status: Vec<EndedPush>,
+        /// Only this company's (its slug).
+        #[arg(long)]
+        company: Option<String>,
+        /// Only those whose last error contains this text (case-insensitive).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print what would be re-queued and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// How a push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndedPush {
+    Failed,
+    NeedsReview,
+}
+
+impl From<EndedPush> for SyncStatus {
+    fn from(ended: EndedPush) -> Self {
+        match ended {
+            EndedPush::Failed => Self::Failed,
+            EndedPush::NeedsReview => Self::NeedsReview,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
@@ -252,6 +309,8 @@ pub enum CliError {
     Unhealthy(String),
     #[error("no active row has the number {0}")]
     NumberNotFound(E164),
+    #[error(transparent)]
+    Requeue(#[from] operate::requeue::RequeueError),
 }
 
 async fn pool(database: &Database) -> Result<PgPool, CliError> {
@@ -287,6 +346,7 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
             Ok(vec![format!("schema up to date ({} migrations)", MIGRATOR.iter().count())])
         }
         Command::Tenant(command) => tenant(command).await,
+        Command::Calcom(command) => calcom(command).await,
         Command::DemoTenant(args) => {
             let pool = pool(&args.database).await?;
             let secrets = demo::DemoSecrets {
@@ -307,6 +367,27 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
             Err(error) => Err(CliError::Unhealthy(format!("{}: {error}", args.addr))),
         },
     }
+}
+
+/// Appointments printed after a count.
+const SAMPLE: usize = 20;
+
+async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
+    let CalcomCommand::Requeue { database, actor, appointment, status, company, reason, dry_run } = command;
+    let pool = pool(&database).await?;
+    let company = match company {
+        Some(slug) => Some(tenants::company(&pool, &slug).await?.0),
+        None => None,
+    };
+    let selection = operate::requeue::Selection {
+        appointment,
+        statuses: status.into_iter().map(SyncStatus::from).collect(),
+        company,
+        reason_contains: reason,
+    };
+    let actor = operate::Actor::resolve(actor.actor.as_deref());
+    let report = operate::requeue::run(&pool, &selection, &actor, dry_run).await?;
+    Ok(report.lines(SAMPLE))
 }
 
 async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {

@@ -23,6 +23,7 @@ pub(crate) mod demo;
 pub mod dlq;
 pub(crate) mod kafka;
 pub mod metrics;
+pub mod operate;
 pub(crate) mod server;
 pub mod status;
 pub mod tenants;

@@ -2,45 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+mod common;
 
 use callgate_contract::SecretCipher;
 use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
+use common::{fresh_database, worker};
 use sqlx::postgres::PgPoolOptions;
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn worker(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callgate-worker"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-async fn fresh_database() -> String {
-    let admin = std::env::var("CALLGATE_TEST_DATABASE_URL")
-        .expect("CALLGATE_TEST_DATABASE_URL is not set: run the suite with deploy/local/test.sh");
-    let name = format!("cg_{}", uuid::Uuid::new_v4().simple());
-    let pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
 
 async fn sealed(url: &str, account: &str, column: &str) -> Vec<u8> {
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();

@@ -1,0 +1,9 @@
+//! Operator commands: safe, counted actions instead of hand-written SQL. Each one selects what
+//! it would change, says how many rows and which (`--dry-run` stops there), changes them in one
+//! transaction, and enters the action in the audit trail (`operator_actions`) in that same
+//! transaction, so an action and its record commit together.
+
+pub mod audit;
+pub mod requeue;
+
+pub use audit::Actor;

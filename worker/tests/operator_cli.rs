@@ -1,0 +1,114 @@
+//! Operator commands, run as an operator runs them, against a real Postgres: each says what it
+//! will touch, `--dry-run` changes nothing, and every action lands in the audit trail.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use callgate_contract::SecretCipher;
+use common::{fresh_database, worker};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+/// Inserts an appointment of the demo company whose push stands at `sync_status`.
+async fn appointment(pool: &PgPool, sync_status: &str, status: &str, unsure: bool, error: &str) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO appointments (company_id, branch_id, service_id, starts_at, ends_at, timezone, \
+           idempotency_key, status, calcom_sync_status, calcom_unsure, sync_attempts, last_sync_error) \
+         SELECT s.company_id, s.branch_id, s.id, '2031-03-04T15:30Z', '2031-03-04T16:15Z', 'America/New_York', \
+           encode(sha256(gen_random_uuid()::text::bytea), 'hex'), $1, $2, $3, 5, $4 \
+         FROM services s JOIN companies c ON c.id = s.company_id WHERE c.slug = 'demo-dental' LIMIT 1 \
+         RETURNING id",
+    )
+    .bind(status)
+    .bind(sync_status)
+    .bind(unsure)
+    .bind(error)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn push_state(pool: &PgPool, id: Uuid) -> (String, String, bool, i32) {
+    sqlx::query_as("SELECT calcom_sync_status, status, calcom_unsure, sync_attempts FROM appointments WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn audit(pool: &PgPool) -> Vec<(String, String, Vec<Uuid>, i64)> {
+    sqlx::query_as("SELECT actor, action, row_ids, rows_affected FROM operator_actions ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requeue_counts_first_keeps_an_unsure_push_unsure_and_records_who_did_it() {
+    let url = fresh_database().await;
+    let key = SecretCipher::generate_key();
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str()), ("USER", "bob")];
+    assert!(worker(&env, &["migrate"], "").ok);
+    let demo = worker(&env, &["demo-tenant"], "");
+    assert!(demo.ok, "{}", demo.stderr);
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    // Its last request timed out, so Cal.com may hold the booking.
+    let timed_out =
+        appointment(&pool, "failed", "failed", true, "gave up after 5 attempts: lookup: HTTP 503 from Cal.com").await;
+    let no_event_type =
+        appointment(&pool, "needs_review", "pending", false, "no_event_type: service has no Cal.com event type").await;
+    let synced = appointment(&pool, "synced", "booked", false, "").await;
+
+    let dry = worker(&env, &["calcom", "requeue", "--status", "failed", "--company", "demo-dental", "--dry-run"], "");
+    assert!(dry.ok, "{}", dry.stderr);
+    assert!(dry.stdout.starts_with("would re-queue (dry run) 1 appointment(s)"), "{}", dry.stdout);
+    assert!(dry.stdout.contains(&timed_out.to_string()) && dry.stdout.contains("unsure (looked up first)"));
+    assert_eq!(
+        push_state(&pool, timed_out).await,
+        ("failed".into(), "failed".into(), true, 5),
+        "a dry run changes nothing"
+    );
+    assert!(audit(&pool).await.is_empty(), "and records nothing");
+
+    let args = ["calcom", "requeue", "--status", "failed,needs-review", "--reason", "http 503", "--actor", "alice"];
+    let requeued = worker(&env, &args, "");
+    assert!(requeued.ok, "{}", requeued.stderr);
+    assert!(requeued.stdout.starts_with("re-queued 1 appointment(s)"), "{}", requeued.stdout);
+    // Still unsure: the push looks its booking up before sending anything (in_flight is the
+    // state the claim reads that way), and it has its attempts back.
+    assert_eq!(push_state(&pool, timed_out).await, ("in_flight".into(), "pending".into(), true, 0));
+    assert_eq!(push_state(&pool, no_event_type).await.0, "needs_review", "the reason filter left it");
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT reason FROM appointment_status_history WHERE appointment_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(timed_out)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("re-queued for Cal.com by alice"));
+
+    let one = worker(&env, &["calcom", "requeue", "--appointment", &no_event_type.to_string()], "");
+    assert!(one.ok, "{}", one.stderr);
+    assert_eq!(push_state(&pool, no_event_type).await, ("pending".into(), "pending".into(), false, 0));
+
+    let refused = worker(&env, &["calcom", "requeue", "--appointment", &synced.to_string()], "");
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("only failed or needs_review"), "{}", refused.stderr);
+    let nothing = worker(&env, &["calcom", "requeue"], "");
+    assert!(!nothing.ok, "a selection is required");
+
+    assert_eq!(
+        audit(&pool).await,
+        vec![
+            ("alice".to_owned(), "calcom requeue".to_owned(), vec![timed_out], 1),
+            ("bob".to_owned(), "calcom requeue".to_owned(), vec![no_event_type], 1),
+        ],
+        "the OS user when no --actor is given"
+    );
+    let rewrite = sqlx::query("UPDATE operator_actions SET actor = 'mallory'").execute(&pool).await;
+    assert!(rewrite.unwrap_err().to_string().contains("append-only"));
+    let erase = sqlx::query("DELETE FROM operator_actions").execute(&pool).await;
+    assert!(erase.is_err());
+}
