@@ -465,3 +465,45 @@ async fn a_dial_leg_belongs_to_its_parent_call_never_to_the_company_of_its_calle
     assert_eq!(metric_sum(&metrics, r#"callgate_worker_events_total{event_type="completed",outcome="refused""#), 1.0);
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_operator_sees_a_call_its_events_in_order_its_customer_and_its_appointment_history() {
+    let stack = stack().await;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let analysis = appointment_analysis(FUTURE_LOCAL, "cleaning");
+    for webhook in retell_call(&stack.tenant, "call_shown", CALLER, Some(analysis)) {
+        webhook.deliver(&stack.gw).await;
+    }
+    wait_count(&stack.db.pool, "SELECT count(*) FROM processed_events", 3).await;
+    let show = |extra: &[&str]| {
+        let mut args = vec!["call", "show", "--database-url", &stack.db.url, "--provider", "retell"];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(callgate_tests::worker::worker_bin()).args(&args).output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+
+    let (ok, text, stderr) = show(&["--call-id", "call_shown"]);
+    assert!(ok, "{stderr}");
+    let events: Vec<&str> = text.lines().filter(|l| l.contains(" applied ")).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    for (line, event_type) in events.iter().zip(["call_started", "call_ended", "call_analyzed"]) {
+        assert!(line.contains(event_type), "events in the order received:\n{text}");
+        let trace = line.split_whitespace().skip_while(|w| *w != "trace").nth(1).unwrap();
+        assert!(trace.len() == 32 && trace.chars().all(|c| c.is_ascii_hexdigit()), "{line}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("customer ") && l.contains(CALLER)), "{text}");
+    assert!(text.contains("created from the analysis of retell call call_shown"), "{text}");
+    assert!(!text.contains("Agent:"), "the transcript stays out of the output:\n{text}");
+
+    let (ok, json, _) = show(&["--call-id", "call_shown", "--json"]);
+    assert!(ok);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["call"]["status"], "ended");
+    assert_eq!(report["events"].as_array().unwrap().len(), 3);
+    assert_eq!(report["appointments"][0]["calcom_sync_status"], "pending");
+    assert_eq!(report["appointments"][0]["history"][0]["to_status"], "pending");
+
+    let (ok, _, stderr) = show(&["--call-id", "no_such_call"]);
+    assert!(!ok && stderr.contains("no retell call no_such_call"), "{stderr}");
+    worker.shutdown().await;
+}

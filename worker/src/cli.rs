@@ -36,6 +36,9 @@ pub enum Command {
     /// Cal.com pushes: re-queue the ones that ended.
     #[command(subcommand)]
     Calcom(CalcomCommand),
+    /// Inspect calls.
+    #[command(subcommand)]
+    Call(CallCommand),
     /// Create the local demo tenant unless it exists.
     DemoTenant(DemoArgs),
     /// Print a fresh random master key for CALLGATE_SECRET_KEY.
@@ -241,6 +244,25 @@ pub enum CalcomCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// One call: its row, every event entered for it in order (outcome, trace id), its
+    /// customer, its appointments with their status history and Cal.com attempts.
+    Show {
+        #[command(flatten)]
+        database: Database,
+        /// retell, vapi or twilio.
+        #[arg(long)]
+        provider: Provider,
+        /// The provider's call id (Retell call_id, Vapi call id, Twilio CallSid).
+        #[arg(long)]
+        call_id: String,
+        /// Print JSON (with the analysis) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// How a push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EndedPush {
@@ -311,6 +333,10 @@ pub enum CliError {
     NumberNotFound(E164),
     #[error(transparent)]
     Requeue(#[from] operate::requeue::RequeueError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no {0} call {1} is stored")]
+    NoCall(Provider, String),
 }
 
 async fn pool(database: &Database) -> Result<PgPool, CliError> {
@@ -347,6 +373,13 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
         }
         Command::Tenant(command) => tenant(command).await,
         Command::Calcom(command) => calcom(command).await,
+        Command::Call(CallCommand::Show { database, provider, call_id, json }) => {
+            let pool = pool(&database).await?;
+            let report = operate::inspect::call(&pool, provider.as_str(), &call_id)
+                .await?
+                .ok_or(CliError::NoCall(provider, call_id))?;
+            if json { Ok(vec![serde_json::to_string_pretty(&report).unwrap_or_default()]) } else { Ok(report.lines()) }
+        }
         Command::DemoTenant(args) => {
             let pool = pool(&args.database).await?;
             let secrets = demo::DemoSecrets {

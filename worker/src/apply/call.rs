@@ -166,6 +166,7 @@ pub(super) async fn apply(
         rows.partition.push(record.partition);
         rows.offset.push(record.offset);
         rows.received_at.push(env.received_at);
+        rows.trace_id.push(env.trace_id.clone());
         verdicts.push(verdict);
     }
     let fresh: HashSet<(Uuid, Uuid)> = store::record_events(conn, rows).await?.into_iter().collect();

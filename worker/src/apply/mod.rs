@@ -97,6 +97,13 @@ impl Prepared {
         }
     }
 
+    fn trace_id(&self) -> &str {
+        match self {
+            Self::Call(r) => &r.envelope.trace_id,
+            Self::Booking(r) => &r.envelope.trace_id,
+        }
+    }
+
     fn received_at(&self) -> DateTime<Utc> {
         match self {
             Self::Call(r) => r.envelope.received_at,
@@ -194,7 +201,7 @@ pub(crate) async fn record_event(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
-         kafka_partition, kafka_offset, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         kafka_partition, kafka_offset, received_at, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (company_id, event_id) DO NOTHING",
     )
     .bind(record.event_id())
@@ -206,6 +213,7 @@ pub(crate) async fn record_event(
     .bind(record.partition())
     .bind(record.offset())
     .bind(record.received_at())
+    .bind(record.trace_id())
     .execute(conn)
     .await?
     .rows_affected();

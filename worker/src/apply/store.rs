@@ -104,6 +104,7 @@ pub(super) struct EventRows {
     pub partition: Vec<i32>,
     pub offset: Vec<i64>,
     pub received_at: Vec<DateTime<Utc>>,
+    pub trace_id: Vec<String>,
 }
 
 /// Enters the events; returns the (company, event id) of those that were not there already.
@@ -115,9 +116,9 @@ pub(super) async fn record_events(conn: &mut PgConnection, rows: EventRows) -> R
     }
     sqlx::query_as(
         "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, detail, \
-           kafka_partition, kafka_offset, received_at) \
+           kafka_partition, kafka_offset, received_at, trace_id) \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-           $8::int4[], $9::int8[], $10::timestamptz[]) \
+           $8::int4[], $9::int8[], $10::timestamptz[], $11::text[]) \
          ON CONFLICT (company_id, event_id) DO NOTHING \
          RETURNING company_id, event_id",
     )
@@ -131,6 +132,7 @@ pub(super) async fn record_events(conn: &mut PgConnection, rows: EventRows) -> R
     .bind(rows.partition)
     .bind(rows.offset)
     .bind(rows.received_at)
+    .bind(rows.trace_id)
     .fetch_all(conn)
     .await
 }
