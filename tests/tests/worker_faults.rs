@@ -17,11 +17,12 @@ use callgate_tests::worker::{
     PATIENCE, count, deliver_once_routed, fresh_dlq_and_group, metric_sum, ops_get, run_args, run_config, snapshot,
     start_worker, wait_count, wait_metrics, worker_bin,
 };
-use callgate_tests::{Stack, Tenant, consume, init_logs, kafka_brokers, spawn_stack};
+use callgate_tests::{Stack, Tenant, consume, init_logs, kafka_brokers, records, spawn_stack};
 use callgate_worker::Worker;
 use callgate_worker::dlq::headers as dlq_headers;
 use callgate_worker::tenants::{self, NumberDetails};
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 async fn stack(partitions: u32) -> Stack {
@@ -444,4 +445,72 @@ async fn a_static_member_restarted_rejoins_and_nothing_is_lost() {
     assert_eq!(count(&stack.db.pool, "SELECT count(*) FROM calls").await, 12);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Runs `callgate-worker` as an operator would; (success, stdout, stderr).
+fn operator(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(worker_bin()).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_once_in_effect_and_each_replay_is_recorded() {
+    let stack = stack(1).await;
+    let (worker, dlq) = start_worker(&stack.db, &stack.topic).await;
+    // Two letters, as the worker writes them: a Retell call_ended that failed on the database
+    // (the cause since fixed), and a record that was never an envelope.
+    let webhook = retell_call(&stack.tenant, "c_replayed", "+12025550123", None).remove(1);
+    let (key, value) = records::envelope(&stack.tenant, Provider::Retell, stack.tenant.retell_number, &webhook);
+    let event_id: uuid::Uuid =
+        serde_json::from_str::<serde_json::Value>(&value).unwrap()["event_id"].as_str().unwrap().parse().unwrap();
+    let producer = records::producer(0);
+    let letters = [
+        (key.as_str(), value.as_str(), "database", event_id.to_string()),
+        ("retell:junk", "not an envelope", "envelope", String::new()),
+    ];
+    for (key, value, reason, id) in &letters {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "callgate-event-id", value: Some(id.as_str()) })
+            .insert(Header { key: dlq_headers::REASON, value: Some(*reason) })
+            .insert(Header { key: dlq_headers::ERROR, value: Some("it failed") })
+            .insert(Header { key: dlq_headers::SOURCE, value: Some("call-events.v1/0/7") });
+        let record = FutureRecord::to(&dlq).key(*key).payload(*value).headers(headers);
+        producer.send(record, Duration::from_secs(30)).await.unwrap();
+    }
+    let brokers = kafka_brokers();
+    let topics = ["--kafka-brokers", &brokers, "--kafka-topic", &stack.topic, "--kafka-dlq-topic", &dlq];
+
+    let (ok, listed, stderr) = operator(&[&["dlq", "list"][..], &topics].concat());
+    assert!(ok, "{stderr}");
+    assert!(listed.starts_with("2 dead letter(s)"), "{listed}");
+    assert!(listed.contains("reason database: 1") && listed.contains("reason envelope: 1"), "{listed}");
+
+    let db = ["--database-url", stack.db.url.as_str()];
+    let replay = [&["dlq", "replay", "--reason", "database", "--actor", "carol"][..], &topics, &db].concat();
+    let (ok, dry, stderr) = operator(&[&replay[..], &["--dry-run"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(dry.contains("1 dead letter(s)") && dry.contains("dry run: would replay 1"), "{dry}");
+    let (ok, _, stderr) = operator(&[&["dlq", "replay"][..], &topics, &db].concat());
+    assert!(!ok && stderr.contains("needs a selection"), "replaying everything takes a selection: {stderr}");
+
+    let (ok, done, stderr) = operator(&replay);
+    assert!(ok, "{stderr}");
+    assert!(done.contains("replayed: 1 published"), "{done}");
+    wait_count(&stack.db.pool, "SELECT count(*) FROM processed_events", 1).await;
+    // A second replay is harmless: the worker skips the event it applied.
+    assert!(operator(&replay).0);
+    wait_metrics(&worker, "the second copy skipped", |m| {
+        metric_sum(m, "callgate_worker_duplicates_skipped_total") >= 1.0
+    })
+    .await;
+    assert_eq!(count(&stack.db.pool, "SELECT count(*) FROM processed_events").await, 1);
+    assert_eq!(count(&stack.db.pool, "SELECT count(*) FROM calls WHERE provider_call_id = 'c_replayed'").await, 1);
+    let audit: Vec<(String, String, Vec<uuid::Uuid>)> =
+        sqlx::query_as("SELECT actor, action, row_ids FROM operator_actions ORDER BY id")
+            .fetch_all(&stack.db.pool)
+            .await
+            .unwrap();
+    let replayed = ("carol".to_owned(), "dlq replay".to_owned(), vec![event_id]);
+    assert_eq!(audit, vec![replayed.clone(), replayed], "each replay recorded, the dry run not");
+    worker.shutdown().await;
 }

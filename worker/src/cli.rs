@@ -5,6 +5,7 @@
 //! shell history).
 
 use std::io::Read as _;
+use std::time::Duration;
 
 use callgate_contract::{E164, Provider, ProviderAccountId, SecretCipher};
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +40,9 @@ pub enum Command {
     /// Inspect calls.
     #[command(subcommand)]
     Call(CallCommand),
+    /// The dead-letter topic: what is in it, and putting it back.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Create the local demo tenant unless it exists.
     DemoTenant(DemoArgs),
     /// Print a fresh random master key for CALLGATE_SECRET_KEY.
@@ -244,6 +248,79 @@ pub enum CalcomCommand {
     },
 }
 
+/// The topics a DLQ command reads and writes.
+#[derive(Debug, Args)]
+pub struct DlqTopics {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "CALLGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Topic a replayed call event goes back to.
+    #[arg(long, env = "CALLGATE_KAFKA_TOPIC", default_value = callgate_contract::envelope::EVENTS_TOPIC)]
+    pub kafka_topic: String,
+    /// The dead-letter topic.
+    #[arg(long, env = "CALLGATE_KAFKA_DLQ_TOPIC", default_value = callgate_contract::envelope::DLQ_TOPIC)]
+    pub kafka_dlq_topic: String,
+    /// Extra librdkafka properties (TLS, SASL), `k=v,k=v`.
+    #[arg(
+        long,
+        env = "CALLGATE_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = callgate_ops::KafkaPropertyParser
+    )]
+    pub kafka_properties: Vec<callgate_ops::SecretString>,
+    /// Give up reading the topic after this long.
+    #[arg(long, value_parser = callgate_ops::parse_duration, default_value = "60s")]
+    pub read_timeout: std::time::Duration,
+}
+
+/// Which dead letters.
+#[derive(Debug, Args)]
+pub struct DlqSelection {
+    /// Only letters with this reason (envelope, version, payload, database, panic, calcom).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only letters written at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only letters written before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these letters, `partition:offset`, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = operate::dlq::parse_offset)]
+    pub offsets: Vec<(i32, i64)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count the dead letters by reason and hour, and show a sample.
+    List {
+        #[command(flatten)]
+        topics: DlqTopics,
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Letters shown after the counts.
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+    },
+    /// Publish the selected letters back onto the events topic (original key, headers and
+    /// event id: the worker skips what it applied already, so replaying twice is safe); a
+    /// Cal.com push's letter re-queues its appointment instead. Prints what it selected first.
+    Replay {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        topics: DlqTopics,
+        #[command(flatten)]
+        selection: DlqSelection,
+        #[command(flatten)]
+        actor: ActorArg,
+        /// Print what would be replayed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CallCommand {
     /// One call: its row, every event entered for it in order (outcome, trace id), its
@@ -337,6 +414,10 @@ pub enum CliError {
     Database(#[from] sqlx::Error),
     #[error("no {0} call {1} is stored")]
     NoCall(Provider, String),
+    #[error(transparent)]
+    Dlq(#[from] operate::dlq::DlqError),
+    #[error("a replay needs a selection: --reason, --since, --until or --offsets")]
+    NoSelection,
 }
 
 async fn pool(database: &Database) -> Result<PgPool, CliError> {
@@ -373,6 +454,7 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
         }
         Command::Tenant(command) => tenant(command).await,
         Command::Calcom(command) => calcom(command).await,
+        Command::Dlq(command) => dlq(command).await,
         Command::Call(CallCommand::Show { database, provider, call_id, json }) => {
             let pool = pool(&database).await?;
             let report = operate::inspect::call(&pool, provider.as_str(), &call_id)
@@ -404,6 +486,54 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
 
 /// Appointments printed after a count.
 const SAMPLE: usize = 20;
+
+fn dlq_parts(topics: DlqTopics, selection: DlqSelection) -> (operate::dlq::Topics, operate::dlq::Filter, Duration) {
+    let filter = operate::dlq::Filter {
+        reason: selection.reason,
+        since: selection.since,
+        until: selection.until,
+        offsets: selection.offsets,
+    };
+    let patience = topics.read_timeout;
+    let topics = operate::dlq::Topics {
+        brokers: topics.kafka_brokers,
+        events: topics.kafka_topic,
+        dlq: topics.kafka_dlq_topic,
+        properties: topics.kafka_properties,
+    };
+    (topics, filter, patience)
+}
+
+async fn dlq(command: DlqCommand) -> Result<Vec<String>, CliError> {
+    match command {
+        DlqCommand::List { topics, selection, sample } => {
+            let (topics, filter, patience) = dlq_parts(topics, selection);
+            let letters = operate::dlq::read(&topics, &filter, patience).await?;
+            Ok(operate::dlq::summary(&letters, sample))
+        }
+        DlqCommand::Replay { database, topics, selection, actor, dry_run } => {
+            let (topics, filter, patience) = dlq_parts(topics, selection);
+            if filter.reason.is_none() && filter.since.is_none() && filter.until.is_none() && filter.offsets.is_empty()
+            {
+                return Err(CliError::NoSelection);
+            }
+            let pool = pool(&database).await?;
+            let letters = operate::dlq::read(&topics, &filter, patience).await?;
+            let mut lines = operate::dlq::summary(&letters, SAMPLE);
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let done = operate::dlq::replay(&pool, &topics, &letters, &actor, &filter, dry_run).await?;
+            lines.push(if dry_run {
+                format!("dry run: would replay {} letter(s)", letters.len())
+            } else {
+                format!(
+                    "replayed: {} published, {} appointment(s) re-queued, {} skipped (their push had not ended)",
+                    done.published, done.requeued, done.skipped
+                )
+            });
+            Ok(lines)
+        }
+    }
+}
 
 async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
     let CalcomCommand::Requeue { database, actor, appointment, status, company, reason, dry_run } = command;

@@ -4,6 +4,7 @@
 //! transaction, so an action and its record commit together.
 
 pub mod audit;
+pub mod dlq;
 pub mod inspect;
 pub mod requeue;
 
