@@ -539,3 +539,31 @@ async fn past_its_in_flight_bounds_the_gateway_sheds_load_with_503_before_readin
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_suspended_company_is_answered_like_an_unknown_number_until_it_is_resumed() {
+    let app = spawn_app(&[]).await;
+    let body = signed::retell_body("call_started", "call_suspended", app.tenant.retell_number.1, CALLER);
+    let send =
+        || async { app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await.status() };
+    assert_eq!(send().await, StatusCode::NO_CONTENT);
+    let slug: String = sqlx::query_scalar("SELECT slug FROM companies WHERE id = $1")
+        .bind(app.tenant.company.0)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let operator = callgate_worker::operate::Actor::resolve(Some("test"));
+    let set = |suspend| {
+        let (pool, slug, operator) = (app.db.pool.clone(), slug.clone(), operator.clone());
+        async move { callgate_worker::operate::tenant::set_suspended(&pool, &slug, suspend, &operator).await.unwrap() }
+    };
+
+    assert!(set(true).await);
+    assert!(!set(true).await, "suspending twice changes nothing");
+    assert!(poll_until(|| async { send().await == StatusCode::UNAUTHORIZED }).await.is_some(), "still routed");
+    assert!(set(false).await);
+    assert!(poll_until(|| async { send().await == StatusCode::NO_CONTENT }).await.is_some(), "never routed again");
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_actions ORDER BY id").fetch_all(&app.db.pool).await.unwrap();
+    assert_eq!(actions, ["tenant suspend", "tenant resume"]);
+}

@@ -203,6 +203,42 @@ pub enum TenantCommand {
         #[arg(long, default_value_t = 24)]
         keep_previous_hours: u32,
     },
+    /// Take a company's numbers out of the gateways' directory (within a second); its history,
+    /// its Cal.com routing and the events already accepted stay.
+    Suspend {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[arg(long)]
+        company: String,
+    },
+    /// Put a suspended company's numbers back in the directory.
+    Resume {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[arg(long)]
+        company: String,
+    },
+    /// Soft-delete a company: its numbers, accounts, Cal.com connection, services, customers,
+    /// branches and itself (calls and appointments stay as history). Refused while an
+    /// appointment waits for Cal.com, unless --force.
+    Offboard {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[arg(long)]
+        company: String,
+        /// Offboard even with appointments waiting for Cal.com (their pushes go on).
+        #[arg(long)]
+        force: bool,
+        /// Print what would be removed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List a company's branches, accounts (never their secrets) and numbers.
     Show {
         #[command(flatten)]
@@ -416,6 +452,8 @@ pub enum CliError {
     NoCall(Provider, String),
     #[error(transparent)]
     Dlq(#[from] operate::dlq::DlqError),
+    #[error(transparent)]
+    TenantOp(#[from] operate::tenant::TenantOpError),
     #[error("a replay needs a selection: --reason, --since, --until or --offsets")]
     NoSelection,
 }
@@ -553,6 +591,18 @@ async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
     Ok(report.lines(SAMPLE))
 }
 
+async fn suspension(
+    database: &Database,
+    actor: &ActorArg,
+    company: &str,
+    suspend: bool,
+) -> Result<Vec<String>, CliError> {
+    let actor = operate::Actor::resolve(actor.actor.as_deref());
+    let changed = operate::tenant::set_suspended(&pool(database).await?, company, suspend, &actor).await?;
+    let state = if suspend { "suspended" } else { "active" };
+    Ok(vec![if changed { format!("{company} {state}") } else { format!("{company} was already {state}") }])
+}
+
 async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
     let id = match command {
         TenantCommand::AddCompany { database, name, slug } => {
@@ -658,6 +708,23 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             )
             .await?;
             format!("/v1/webhooks/calcom/{path}")
+        }
+        TenantCommand::Suspend { database, actor, company } => {
+            return suspension(&database, &actor, &company, true).await;
+        }
+        TenantCommand::Resume { database, actor, company } => {
+            return suspension(&database, &actor, &company, false).await;
+        }
+        TenantCommand::Offboard { database, actor, company, force, dry_run } => {
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let report = operate::tenant::offboard(&pool(&database).await?, &company, force, dry_run, &actor).await?;
+            let verb = if dry_run { "would remove (dry run)" } else { "removed" };
+            let mut lines = vec![format!("{company} ({}): {verb}", report.company)];
+            lines.extend(report.removed.iter().map(|(table, n)| format!("  {table}: {n}")));
+            if report.in_flight > 0 {
+                lines.push(format!("  {} appointment(s) still waiting for Cal.com (forced)", report.in_flight));
+            }
+            return Ok(lines);
         }
         TenantCommand::Show { database, company } => {
             let pool = pool(&database).await?;

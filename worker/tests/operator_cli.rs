@@ -112,3 +112,46 @@ async fn requeue_counts_first_keeps_an_unsure_push_unsure_and_records_who_did_it
     let erase = sqlx::query("DELETE FROM operator_actions").execute(&pool).await;
     assert!(erase.is_err());
 }
+
+#[tokio::test]
+async fn offboarding_waits_for_cal_com_unless_forced_and_keeps_the_history() {
+    let url = fresh_database().await;
+    let key = SecretCipher::generate_key();
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str()), ("USER", "bob")];
+    assert!(worker(&env, &["migrate"], "").ok);
+    assert!(worker(&env, &["demo-tenant"], "").ok);
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let waiting = appointment(&pool, "pending", "pending", false, "").await;
+
+    let refused = worker(&env, &["tenant", "offboard", "--company", "demo-dental"], "");
+    assert!(!refused.ok && refused.stderr.contains("1 appointment(s) still wait for Cal.com"), "{}", refused.stderr);
+    let dry = worker(&env, &["tenant", "offboard", "--company", "demo-dental", "--force", "--dry-run"], "");
+    assert!(dry.ok, "{}", dry.stderr);
+    assert!(dry.stdout.contains("would remove (dry run)") && dry.stdout.contains("phone_numbers: 3"), "{}", dry.stdout);
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM phone_numbers WHERE deleted_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(active, 3, "a dry run changes nothing");
+
+    let done = worker(&env, &["tenant", "offboard", "--company", "demo-dental", "--force"], "");
+    assert!(done.ok, "{}", done.stderr);
+    for table in ["phone_numbers", "provider_accounts", "calcom_accounts", "services", "branches", "companies"] {
+        let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM appointments WHERE id = $1")
+        .bind(waiting)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "appointments stay as history");
+    let gone = worker(&env, &["tenant", "offboard", "--company", "demo-dental"], "");
+    assert!(!gone.ok && gone.stderr.contains("no active company"), "{}", gone.stderr);
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, action FROM operator_actions ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert_eq!(actions, [("bob".to_owned(), "tenant offboard".to_owned())]);
+}

@@ -67,7 +67,7 @@ const ACCOUNTS_SQL: &str = "
     JOIN companies c ON c.id = pa.company_id
     WHERE pa.deleted_at IS NULL AND c.deleted_at IS NULL";
 
-/// Active numbers whose branch, company and account are active too.
+/// Active numbers whose branch, company and account are active too, the company not suspended.
 const NUMBERS_SQL: &str = "
     SELECT pn.id, pn.company_id, pn.branch_id, pn.provider_account_id, pn.e164,
            pn.provider_number_id, pn.provider_agent_id
@@ -76,7 +76,7 @@ const NUMBERS_SQL: &str = "
     JOIN companies c ON c.id = pn.company_id
     JOIN provider_accounts pa ON pa.company_id = pn.company_id AND pa.id = pn.provider_account_id
     WHERE pn.deleted_at IS NULL AND b.deleted_at IS NULL AND c.deleted_at IS NULL
-      AND pa.deleted_at IS NULL";
+      AND c.suspended_at IS NULL AND pa.deleted_at IS NULL";
 
 #[derive(sqlx::FromRow)]
 struct CalendarRow {

@@ -7,5 +7,6 @@ pub mod audit;
 pub mod dlq;
 pub mod inspect;
 pub mod requeue;
+pub mod tenant;
 
 pub use audit::Actor;
