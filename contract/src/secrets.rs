@@ -120,6 +120,20 @@ impl SecretCipher {
     }
 }
 
+impl SecretCipher {
+    /// Seals again, under the current key, what an older configured key sealed; `None` when
+    /// the current key sealed it already (nothing to do). Fails like [`Self::open`] when no
+    /// configured key opens it.
+    pub fn reseal(&self, sealed: &[u8], aad: &[u8]) -> Result<Option<Vec<u8>>, SecretError> {
+        let opened = self.open(sealed, aad)?;
+        let current = &self.keys[0].0;
+        if sealed.get(1..1 + KEY_ID_LEN) == Some(current.as_slice()) {
+            return Ok(None);
+        }
+        Ok(Some(self.seal(opened.expose(), aad)))
+    }
+}
+
 /// The associated data that binds a sealed secret to one column of one row.
 pub fn row_binding(table: &str, id: uuid::Uuid, column: &str) -> Vec<u8> {
     format!("callgate:{table}:{id}:{column}").into_bytes()
@@ -157,6 +171,20 @@ pub fn calcom_binding(account: uuid::Uuid, column: CalcomColumn) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reseal_moves_an_old_keys_secret_to_the_current_key_and_leaves_a_current_one() {
+        let (old, new) = (SecretCipher::generate_key(), SecretCipher::generate_key());
+        let before = SecretCipher::from_base64::<&str>(&old, &[]).unwrap();
+        let during = SecretCipher::from_base64(&new, &[old.as_str()]).unwrap();
+        let after = SecretCipher::from_base64::<&str>(&new, &[]).unwrap();
+        let sealed = before.seal(b"s3cret", b"row");
+        assert!(after.open(&sealed, b"row").is_err());
+        let resealed = during.reseal(&sealed, b"row").unwrap().expect("sealed by the old key");
+        assert_eq!(after.open(&resealed, b"row").unwrap().expose(), b"s3cret");
+        assert_eq!(during.reseal(&resealed, b"row").unwrap(), None, "current already");
+        assert!(during.reseal(&sealed, b"another row").is_err(), "the binding still holds");
+    }
 
     #[test]
     fn seal_then_open_round_trips_and_is_bound_to_its_row() {

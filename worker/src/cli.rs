@@ -63,6 +63,9 @@ pub struct MasterKey {
     /// Master key sealing provider secrets (base64, 32 bytes).
     #[arg(long, env = "CALLGATE_SECRET_KEY", hide_env_values = true)]
     pub secret_key: String,
+    /// Older master keys still accepted during a rotation, comma-separated (as the servers).
+    #[arg(long, env = "CALLGATE_SECRET_KEYS_PREVIOUS", hide_env_values = true, value_delimiter = ',')]
+    pub secret_keys_previous: Vec<callgate_ops::SecretString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +239,23 @@ pub enum TenantCommand {
         #[arg(long)]
         force: bool,
         /// Print what would be removed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Finish a master-key rotation: seal again with the current key every secret an older
+    /// key (--secret-keys-previous) sealed, a batch of rows per transaction; safe to interrupt
+    /// and to run again. When it reports nothing left, the old key can be retired.
+    Reseal {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        key: MasterKey,
+        #[command(flatten)]
+        actor: ActorArg,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: i64,
+        /// Count what would be resealed and change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -463,7 +483,8 @@ async fn pool(database: &Database) -> Result<PgPool, CliError> {
 }
 
 fn cipher(key: &MasterKey) -> Result<SecretCipher, CliError> {
-    Ok(SecretCipher::from_base64::<&str>(&key.secret_key, &[])?)
+    let previous: Vec<&str> = key.secret_keys_previous.iter().map(callgate_ops::SecretString::expose).collect();
+    Ok(SecretCipher::from_base64(&key.secret_key, &previous)?)
 }
 
 /// The secret piped in, without the line ending a shell adds.
@@ -725,6 +746,11 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
                 lines.push(format!("  {} appointment(s) still waiting for Cal.com (forced)", report.in_flight));
             }
             return Ok(lines);
+        }
+        TenantCommand::Reseal { database, key, actor, batch, dry_run } => {
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let report = operate::reseal::run(&pool(&database).await?, &cipher(&key)?, batch, dry_run, &actor).await?;
+            return Ok(report.lines(dry_run));
         }
         TenantCommand::Show { database, company } => {
             let pool = pool(&database).await?;

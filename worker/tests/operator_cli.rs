@@ -155,3 +155,58 @@ async fn offboarding_waits_for_cal_com_unless_forced_and_keeps_the_history() {
         sqlx::query_as("SELECT actor, action FROM operator_actions ORDER BY id").fetch_all(&pool).await.unwrap();
     assert_eq!(actions, [("bob".to_owned(), "tenant offboard".to_owned())]);
 }
+
+#[tokio::test]
+async fn after_a_master_key_change_the_commands_open_old_secrets_and_reseal_moves_them_to_the_new_key() {
+    let url = fresh_database().await;
+    let (old, new) = (SecretCipher::generate_key(), SecretCipher::generate_key());
+    let with_old = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", old.as_str()), ("USER", "bob")];
+    assert!(worker(&with_old, &["migrate"], "").ok);
+    assert!(worker(&with_old, &["demo-tenant"], "").ok);
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let retell: Uuid = sqlx::query_scalar("SELECT id FROM provider_accounts WHERE provider = 'retell'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // The new key is deployed, the old one kept as previous: the tenant commands must still
+    // open what the old key sealed, like the servers do.
+    let rotating = [
+        ("CALLGATE_DATABASE_URL", url.as_str()),
+        ("CALLGATE_SECRET_KEY", new.as_str()),
+        ("CALLGATE_SECRET_KEYS_PREVIOUS", old.as_str()),
+        ("USER", "bob"),
+    ];
+    let rotate = worker(&rotating, &["tenant", "rotate-secret", "--account", &retell.to_string()], "fresh-key\n");
+    assert!(rotate.ok, "{}", rotate.stderr);
+
+    let dry = worker(&rotating, &["tenant", "reseal", "--dry-run"], "");
+    assert!(dry.ok, "{}", dry.stderr);
+    assert!(dry.stdout.contains("would reseal (dry run)"), "{}", dry.stdout);
+    let resealed = worker(&rotating, &["tenant", "reseal", "--batch", "1"], "");
+    assert!(resealed.ok, "{}", resealed.stderr);
+    assert!(resealed.stdout.contains("0 that no key opens"), "{}", resealed.stdout);
+    let again = worker(&rotating, &["tenant", "reseal"], "");
+    assert!(again.stdout.starts_with("resealed 0 secret(s)"), "running it again finds nothing: {}", again.stdout);
+
+    // The old key can go: everything opens with the new one alone.
+    let only_new = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", new.as_str())];
+    let cipher = SecretCipher::from_base64::<&str>(&new, &[]).unwrap();
+    let sealed: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT id, signing_secret, previous_signing_secret FROM provider_accounts")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (id, current, previous) in sealed {
+        use callgate_contract::secrets::{previous_signing_secret_binding, signing_secret_binding};
+        cipher.open(&current, &signing_secret_binding(id)).unwrap();
+        if let Some(previous) = previous {
+            cipher.open(&previous, &previous_signing_secret_binding(id)).unwrap();
+        }
+    }
+    let rotate = worker(&only_new, &["tenant", "rotate-secret", "--account", &retell.to_string()], "fresher\n");
+    assert!(rotate.ok, "{}", rotate.stderr);
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_actions ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert!(actions.contains(&"tenant reseal".to_owned()), "{actions:?}");
+}

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod dlq;
 pub mod inspect;
 pub mod requeue;
+pub mod reseal;
 pub mod tenant;
 
 pub use audit::Actor;
