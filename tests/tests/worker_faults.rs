@@ -514,3 +514,45 @@ async fn dead_letters_are_listed_replayed_once_in_effect_and_each_replay_is_reco
     assert_eq!(audit, vec![replayed.clone(), replayed], "each replay recorded, the dry run not");
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flagged_call_is_reprocessed_once_its_cause_is_fixed_and_only_once() {
+    let stack = stack(1).await;
+    let pool = &stack.db.pool;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let analysed =
+        retell_call(&stack.tenant, "c_fixed", "+12025550111", Some(appointment_analysis(FUTURE_LOCAL, "root canal")));
+    for webhook in analysed {
+        webhook.deliver(&stack.gw).await;
+    }
+    wait_count(pool, "SELECT count(*) FROM processed_events", 3).await;
+    let reprocess = || {
+        let args =
+            ["call", "reprocess", "--database-url", &stack.db.url, "--provider", "retell", "--call-id", "c_fixed"];
+        operator(&[&args[..], &["--actor", "dana"]].concat())
+    };
+    let (ok, still, stderr) = reprocess();
+    assert!(ok, "{stderr}");
+    assert!(still.starts_with("still flagged: unknown_service"), "nothing fixed yet: {still}");
+
+    let service =
+        tenants::ServiceDetails { name: "Root Canal", aliases: &[], duration_minutes: 90, calcom_event_type_id: None };
+    tenants::add_service(pool, stack.tenant.company, stack.tenant.branch, &service).await.unwrap();
+    let (ok, created, stderr) = reprocess();
+    assert!(ok, "{stderr}");
+    assert!(created.starts_with("appointment created: Root Canal"), "{created}");
+    let (flag, reason): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT c.review_reason, h.reason FROM calls c JOIN appointments a ON a.call_id = c.id \
+         JOIN appointment_status_history h ON h.appointment_id = a.id WHERE c.provider_call_id = 'c_fixed'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(flag, None, "the flag is cleared");
+    assert_eq!(reason.as_deref(), Some("created from the analysis of retell call c_fixed"));
+    let (ok, again, _) = reprocess();
+    assert!(ok && again.starts_with("the appointment existed already"), "{again}");
+    assert_eq!(count(pool, "SELECT count(*) FROM appointments").await, 1);
+    assert_eq!(count(pool, "SELECT count(*) FROM operator_actions WHERE action = 'call reprocess'").await, 3);
+    worker.shutdown().await;
+}

@@ -124,7 +124,8 @@ impl Catalog {
     }
 }
 
-async fn load(conn: &mut PgConnection, branches: &[Uuid]) -> Result<Vec<(Uuid, Arc<Branch>)>, sqlx::Error> {
+/// Reads the settings of `branches` (what the cache holds, read now).
+pub(crate) async fn load(conn: &mut PgConnection, branches: &[Uuid]) -> Result<Vec<(Uuid, Arc<Branch>)>, sqlx::Error> {
     let rows: Vec<BranchRow> = sqlx::query_as(
         "SELECT b.id, b.company_id, c.appointment_fields, b.timezone \
          FROM branches b JOIN companies c ON c.id = b.company_id WHERE b.id = ANY($1)",

@@ -394,6 +394,19 @@ pub enum CallCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-derive a flagged call's appointment from its stored analysis, after fixing what
+    /// flagged it (a service alias, a branch's time zone). Same rules and idempotency key as
+    /// the first time: an appointment that exists is not made twice.
+    Reprocess {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[arg(long)]
+        provider: Provider,
+        #[arg(long)]
+        call_id: String,
+    },
 }
 
 /// How a push ended.
@@ -514,6 +527,13 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
         Command::Tenant(command) => tenant(command).await,
         Command::Calcom(command) => calcom(command).await,
         Command::Dlq(command) => dlq(command).await,
+        Command::Call(CallCommand::Reprocess { database, actor, provider, call_id }) => {
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let line = operate::reprocess::run(&pool(&database).await?, provider, &call_id, &actor)
+                .await?
+                .ok_or(CliError::NoCall(provider, call_id))?;
+            Ok(vec![line])
+        }
         Command::Call(CallCommand::Show { database, provider, call_id, json }) => {
             let pool = pool(&database).await?;
             let report = operate::inspect::call(&pool, provider.as_str(), &call_id)

@@ -215,6 +215,17 @@ fn rfc3339(value: Option<&Value>) -> Option<DateTime<Utc>> {
     value.and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
 }
 
+/// The structured fields in a stored analysis object (`calls.analysis`) of `provider`: what an
+/// appointment is re-derived from. Twilio has no analysis.
+pub fn structured_data(provider: Provider, analysis: &Value) -> Option<Map<String, Value>> {
+    let field = match provider {
+        Provider::Retell => retell::STRUCTURED_FIELD,
+        Provider::Vapi => vapi::STRUCTURED_FIELD,
+        Provider::Twilio => return None,
+    };
+    object(analysis.get(field))
+}
+
 fn object(value: Option<&Value>) -> Option<Map<String, Value>> {
     value.and_then(Value::as_object).cloned()
 }

@@ -2,6 +2,9 @@
 
 use serde_json::Value;
 
+/// Where Retell's analysis object holds the fields an appointment is made from.
+pub const STRUCTURED_FIELD: &str = "custom_analysis_data";
+
 use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, millis, non_empty};
 
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
@@ -37,7 +40,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     update.disconnection_reason = non_empty(call.get("disconnection_reason"));
     // Retell reports cost in cents.
     update.cost_usd = call.pointer("/call_cost/combined_cost").and_then(Value::as_f64).map(|cents| cents / 100.0);
-    update.set_analysis(call.get("call_analysis"), "call_summary", "custom_analysis_data");
+    update.set_analysis(call.get("call_analysis"), "call_summary", STRUCTURED_FIELD);
     Ok(Normalized::Call(Box::new(update)))
 }
 

@@ -2,6 +2,9 @@
 
 use serde_json::Value;
 
+/// Where Vapi's analysis object holds the fields an appointment is made from.
+pub const STRUCTURED_FIELD: &str = "structuredData";
+
 use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, non_empty, rfc3339};
 
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
@@ -47,7 +50,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     update.disconnection_reason = non_empty(message.get("endedReason")).or_else(|| non_empty(call.get("endedReason")));
     update.cost_usd = message.get("cost").or_else(|| call.get("cost")).and_then(Value::as_f64);
     update.transcript = non_empty(message.pointer("/artifact/transcript"));
-    update.set_analysis(message.get("analysis"), "summary", "structuredData");
+    update.set_analysis(message.get("analysis"), "summary", STRUCTURED_FIELD);
     Ok(Normalized::Call(Box::new(update)))
 }
 

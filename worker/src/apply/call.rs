@@ -300,7 +300,7 @@ pub(super) async fn apply(
         let key = key_of(record);
         let group = groups.get_mut(&key).ok_or(sqlx::Error::RowNotFound)?;
         let reference = group.ended_at().unwrap_or(record.envelope.received_at);
-        match plan(record, branch, &request, reference) {
+        match plan(record.envelope.received_at, branch, &request, reference) {
             Ok((start, end, service)) => planned.push(Planned {
                 event: i,
                 key,
@@ -447,8 +447,8 @@ fn new_group<'r>(stored: Option<&'r StoredCall>, first: &'r CallRecord) -> Group
 type Slot<'b> = (DateTime<Utc>, DateTime<Utc>, &'b appointments::Service);
 
 /// The start, end and service of a request, or why it cannot become an appointment.
-fn plan<'b>(
-    record: &CallRecord,
+pub(super) fn plan<'b>(
+    received_at: DateTime<Utc>,
     branch: &'b Branch,
     request: &appointments::Request,
     reference: DateTime<Utc>,
@@ -462,7 +462,7 @@ fn plan<'b>(
         };
         (reason, detail)
     })?;
-    appointments::check_start(start, reference, record.envelope.received_at)?;
+    appointments::check_start(start, reference, received_at)?;
     let Some(spoken) = request.service.as_deref() else {
         return Err((ReviewReason::MissingService, "the analysis names no service".to_owned()));
     };

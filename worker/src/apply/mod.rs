@@ -6,6 +6,7 @@
 pub mod booking;
 mod call;
 mod merge;
+pub(crate) mod reprocess;
 mod store;
 
 use callgate_contract::EventEnvelope;
