@@ -74,6 +74,8 @@ pub enum TenantCommand {
     AddCompany {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[arg(long)]
         name: String,
         /// Lowercase letters, digits and dashes; unique among active companies.
@@ -84,6 +86,8 @@ pub enum TenantCommand {
     AddBranch {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         /// The company's slug.
         #[arg(long)]
         company: String,
@@ -97,6 +101,8 @@ pub enum TenantCommand {
     AddAccount {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[command(flatten)]
         key: MasterKey,
         #[arg(long)]
@@ -115,6 +121,8 @@ pub enum TenantCommand {
     AddNumber {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[arg(long)]
         company: String,
         /// The branch's name.
@@ -141,6 +149,8 @@ pub enum TenantCommand {
     AddService {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[arg(long)]
         company: String,
         /// The branch's name.
@@ -163,6 +173,8 @@ pub enum TenantCommand {
     SetAppointmentFields {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[arg(long)]
         company: String,
         #[arg(long)]
@@ -172,6 +184,8 @@ pub enum TenantCommand {
     RemoveNumber {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[arg(long)]
         number: String,
         #[arg(long, default_value_t = 1)]
@@ -182,6 +196,8 @@ pub enum TenantCommand {
     RotateSecret {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[command(flatten)]
         key: MasterKey,
         #[arg(long)]
@@ -195,6 +211,8 @@ pub enum TenantCommand {
     SetCalcom {
         #[command(flatten)]
         database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
         #[command(flatten)]
         key: MasterKey,
         #[arg(long)]
@@ -644,28 +662,94 @@ async fn suspension(
     Ok(vec![if changed { format!("{company} {state}") } else { format!("{company} was already {state}") }])
 }
 
+/// An onboarding change, made in `tx`, and how the audit trail records it.
+struct Onboarded {
+    output: String,
+    action: &'static str,
+    company: Option<uuid::Uuid>,
+    selection: serde_json::Value,
+    rows: Vec<uuid::Uuid>,
+}
+
+/// Records the change made in `tx` and commits both; returns its output.
+async fn commit_onboarded(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &ActorArg,
+    done: Onboarded,
+) -> Result<Vec<String>, CliError> {
+    let actor = operate::Actor::resolve(actor.actor.as_deref());
+    let action = operate::audit::Action {
+        actor: &actor,
+        name: done.action,
+        company: done.company,
+        selection: done.selection,
+        rows: &done.rows,
+    };
+    operate::audit::record(&mut tx, &action).await?;
+    tx.commit().await?;
+    Ok(vec![done.output])
+}
+
 async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
-    let id = match command {
-        TenantCommand::AddCompany { database, name, slug } => {
-            tenants::create_company(&pool(&database).await?, &name, &slug).await?.to_string()
-        }
-        TenantCommand::AddBranch { database, company, name, timezone } => {
+    use serde_json::json;
+    match command {
+        TenantCommand::AddCompany { database, actor, name, slug } => {
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            tenants::create_branch(&pool, company, &name, &timezone).await?.to_string()
+            let mut tx = pool.begin().await?;
+            let id = tenants::create_company(&mut *tx, &name, &slug).await?;
+            let done = Onboarded {
+                output: id.to_string(),
+                action: "tenant add-company",
+                company: Some(id.0),
+                selection: json!({ "name": name, "slug": slug }),
+                rows: vec![id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::AddAccount { database, key, company, provider, external_id, settings } => {
+        TenantCommand::AddBranch { database, actor, company, name, timezone } => {
+            let pool = pool(&database).await?;
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            let id = tenants::create_branch(&mut *tx, company_id, &name, &timezone).await?;
+            let done = Onboarded {
+                output: id.to_string(),
+                action: "tenant add-branch",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "name": name, "timezone": timezone }),
+                rows: vec![id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
+        }
+        TenantCommand::AddAccount { database, actor, key, company, provider, external_id, settings } => {
             let settings: serde_json::Value = serde_json::from_str(&settings).map_err(CliError::SettingsJson)?;
             let cipher = cipher(&key)?;
             let secret = secret_from_stdin()?;
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            tenants::create_provider_account(&pool, &cipher, company, provider, &external_id, &secret, &settings)
-                .await?
-                .to_string()
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            let id = tenants::create_provider_account(
+                &mut *tx,
+                &cipher,
+                company_id,
+                provider,
+                &external_id,
+                &secret,
+                &settings,
+            )
+            .await?;
+            // The settings may name the public URL; the secret never goes into the record.
+            let done = Onboarded {
+                output: id.to_string(),
+                action: "tenant add-account",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "provider": provider.as_str(), "external_id": external_id }),
+                rows: vec![id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
         TenantCommand::AddNumber {
             database,
+            actor,
             company,
             branch,
             account,
@@ -677,19 +761,35 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
         } => {
             let number = E164::parse_with_default(&number, Some(default_country_code))?;
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            let branch = tenants::branch(&pool, company, &branch).await?;
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            let branch_id = tenants::branch(&mut *tx, company_id, &branch).await?;
             let details = NumberDetails {
                 provider_number_id: provider_number_id.as_deref(),
                 provider_agent_id: agent_id.as_deref(),
                 label: label.as_deref(),
             };
-            tenants::add_phone_number(&pool, company, branch, ProviderAccountId(account), number, &details)
-                .await?
-                .to_string()
+            let id = tenants::add_phone_number(
+                &mut *tx,
+                company_id,
+                branch_id,
+                ProviderAccountId(account),
+                number,
+                &details,
+            )
+            .await?;
+            let done = Onboarded {
+                output: id.to_string(),
+                action: "tenant add-number",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "branch": branch, "number": number.to_string() }),
+                rows: vec![id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
         TenantCommand::AddService {
             database,
+            actor,
             company,
             branch,
             name,
@@ -698,36 +798,70 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             calcom_event_type_id,
         } => {
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            let branch = tenants::branch(&pool, company, &branch).await?;
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            let branch_id = tenants::branch(&mut *tx, company_id, &branch).await?;
             let aliases: Vec<String> =
                 aliases.into_iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
             let details = ServiceDetails { name: &name, aliases: &aliases, duration_minutes, calcom_event_type_id };
-            tenants::add_service(&pool, company, branch, &details).await?.to_string()
+            let id = tenants::add_service(&mut *tx, company_id, branch_id, &details).await?;
+            let done = Onboarded {
+                output: id.to_string(),
+                action: "tenant add-service",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "branch": branch, "name": name, "aliases": aliases }),
+                rows: vec![id],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::SetAppointmentFields { database, company, fields } => {
-            let fields: serde_json::Value = serde_json::from_str(&fields).map_err(CliError::FieldsJson)?;
+        TenantCommand::SetAppointmentFields { database, actor, company, fields } => {
+            let parsed: serde_json::Value = serde_json::from_str(&fields).map_err(CliError::FieldsJson)?;
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            tenants::set_appointment_fields(&pool, company, &fields).await?;
-            String::from("appointment fields set")
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            tenants::set_appointment_fields(&mut *tx, company_id, &parsed).await?;
+            let done = Onboarded {
+                output: "appointment fields set".to_owned(),
+                action: "tenant set-appointment-fields",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "fields": parsed }),
+                rows: vec![company_id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::RemoveNumber { database, number, default_country_code } => {
+        TenantCommand::RemoveNumber { database, actor, number, default_country_code } => {
             let number = E164::parse_with_default(&number, Some(default_country_code))?;
-            if !tenants::remove_number(&pool(&database).await?, number).await? {
+            let pool = pool(&database).await?;
+            let mut tx = pool.begin().await?;
+            if !tenants::remove_number(&mut *tx, number).await? {
                 return Err(CliError::NumberNotFound(number));
             }
-            format!("removed {number}")
+            let done = Onboarded {
+                output: format!("removed {number}"),
+                action: "tenant remove-number",
+                company: None,
+                selection: json!({ "number": number.to_string() }),
+                rows: Vec::new(),
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::RotateSecret { database, key, account, keep_previous_hours } => {
+        TenantCommand::RotateSecret { database, actor, key, account, keep_previous_hours } => {
             let cipher = cipher(&key)?;
             let secret = secret_from_stdin()?;
             let until = chrono::Utc::now() + chrono::Duration::hours(i64::from(keep_previous_hours));
             let pool = pool(&database).await?;
-            tenants::rotate_secret(&pool, &cipher, ProviderAccountId(account), &secret, Some(until)).await?;
-            format!("rotated; previous secret accepted until {}", until.to_rfc3339())
+            let mut tx = pool.begin().await?;
+            tenants::rotate_secret(&mut *tx, &cipher, ProviderAccountId(account), &secret, Some(until)).await?;
+            let done = Onboarded {
+                output: format!("rotated; previous secret accepted until {}", until.to_rfc3339()),
+                action: "tenant rotate-secret",
+                company: None,
+                selection: json!({ "account": account, "keep_previous_hours": keep_previous_hours }),
+                rows: vec![account],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::SetCalcom { database, key, company, rate_per_minute, keep_previous_hours } => {
+        TenantCommand::SetCalcom { database, actor, key, company, rate_per_minute, keep_previous_hours } => {
             let cipher = cipher(&key)?;
             let input = secret_from_stdin()?;
             let text = String::from_utf8(input).map_err(|_| CliError::NoSecret)?;
@@ -737,25 +871,29 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             };
             let until = chrono::Utc::now() + chrono::Duration::hours(i64::from(keep_previous_hours));
             let pool = pool(&database).await?;
-            let company = tenants::company(&pool, &company).await?;
-            let (_, path) = tenants::set_calcom_account(
-                &pool,
+            let mut tx = pool.begin().await?;
+            let company_id = tenants::company(&mut *tx, &company).await?;
+            let (id, path) = tenants::set_calcom_account(
+                &mut *tx,
                 &cipher,
-                company,
+                company_id,
                 api_key.as_bytes(),
                 webhook_secret.as_bytes(),
                 rate_per_minute,
                 Some(until),
             )
             .await?;
-            format!("/v1/webhooks/calcom/{path}")
+            let done = Onboarded {
+                output: format!("/v1/webhooks/calcom/{path}"),
+                action: "tenant set-calcom",
+                company: Some(company_id.0),
+                selection: json!({ "company": company, "rate_per_minute": rate_per_minute }),
+                rows: vec![id.0],
+            };
+            commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::Suspend { database, actor, company } => {
-            return suspension(&database, &actor, &company, true).await;
-        }
-        TenantCommand::Resume { database, actor, company } => {
-            return suspension(&database, &actor, &company, false).await;
-        }
+        TenantCommand::Suspend { database, actor, company } => suspension(&database, &actor, &company, true).await,
+        TenantCommand::Resume { database, actor, company } => suspension(&database, &actor, &company, false).await,
         TenantCommand::Offboard { database, actor, company, force, dry_run } => {
             let actor = operate::Actor::resolve(actor.actor.as_deref());
             let report = operate::tenant::offboard(&pool(&database).await?, &company, force, dry_run, &actor).await?;
@@ -765,20 +903,19 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             if report.in_flight > 0 {
                 lines.push(format!("  {} appointment(s) still waiting for Cal.com (forced)", report.in_flight));
             }
-            return Ok(lines);
+            Ok(lines)
         }
         TenantCommand::Reseal { database, key, actor, batch, dry_run } => {
             let actor = operate::Actor::resolve(actor.actor.as_deref());
             let report = operate::reseal::run(&pool(&database).await?, &cipher(&key)?, batch, dry_run, &actor).await?;
-            return Ok(report.lines(dry_run));
+            Ok(report.lines(dry_run))
         }
         TenantCommand::Show { database, company } => {
             let pool = pool(&database).await?;
             let company = tenants::company(&pool, &company).await?;
-            return Ok(tenants::describe(&pool, company).await?);
+            Ok(tenants::describe(&pool, company).await?)
         }
-    };
-    Ok(vec![id])
+    }
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub async fn create_provider_account(
 /// Rotates an account's signing secret: the new one becomes current, the old one stays
 /// accepted until `previous_valid_until` (None: until the next rotation).
 pub async fn rotate_secret(
-    db: &sqlx::PgPool,
+    db: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
     cipher: &SecretCipher,
     account: ProviderAccountId,
     new_secret: &[u8],
@@ -206,7 +206,7 @@ pub fn calcom_gate_key(api_key: &[u8]) -> Vec<u8> {
 }
 
 pub async fn set_calcom_account(
-    db: &sqlx::PgPool,
+    db: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
     cipher: &SecretCipher,
     company: CompanyId,
     api_key: &[u8],

@@ -23,7 +23,7 @@ async fn sealed(url: &str, account: &str, column: &str) -> Vec<u8> {
 async fn an_engineer_onboards_a_business_from_the_command_line() {
     let url = fresh_database().await;
     let key = SecretCipher::generate_key();
-    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str())];
+    let env = [("CALLGATE_DATABASE_URL", url.as_str()), ("CALLGATE_SECRET_KEY", key.as_str()), ("USER", "carla")];
     let cipher = SecretCipher::from_base64::<&str>(&key, &[]).unwrap();
 
     assert!(worker(&env, &["migrate"], "").ok);
@@ -134,6 +134,22 @@ async fn an_engineer_onboards_a_business_from_the_command_line() {
     assert!(!gone.ok && gone.stderr.contains("no active row"), "{}", gone.stderr);
     let unknown = worker(&env, &["tenant", "show", "--company", "nobody"], "");
     assert!(!unknown.ok && unknown.stderr.contains("company \"nobody\" not found"), "{}", unknown.stderr);
+
+    // Every change is in the audit trail, with who made it (the OS user here), and no secret.
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let audit: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, selection::text FROM operator_actions ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|(_, action, _)| action.as_str()).collect();
+    for expected in ["tenant add-company", "tenant add-branch", "tenant add-account", "tenant add-number"] {
+        assert!(actions.contains(&expected), "{expected} missing: {actions:?}");
+    }
+    assert_eq!(actions.iter().filter(|a| **a == "tenant rotate-secret").count(), 1);
+    assert_eq!(actions.iter().filter(|a| **a == "tenant remove-number").count(), 1, "the refused one is not recorded");
+    assert!(audit.iter().all(|(actor, _, _)| actor == "carla"), "{audit:?}");
+    assert!(audit.iter().all(|(_, _, selection)| !selection.contains("tok-")), "a secret in the trail: {audit:?}");
 }
 
 #[tokio::test]
