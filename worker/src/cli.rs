@@ -226,33 +226,15 @@ pub enum TenantCommand {
     },
     /// Take a company's numbers out of the gateways' directory (within a second); its history,
     /// its Cal.com routing and the events already accepted stay.
-    Suspend {
-        #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        actor: ActorArg,
-        #[arg(long)]
-        company: String,
-    },
+    Suspend(CompanyAction),
     /// Put a suspended company's numbers back in the directory.
-    Resume {
-        #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        actor: ActorArg,
-        #[arg(long)]
-        company: String,
-    },
+    Resume(CompanyAction),
     /// Soft-delete a company: its numbers, accounts, Cal.com connection, services, customers,
     /// branches and itself (calls and appointments stay as history). Refused while an
     /// appointment waits for Cal.com, unless --force.
     Offboard {
         #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        actor: ActorArg,
-        #[arg(long)]
-        company: String,
+        target: CompanyAction,
         /// Offboard even with appointments waiting for Cal.com (their pushes go on).
         #[arg(long)]
         force: bool,
@@ -284,6 +266,18 @@ pub enum TenantCommand {
         #[arg(long)]
         company: String,
     },
+}
+
+/// An operator action on one company.
+#[derive(Debug, Args)]
+pub struct CompanyAction {
+    #[command(flatten)]
+    pub database: Database,
+    #[command(flatten)]
+    pub actor: ActorArg,
+    /// The company's slug.
+    #[arg(long)]
+    pub company: String,
 }
 
 /// Who runs an operator command, for the audit trail.
@@ -650,14 +644,9 @@ async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
     Ok(report.lines(SAMPLE))
 }
 
-async fn suspension(
-    database: &Database,
-    actor: &ActorArg,
-    company: &str,
-    suspend: bool,
-) -> Result<Vec<String>, CliError> {
-    let actor = operate::Actor::resolve(actor.actor.as_deref());
-    let changed = operate::tenant::set_suspended(&pool(database).await?, company, suspend, &actor).await?;
+async fn suspension(target: &CompanyAction, suspend: bool) -> Result<Vec<String>, CliError> {
+    let (actor, company) = (operate::Actor::resolve(target.actor.actor.as_deref()), &target.company);
+    let changed = operate::tenant::set_suspended(&pool(&target.database).await?, company, suspend, &actor).await?;
     let state = if suspend { "suspended" } else { "active" };
     Ok(vec![if changed { format!("{company} {state}") } else { format!("{company} was already {state}") }])
 }
@@ -892,9 +881,9 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             };
             commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::Suspend { database, actor, company } => suspension(&database, &actor, &company, true).await,
-        TenantCommand::Resume { database, actor, company } => suspension(&database, &actor, &company, false).await,
-        TenantCommand::Offboard { database, actor, company, force, dry_run } => {
+        TenantCommand::Suspend(target) => suspension(&target, true).await,
+        TenantCommand::Resume(target) => suspension(&target, false).await,
+        TenantCommand::Offboard { target: CompanyAction { database, actor, company }, force, dry_run } => {
             let actor = operate::Actor::resolve(actor.actor.as_deref());
             let report = operate::tenant::offboard(&pool(&database).await?, &company, force, dry_run, &actor).await?;
             let verb = if dry_run { "would remove (dry run)" } else { "removed" };
