@@ -8,7 +8,9 @@
 //! - `calcom`: the booking push to Cal.com.
 //! - [`status`]: every status the worker writes, spelled in SQL here only.
 //! - `server`: the running worker (consumer, health and metrics endpoints, shutdown).
-//! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local `demo` tenant.
+//! - [`cli`]: migrations, onboarding of tenants ([`tenants`]) and the local `demo` tenant;
+//!   [`operate`]: the operator commands (re-queue, replay, inspect, reprocess, suspend,
+//!   offboard, reseal) and their audit trail.
 //!
 //! Only what the binary, the operator commands and the end-to-end tests use is public.
 
