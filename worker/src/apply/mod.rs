@@ -200,25 +200,21 @@ pub(crate) async fn record_event(
     record: &Prepared,
     outcome: EventOutcome,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (event_id, company_id, provider, event_type, provider_call_id, outcome, \
-         kafka_partition, kafka_offset, received_at, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (company_id, event_id) DO NOTHING",
-    )
-    .bind(record.event_id())
-    .bind(record.company_id())
-    .bind(record.source())
-    .bind(record.event_type())
-    .bind(record.subject())
-    .bind(outcome.as_sql())
-    .bind(record.partition())
-    .bind(record.offset())
-    .bind(record.received_at())
-    .bind(record.trace_id())
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    // The call path's one insert, with one row.
+    let rows = store::EventRows {
+        event_id: vec![record.event_id()],
+        company_id: vec![record.company_id()],
+        provider: vec![record.source()],
+        event_type: vec![record.event_type().to_owned()],
+        provider_call_id: vec![record.subject().to_owned()],
+        outcome: vec![outcome.as_sql()],
+        detail: vec![None],
+        partition: vec![record.partition()],
+        offset: vec![record.offset()],
+        received_at: vec![record.received_at()],
+        trace_id: vec![record.trace_id().to_owned()],
+    };
+    Ok(!store::record_events(conn, rows).await?.is_empty())
 }
 
 /// The reason the `appointments_history` trigger records for the appointment changes made
