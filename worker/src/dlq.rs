@@ -22,12 +22,6 @@ pub mod headers {
     pub const SOURCE: &str = "callgate-dlq-source";
 }
 
-/// The largest record the writer sends: librdkafka's default for the largest response the
-/// consumer accepts (`receive.message.max.bytes`), so whatever the worker could read it can
-/// dead-letter. librdkafka's own producer default (1,000,000) would refuse a long call's
-/// record (the gateway takes bodies up to 8 MiB) and stall its partition on the retry loop.
-const MAX_RECORD_BYTES: &str = "100000000";
-
 /// How long one send may wait for the broker.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,14 +52,12 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    /// An idempotent `acks=all` producer for the run's DLQ topic.
+    /// An idempotent `acks=all` producer for the run's DLQ topic; it takes the largest record
+    /// the consumer can read (`kafka::MAX_RECORD_BYTES`), or a long call's letter would stall
+    /// its partition on the retry loop.
     pub fn create(config: &RunConfig, metrics: Metrics) -> Result<Self, KafkaError> {
-        let producer = crate::kafka::client_config(config, &config.kafka_producer_properties)
-            .set("client.id", "callgate-worker-dlq")
-            .set("message.max.bytes", MAX_RECORD_BYTES)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let client = crate::kafka::client_config(config, &config.kafka_producer_properties);
+        let producer = crate::kafka::acked_producer(client, "callgate-worker-dlq")?;
         Ok(Self { producer, topic: config.kafka_dlq_topic.clone(), metrics })
     }
 

@@ -122,12 +122,37 @@ pub type KafkaConsumer = StreamConsumer<WorkerContext>;
 
 /// The shared settings, then `own`: the properties of this kind of client only.
 pub(crate) fn client_config(config: &RunConfig, own: &[SecretString]) -> ClientConfig {
+    client_for(&config.kafka_brokers, &config.kafka_properties, own)
+}
+
+/// Every client's settings: the brokers, the shared properties, then `own`.
+pub(crate) fn client_for(brokers: &str, shared: &[SecretString], own: &[SecretString]) -> ClientConfig {
     let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka_brokers).set("reconnect.backoff.max.ms", "1000");
-    for (key, value) in kafka_properties(&config.kafka_properties).chain(kafka_properties(own)) {
+    client.set("bootstrap.servers", brokers).set("reconnect.backoff.max.ms", "1000");
+    for (key, value) in kafka_properties(shared).chain(kafka_properties(own)) {
         client.set(key, value);
     }
     client
+}
+
+/// The largest record the worker writes or reads: librdkafka's default for the largest
+/// response a consumer accepts (`receive.message.max.bytes`), so whatever the worker could read
+/// it can write again. librdkafka's own producer default (1,000,000) would refuse a long call's
+/// record (the gateway takes bodies up to 8 MiB).
+pub(crate) const MAX_RECORD_BYTES: &str = "100000000";
+
+/// An idempotent `acks=all` producer named `client_id`: a record it acknowledges is on every
+/// in-sync replica, and a retry never writes it twice.
+pub(crate) fn acked_producer(
+    mut client: ClientConfig,
+    client_id: &str,
+) -> Result<rdkafka::producer::FutureProducer, KafkaError> {
+    client
+        .set("client.id", client_id)
+        .set("message.max.bytes", MAX_RECORD_BYTES)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
 }
 
 /// A consumer in the group, subscribed, committing only by hand.

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use callgate_contract::envelope::headers as record_headers;
-use callgate_ops::{SecretString, kafka_properties};
+use callgate_ops::SecretString;
 use chrono::{DateTime, Timelike as _, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use sqlx::PgPool;
@@ -45,12 +45,7 @@ pub struct Topics {
 
 impl Topics {
     fn client(&self) -> ClientConfig {
-        let mut client = ClientConfig::new();
-        client.set("bootstrap.servers", &self.brokers);
-        for (key, value) in kafka_properties(&self.properties) {
-            client.set(key, value);
-        }
-        client
+        crate::kafka::client_for(&self.brokers, &self.properties, &[])
     }
 }
 
@@ -130,7 +125,7 @@ fn read_blocking(topics: &Topics, filter: &Filter, patience: Duration) -> Result
         .set("group.id", format!("callgate-dlq-reader-{}", Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("receive.message.max.bytes", "100000000")
+        .set("receive.message.max.bytes", crate::kafka::MAX_RECORD_BYTES)
         .create()?;
     let metadata = consumer.fetch_metadata(Some(&topics.dlq), TIMEOUT)?;
     let mut ends = BTreeMap::new();
@@ -242,13 +237,7 @@ pub async fn replay(
     if dry_run {
         return Ok(done);
     }
-    let producer: FutureProducer = topics
-        .client()
-        .set("client.id", "callgate-dlq-replay")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.max.bytes", "100000000")
-        .create()?;
+    let producer = crate::kafka::acked_producer(topics.client(), "callgate-dlq-replay")?;
     let mut ids = Vec::new();
     for letter in letters {
         if let Some(appointment) = letter.appointment() {
