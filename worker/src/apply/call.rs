@@ -97,15 +97,17 @@ pub(super) async fn apply(
         })
         .collect();
 
+    // Each record's call, by index.
+    let keys: Vec<CallKey> =
+        records.iter().map(|(_, r)| (r.envelope.provider.as_str(), r.envelope.provider_call_id.clone())).collect();
+
     // 1. Lock and read.
-    let key_of = |r: &CallRecord| -> CallKey { (r.envelope.provider.as_str(), r.envelope.provider_call_id.clone()) };
     let mut wanted: Vec<CallKey> = Vec::new();
     let mut locks = Vec::new();
-    for ((_, record), update) in records.iter().zip(&updates) {
+    for (((_, record), update), key) in records.iter().zip(&updates).zip(&keys) {
         let Some(update) = update else { continue };
-        let key = key_of(record);
         locks.push(store::lock_key(key.0, &key.1));
-        wanted.push(key);
+        wanted.push(key.clone());
         if let Some(parent) = &update.parent_call_id {
             wanted.push((record.envelope.provider.as_str(), parent.clone()));
         }
@@ -123,7 +125,7 @@ pub(super) async fn apply(
     let mut owner: HashMap<CallKey, Uuid> = HashMap::new();
     let mut verdicts = Vec::with_capacity(records.len());
     let mut rows = EventRows::default();
-    for ((_, record), update) in records.iter().zip(&updates) {
+    for (((_, record), update), key) in records.iter().zip(&updates).zip(&keys) {
         let env = &record.envelope;
         let company = env.route.company_id.0;
         if !seen.insert((company, env.event_id)) {
@@ -140,13 +142,12 @@ pub(super) async fn apply(
                     .parent_call_id
                     .as_ref()
                     .and_then(|parent| owner_of(&(env.provider.as_str(), parent.clone()), &owner));
-                let key = key_of(record);
                 if parent_company.is_some_and(|c| c != company) {
                     Verdict::Refused(PARENT_OTHER_COMPANY)
-                } else if owner_of(&key, &owner).is_some_and(|c| c != company) {
+                } else if owner_of(key, &owner).is_some_and(|c| c != company) {
                     Verdict::Refused(OTHER_COMPANY)
                 } else {
-                    owner.entry(key).or_insert(company);
+                    owner.entry(key.clone()).or_insert(company);
                     Verdict::Apply
                 }
             }
@@ -198,7 +199,7 @@ pub(super) async fn apply(
             }
             _ => update,
         };
-        let key = key_of(record);
+        let key = &keys[i];
         let group = groups.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             new_group(stored.get(&(key.0, key.1.as_str())).copied(), record)
@@ -232,7 +233,7 @@ pub(super) async fn apply(
             .filter(|b| b.company_id == route.company_id.0)
             .ok_or(sqlx::Error::RowNotFound)?;
         let contact = appointments::contact(data, &branch.fields);
-        let group = groups.get_mut(&key_of(record)).ok_or(sqlx::Error::RowNotFound)?;
+        let group = groups.get_mut(&keys[*i]).ok_or(sqlx::Error::RowNotFound)?;
         group.contact.name = group.contact.name.take().or_else(|| contact.name.clone());
         group.contact.email = group.contact.email.take().or_else(|| contact.email.clone());
         if let Some(request) = appointments::request(data, &branch.fields) {
@@ -297,7 +298,7 @@ pub(super) async fn apply(
     let mut planned = Vec::new();
     for (i, branch, contact, request) in requests {
         let record = records[i].1;
-        let key = key_of(record);
+        let key = keys[i].clone();
         let group = groups.get_mut(&key).ok_or(sqlx::Error::RowNotFound)?;
         let reference = group.ended_at().unwrap_or(record.envelope.received_at);
         match plan(record.envelope.received_at, branch, &request, reference) {
