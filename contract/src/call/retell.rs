@@ -48,7 +48,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
 mod tests {
     use super::*;
 
-    /// The payload of providers.md §1.8, built from Retell's SDK types.
+    /// A full `call_analyzed` payload (docs/providers.md §1), built from Retell's SDK types.
     const ANALYZED: &str = r#"{"event":"call_analyzed","call":{"call_id":"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6","agent_id":"oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD","agent_version":1,"call_type":"phone_call","call_status":"ended","direction":"inbound","from_number":"+12137771234","to_number":"+12137771235","start_timestamp":1714608475945,"end_timestamp":1714608491736,"duration_ms":15791,"disconnection_reason":"user_hangup","transcript":"Agent: hi how are you doing?\nUser: Doing pretty well. How are you?\n","transcript_object":[{"role":"agent","content":"hi how are you doing?","words":[{"word":"hi","start":0.7,"end":1.3}]}],"metadata":{"crm_id":"123"},"retell_llm_dynamic_variables":{"customer_name":"John Doe"},"call_analysis":{"call_summary":"...","user_sentiment":"Positive","call_successful":true,"in_voicemail":false,"custom_analysis_data":{"appointment_booked":true}}}}"#;
 
     fn call(event: &str, body: &str) -> CallUpdate {

@@ -58,7 +58,7 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
 mod tests {
     use super::*;
 
-    /// The official (abbreviated) example of providers.md §2.4.
+    /// Vapi's documented (abbreviated) end-of-call-report example (docs/providers.md §2).
     const REPORT: &str = r#"{"message":{"type":"end-of-call-report","endedReason":"customer-ended-call","call":{"id":"call-uuid","type":"outboundPhoneCall","status":"ended"},"artifact":{"transcript":"Full conversation transcript...","recording":{},"messages":[{"role":"assistant","message":"Hello! How can I help?"},{"role":"user","message":"I need to check my order."}]},"analysis":{"summary":"AI-generated summary of the call"},"cost":0.15,"startedAt":"2026-07-16T18:00:00.000Z","endedAt":"2026-07-16T18:03:00.000Z"}}"#;
 
     fn call(event: &str, body: &str) -> CallUpdate {
