@@ -1,4 +1,4 @@
-//! A fake Cal.com v2 API over real HTTP, behaving like Cal.com (docs/calcom.md §5) — including
+//! A fake Cal.com v2 API over real HTTP, behaving like Cal.com (docs/calcom.md §6) — including
 //! its awkward answers: the 400 "not available" for a slot already booked (ours included),
 //! 429 with `X-RateLimit-*-Default` headers and a block, 409/5xx, answers slower than the
 //! client's timeout after the booking was written, and connections cut mid-answer.
@@ -67,8 +67,10 @@ pub struct FakeBooking {
     pub attendee: Value,
     pub metadata: serde_json::Map<String, Value>,
     pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    /// Null until the booking is first changed, as in Cal.com's output.
+    pub updated_at: Option<DateTime<Utc>>,
     pub rescheduled_to: Option<String>,
+    pub rescheduled_from: Option<String>,
 }
 
 impl FakeBooking {
@@ -85,7 +87,8 @@ impl FakeBooking {
             "eventTypeId": self.event_type_id, "eventType": {"id": self.event_type_id, "slug": "event"},
             "hosts": [{"id": self.host}], "attendees": [self.attendee.clone()],
             "metadata": self.metadata, "rescheduledToUid": self.rescheduled_to,
-            "createdAt": self.created_at.to_rfc3339(), "updatedAt": self.updated_at.to_rfc3339(),
+            "rescheduledFromUid": self.rescheduled_from,
+            "createdAt": self.created_at.to_rfc3339(), "updatedAt": self.updated_at.map(|t| t.to_rfc3339()),
         })
     }
 }
@@ -216,6 +219,11 @@ impl FakeCalcom {
         self.inner.lock().unwrap().creates.get(key).cloned().unwrap_or_default()
     }
 
+    /// Requests received (every route, every key).
+    pub fn request_count(&self) -> u64 {
+        self.inner.lock().unwrap().requests
+    }
+
     pub fn rate_limited_count(&self) -> u64 {
         self.inner.lock().unwrap().rate_limited
     }
@@ -232,8 +240,29 @@ impl FakeCalcom {
         let mut inner = self.inner.lock().unwrap();
         let booking = inner.bookings.iter_mut().find(|b| b.uid == uid)?;
         booking.status = "cancelled".into();
-        booking.updated_at = Utc::now();
+        booking.updated_at = Some(Utc::now());
         Some(booking.clone())
+    }
+
+    /// Moves a booking as its attendee would on Cal.com's reschedule page: a new booking (new
+    /// uid, same metadata) and the old one cancelled, pointing at it. Returns the new one.
+    pub fn reschedule(&self, uid: &str, start: DateTime<Utc>) -> Option<FakeBooking> {
+        let mut inner = self.inner.lock().unwrap();
+        let old = inner.bookings.iter().find(|b| b.uid == uid && b.status != "cancelled")?.clone();
+        let (_, length) = inner.event_types[&old.event_type_id];
+        let mut new = insert(&mut inner, old.event_type_id, old.host, start, length, old.attendee, old.metadata);
+        new.rescheduled_from = Some(old.uid.clone());
+        let now = Utc::now();
+        for booking in &mut inner.bookings {
+            if booking.uid == new.uid {
+                booking.rescheduled_from = new.rescheduled_from.clone();
+            } else if booking.uid == old.uid {
+                booking.status = "cancelled".into();
+                booking.rescheduled_to = Some(new.uid.clone());
+                booking.updated_at = Some(now);
+            }
+        }
+        Some(new)
     }
 
     /// Per-key rate limiting: the rate-limit headers every answer carries, or the 429 to answer.
@@ -372,8 +401,9 @@ fn insert(
         attendee,
         metadata,
         created_at: now,
-        updated_at: now,
+        updated_at: None,
         rescheduled_to: None,
+        rescheduled_from: None,
     };
     inner.bookings.push(booking.clone());
     booking
@@ -561,9 +591,14 @@ async fn list(
     };
     let instant =
         |name: &str| query.get(name).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc));
-    let (after_start, before_end, after_updated) =
-        (instant("afterStart"), instant("beforeEnd"), instant("afterUpdatedAt"));
-    let event_type: Option<i64> = query.get("eventTypeId").and_then(|v| v.parse().ok());
+    let (after_start, before_end) = (instant("afterStart"), instant("beforeEnd"));
+    let (after_created, after_updated) = (instant("afterCreatedAt"), instant("afterUpdatedAt"));
+    // `eventTypeId=1` or `eventTypeIds=1,2`.
+    let event_types: Vec<i64> = ["eventTypeId", "eventTypeIds"]
+        .iter()
+        .filter_map(|name| query.get(*name))
+        .flat_map(|v| v.split(',').filter_map(|id| id.trim().parse().ok()))
+        .collect();
     let email = query.get("attendeeEmail");
     let statuses: Vec<&str> = query.get("status").map(|s| s.split(',').collect()).unwrap_or_default();
     let take: usize = query.get("take").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, 250);
@@ -575,11 +610,13 @@ async fn list(
         .unwrap()
         .bookings
         .iter()
-        .filter(|b| event_type.is_none_or(|id| b.event_type_id == id))
+        .filter(|b| event_types.is_empty() || event_types.contains(&b.event_type_id))
         .filter(|b| email.is_none_or(|e| b.attendee["email"].as_str() == Some(e.as_str())))
         .filter(|b| after_start.is_none_or(|t| b.start >= t))
         .filter(|b| before_end.is_none_or(|t| b.end <= t))
-        .filter(|b| after_updated.is_none_or(|t| b.updated_at >= t))
+        .filter(|b| after_created.is_none_or(|t| b.created_at >= t))
+        // A booking never changed has no updatedAt, and Cal.com's filter leaves it out.
+        .filter(|b| after_updated.is_none_or(|t| b.updated_at.is_some_and(|u| u >= t)))
         .filter(|b| {
             statuses.is_empty()
                 || statuses.iter().any(|s| match *s {
@@ -594,6 +631,9 @@ async fn list(
         .collect();
     if query.get("sortUpdatedAt").map(String::as_str) == Some("asc") {
         matched.sort_by_key(|b| b.updated_at);
+    }
+    if query.get("sortCreated").map(String::as_str) == Some("asc") {
+        matched.sort_by_key(|b| b.created_at);
     }
     let total = matched.len();
     let page: Vec<Value> = matched.iter().skip(skip).take(take).map(FakeBooking::output).collect();

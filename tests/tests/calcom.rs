@@ -686,3 +686,144 @@ async fn a_worker_whose_lease_was_taken_over_sends_nothing() {
     let holder: String = sqlx::query_scalar("SELECT lease_owner FROM appointments").fetch_one(&db.pool).await.unwrap();
     assert_eq!(holder, "another-worker", "the holder's lease is untouched");
 }
+
+/// `callgate-worker calcom reconcile --company <slug>` against `fake`; its output.
+async fn reconcile_now(db: &TestDb, key: &str, fake: &FakeCalcom, slug: &str, extra: &[&str]) -> String {
+    let output = tokio::process::Command::new(worker_bin())
+        .args(["calcom", "reconcile", "--company", slug, "--actor", "oncall-ana"])
+        .args(extra)
+        .env("CALLGATE_DATABASE_URL", &db.url)
+        .env("CALLGATE_SECRET_KEY", key)
+        .env("CALLGATE_CALCOM_BASE_URL", fake.base_url())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+#[tokio::test]
+async fn a_booking_whose_answer_was_lost_is_adopted_by_the_reconciliation_before_any_retry() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "lostanswer", 801, 1).await;
+    // Cal.com books, then answers 500; the push's own retry is an hour away.
+    fake.push_fault(Fault::CommitThen500);
+    insert_appointments(&db, &acme, 1, tomorrow()).await;
+    let retry_late =
+        ["--calcom-initial-backoff", "1h", "--calcom-max-backoff", "1h", "--calcom-reconcile-interval", "1s"];
+    let (worker, _) = push_worker(&db, &fake, &key, &retry_late).await;
+
+    wait_count(
+        &db.pool,
+        "SELECT count(*) FROM appointments WHERE status = 'booked' AND calcom_sync_status = 'synced'",
+        1,
+    )
+    .await;
+    assert_exactly_once(&fake, &uids(&db).await);
+    assert_eq!(fake.create_times(&acme.api_key).len(), 1, "no second create");
+    let reason: String = sqlx::query_scalar(
+        "SELECT reason FROM appointment_status_history WHERE to_status = 'booked' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "Cal.com reconciliation");
+    let metrics = worker.metrics().render();
+    assert_eq!(metric_sum(&metrics, "callgate_worker_calcom_reconciled_total{result=\"applied\"}"), 1.0, "{metrics}");
+    assert!(metric_sum(&metrics, "callgate_worker_calcom_reconcile_passes_total{outcome=\"complete\"}") >= 1.0);
+    assert!(
+        metric_sum(&metrics, "callgate_worker_calcom_requests_total{operation=\"list\",outcome=\"listed\"}") >= 2.0
+    );
+    let watermark_moved: bool = sqlx::query_scalar(
+        "SELECT r.watermark > ca.created_at FROM calcom_reconcile r JOIN calcom_accounts ca ON ca.id = r.calcom_account_id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(watermark_moved, "the watermark follows what was read");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn moves_and_cancellations_made_in_calcom_without_a_webhook_reach_the_appointment() {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let acme = seed_company(&db, &cipher(&key), &fake, "nowebhook", 802, 1).await;
+    insert_appointments(&db, &acme, 1, tomorrow()).await;
+    // The push books it; the workers' own passes are off, so only the command reconciles.
+    let (worker, _) = push_worker(&db, &fake, &key, &["--calcom-reconcile-interval", "0s"]).await;
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
+    worker.shutdown().await;
+    let first = fake.bookings().remove(0);
+
+    // The caller moves it on Cal.com's page, and someone books a walk-in; no webhook arrives.
+    let later = first.start + chrono::Duration::hours(3);
+    let moved = fake.reschedule(&first.uid, later).unwrap();
+    fake.book_directly(802, tomorrow() + chrono::Duration::days(2));
+    let appointment = || async {
+        sqlx::query_as::<_, (String, String, DateTime<Utc>)>(
+            "SELECT status, calcom_booking_uid, starts_at FROM appointments",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+
+    let dry = reconcile_now(&db, &key, &fake, "nowebhook", &["--dry-run"]).await;
+    assert!(dry.contains("would apply (dry run) 1 change(s)"), "{dry}");
+    assert_eq!(appointment().await, ("booked".to_owned(), first.uid.clone(), first.start), "a dry run keeps nothing");
+
+    let out = reconcile_now(&db, &key, &fake, "nowebhook", &[]).await;
+    assert!(out.contains("applied 1 change(s)") && out.contains("foreign 1"), "{out}");
+    assert_eq!(appointment().await, ("rescheduled".to_owned(), moved.uid.clone(), later));
+
+    // Then the host cancels the moved booking.
+    fake.cancel(&moved.uid).unwrap();
+    let out = reconcile_now(&db, &key, &fake, "nowebhook", &[]).await;
+    assert!(out.contains("applied 1 change(s)"), "{out}");
+    assert_eq!(appointment().await.0, "cancelled");
+    let history: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let statuses: Vec<&str> = history.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["pending", "booked", "rescheduled", "cancelled"], "{history:?}");
+    assert_eq!(history[3].1.as_deref(), Some("Cal.com reconciliation"));
+
+    // Reading the same bookings again changes nothing.
+    let again = reconcile_now(&db, &key, &fake, "nowebhook", &[]).await;
+    assert!(again.contains("applied 0 change(s)"), "{again}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM appointment_status_history").await, 4);
+    let audit: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT actor, action, rows_affected FROM operator_actions WHERE action = 'calcom reconcile' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let rows: Vec<i64> = audit.iter().map(|a| a.2).collect();
+    assert_eq!(rows, [1, 1, 0], "one audit row per run, none for the dry run: {audit:?}");
+    assert!(audit.iter().all(|a| a.0 == "oncall-ana"));
+    assert_eq!(fake.create_times(&acme.api_key).len(), 1, "reconciling never books");
+
+    // While Cal.com has the key blocked, a pass sends nothing and keeps its watermark.
+    sqlx::query("UPDATE calcom_rate_gates SET blocked_until = now() + interval '1 hour'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (requests, watermark) = (fake.request_count(), reconcile_watermark(&db).await);
+    let blocked = reconcile_now(&db, &key, &fake, "nowebhook", &[]).await;
+    assert!(blocked.contains("stopped early (the key's rate gate is closed)"), "{blocked}");
+    assert_eq!(fake.request_count(), requests);
+    assert_eq!(reconcile_watermark(&db).await, watermark);
+}
+
+async fn reconcile_watermark(db: &TestDb) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT watermark FROM calcom_reconcile").fetch_one(&db.pool).await.unwrap()
+}

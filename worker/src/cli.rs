@@ -314,6 +314,25 @@ pub enum CalcomCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Reconcile one company with Cal.com now: read the bookings created or changed since its
+    /// last pass and apply what no webhook brought (the workers do this every
+    /// --calcom-reconcile-interval). Prints what it found.
+    Reconcile {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        key: MasterKey,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[command(flatten)]
+        api: crate::config::CalcomApi,
+        /// The company (its slug).
+        #[arg(long)]
+        company: String,
+        /// Read and print what would change, and keep nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// The topics a DLQ command reads and writes.
@@ -499,6 +518,10 @@ pub enum CliError {
     Dlq(#[from] operate::dlq::DlqError),
     #[error(transparent)]
     TenantOp(#[from] operate::tenant::TenantOpError),
+    #[error(transparent)]
+    Reconcile(#[from] operate::reconcile::ReconcileError),
+    #[error("cannot set up the Cal.com client: {0}")]
+    Http(reqwest::Error),
     #[error("a replay needs a selection: --reason, --since, --until or --offsets")]
     NoSelection,
 }
@@ -627,21 +650,37 @@ async fn dlq(command: DlqCommand) -> Result<Vec<String>, CliError> {
 }
 
 async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
-    let CalcomCommand::Requeue { database, actor, appointment, status, company, reason, dry_run } = command;
-    let pool = pool(&database).await?;
-    let company = match company {
-        Some(slug) => Some(tenants::company(&pool, &slug).await?.0),
-        None => None,
-    };
-    let selection = operate::requeue::Selection {
-        appointment,
-        statuses: status.into_iter().map(SyncStatus::from).collect(),
-        company,
-        reason_contains: reason,
-    };
-    let actor = operate::Actor::resolve(actor.actor.as_deref());
-    let report = operate::requeue::run(&pool, &selection, &actor, dry_run).await?;
-    Ok(report.lines(SAMPLE))
+    match command {
+        CalcomCommand::Requeue { database, actor, appointment, status, company, reason, dry_run } => {
+            let pool = pool(&database).await?;
+            let company = match company {
+                Some(slug) => Some(tenants::company(&pool, &slug).await?.0),
+                None => None,
+            };
+            let selection = operate::requeue::Selection {
+                appointment,
+                statuses: status.into_iter().map(SyncStatus::from).collect(),
+                company,
+                reason_contains: reason,
+            };
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let report = operate::requeue::run(&pool, &selection, &actor, dry_run).await?;
+            Ok(report.lines(SAMPLE))
+        }
+        CalcomCommand::Reconcile { database, key, actor, api, company, dry_run } => {
+            let pool = pool(&database).await?;
+            let company = tenants::company(&pool, &company).await?.0;
+            let metrics = crate::metrics::Metrics::new();
+            let client = crate::calcom::client::Client::new(&api, metrics.clone()).map_err(CliError::Http)?;
+            let cipher = std::sync::Arc::new(cipher(&key)?);
+            // The interval a worker would set (the default of --calcom-reconcile-interval).
+            let interval = std::time::Duration::from_secs(300);
+            let reconciler = crate::calcom::reconcile::Reconciler::new(pool, client, cipher, api, interval, metrics);
+            let actor = operate::Actor::resolve(actor.actor.as_deref());
+            let report = operate::reconcile::run(&reconciler, company, &actor, dry_run).await?;
+            Ok(report.lines(SAMPLE))
+        }
+    }
 }
 
 async fn suspension(target: &CompanyAction, suspend: bool) -> Result<Vec<String>, CliError> {

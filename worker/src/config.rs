@@ -139,13 +139,10 @@ pub struct RunConfig {
     pub log: LogConfig,
 }
 
-/// The Cal.com booking push (docs/calcom.md).
+/// How to reach Cal.com and how fast one API key may be used: shared by the push, the
+/// reconciliation and the `calcom reconcile` command.
 #[derive(Debug, Clone, Args)]
-pub struct CalcomConfig {
-    /// Push pending appointments to Cal.com from this process (false: consume only).
-    #[arg(long = "calcom-push", env = "CALLGATE_CALCOM_PUSH", default_value_t = true, action = clap::ArgAction::Set)]
-    pub push: bool,
-
+pub struct CalcomApi {
     /// Base URL of the Cal.com API (v2 paths are appended).
     #[arg(long = "calcom-base-url", env = "CALLGATE_CALCOM_BASE_URL", default_value = "https://api.cal.com")]
     pub base_url: String,
@@ -172,6 +169,18 @@ pub struct CalcomConfig {
     /// Requests one API key may send at once after a quiet spell.
     #[arg(long = "calcom-burst", env = "CALLGATE_CALCOM_BURST", default_value_t = 5)]
     pub burst: u32,
+}
+
+/// The Cal.com booking push (docs/calcom.md).
+#[derive(Debug, Clone, Args)]
+pub struct CalcomConfig {
+    /// Push pending appointments to Cal.com, and reconcile with it, from this process (false:
+    /// consume only).
+    #[arg(long = "calcom-push", env = "CALLGATE_CALCOM_PUSH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub push: bool,
+
+    #[command(flatten)]
+    pub api: CalcomApi,
 
     /// Appointments this process pushes at the same time.
     #[arg(long = "calcom-concurrency", env = "CALLGATE_CALCOM_CONCURRENCY", default_value_t = 16)]
@@ -198,18 +207,24 @@ pub struct CalcomConfig {
     /// How often to look for due appointments when there was nothing to do.
     #[arg(long = "calcom-poll-interval", env = "CALLGATE_CALCOM_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub poll_interval: Duration,
+
+    /// How often each connected account is reconciled with Cal.com: the bookings created or
+    /// changed since the last pass are read and what no webhook brought is applied. 0s: never
+    /// (from this process).
+    #[arg(long = "calcom-reconcile-interval", env = "CALLGATE_CALCOM_RECONCILE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub reconcile_interval: Duration,
 }
 
 impl CalcomConfig {
     /// Settings that cannot work together.
     pub fn validate(&self) -> Result<(), String> {
-        if self.lease < self.request_timeout * 3 {
+        if self.lease < self.api.request_timeout * 3 {
             return Err(format!(
                 "--calcom-lease ({:?}) must be at least three --calcom-request-timeout ({:?})",
-                self.lease, self.request_timeout
+                self.lease, self.api.request_timeout
             ));
         }
-        if self.rate_per_minute == 0 || self.burst == 0 || self.concurrency == 0 || self.max_attempts == 0 {
+        if self.api.rate_per_minute == 0 || self.api.burst == 0 || self.concurrency == 0 || self.max_attempts == 0 {
             return Err("--calcom-rate-per-minute, --calcom-burst, --calcom-concurrency and \
                         --calcom-max-attempts must be positive"
                 .to_owned());

@@ -91,8 +91,15 @@ pub struct Metrics {
     pub calcom_backlog: IntGauge,
     /// How long the oldest of them has waited.
     pub calcom_backlog_oldest_age: Gauge,
-    /// `result` of a booking change from a Cal.com webhook: applied, stale, unmatched.
+    /// `result` of a booking change from a Cal.com webhook: applied, unchanged, stale, unmatched.
     pub calcom_changes: IntCounterVec,
+    /// `result` of each change the reconciliation read from Cal.com's bookings list: applied
+    /// (no webhook had brought it), unchanged, stale, unmatched (carries our key, matches no
+    /// appointment), foreign (a booking not made by callgate).
+    pub calcom_reconciled: IntCounterVec,
+    /// Reconciliation passes by `outcome`: complete, partial (stopped early: the rate gate, an
+    /// error, the page limit; the next pass goes on).
+    pub calcom_reconcile_passes: IntCounterVec,
 }
 
 impl Metrics {
@@ -221,6 +228,19 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let calcom_reconciled = IntCounterVec::new(
+            Opts::new(
+                "callgate_worker_calcom_reconciled_total",
+                "Booking changes read by the Cal.com reconciliation, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let calcom_reconcile_passes = IntCounterVec::new(
+            Opts::new("callgate_worker_calcom_reconcile_passes_total", "Cal.com reconciliation passes, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let metrics = Self {
             registry,
             events,
@@ -247,6 +267,8 @@ impl Metrics {
             calcom_backlog,
             calcom_backlog_oldest_age,
             calcom_changes,
+            calcom_reconciled,
+            calcom_reconcile_passes,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.events.clone()),
@@ -273,12 +295,17 @@ impl Metrics {
             Box::new(metrics.calcom_backlog.clone()),
             Box::new(metrics.calcom_backlog_oldest_age.clone()),
             Box::new(metrics.calcom_changes.clone()),
+            Box::new(metrics.calcom_reconciled.clone()),
+            Box::new(metrics.calcom_reconcile_passes.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
         }
         for change in ["assigned", "revoked"] {
             metrics.partition_changes.with_label_values(&[change]);
+        }
+        for outcome in ["complete", "partial"] {
+            metrics.calcom_reconcile_passes.with_label_values(&[outcome]);
         }
         for reason in crate::appointments::ReviewReason::ALL {
             metrics.calls_flagged.with_label_values(&[reason.as_str()]);

@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 
 use callgate_contract::SecretCipher;
 
+use crate::calcom::client::Client;
 use crate::calcom::push::Pusher;
+use crate::calcom::reconcile::Reconciler;
 use crate::catalog::{self, Catalog};
 use crate::config::RunConfig;
 use crate::consumer::Pipeline;
@@ -99,8 +101,11 @@ impl Worker {
         ));
         let state = OpsState { metrics: metrics.clone(), health: health.clone() };
         tasks.spawn(serve_ops(listener, state, shutdown_rx.clone()));
-        if let Some(pusher) = pusher(&config, &metrics, &dlq)? {
+        if let Some((pusher, reconciler)) = calcom(&config, &metrics, &dlq)? {
             tasks.spawn(pusher.run(shutdown_rx.clone()));
+            if let Some(reconciler) = reconciler {
+                tasks.spawn(reconciler.run(shutdown_rx.clone()));
+            }
         }
         let catalog = Arc::new(Catalog::new(metrics.clone()));
         tasks.spawn(catalog::follow(catalog.clone(), pool.clone(), shutdown_rx.clone()));
@@ -131,8 +136,12 @@ impl Worker {
     }
 }
 
-/// The Cal.com push, unless it is switched off or there is no master key to open API keys with.
-fn pusher(config: &RunConfig, metrics: &Metrics, dlq: &DeadLetters) -> Result<Option<Arc<Pusher>>, StartError> {
+/// The Cal.com push, and the reconciliation when it runs here.
+type CalcomTasks = (Arc<Pusher>, Option<Reconciler>);
+
+/// The Cal.com push and reconciliation (unless --calcom-reconcile-interval is 0s), unless
+/// they are switched off or there is no master key to open API keys with.
+fn calcom(config: &RunConfig, metrics: &Metrics, dlq: &DeadLetters) -> Result<Option<CalcomTasks>, StartError> {
     if !config.calcom.push {
         tracing::info!("Cal.com push switched off (--calcom-push false)");
         return Ok(None);
@@ -148,9 +157,20 @@ fn pusher(config: &RunConfig, metrics: &Metrics, dlq: &DeadLetters) -> Result<Op
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(config.database_url.expose())
         .map_err(StartError::Database)?;
-    let pusher = Pusher::new(pool, cipher, config.calcom.clone(), metrics.clone(), dlq.clone())
-        .map_err(|e| StartError::Calcom(e.to_string()))?;
-    Ok(Some(Arc::new(pusher)))
+    let client = Client::new(&config.calcom.api, metrics.clone()).map_err(|e| StartError::Calcom(e.to_string()))?;
+    let interval = config.calcom.reconcile_interval;
+    let reconciler = (!interval.is_zero()).then(|| {
+        Reconciler::new(
+            pool.clone(),
+            client.clone(),
+            cipher.clone(),
+            config.calcom.api.clone(),
+            interval,
+            metrics.clone(),
+        )
+    });
+    let pusher = Pusher::new(pool, client, cipher, config.calcom.clone(), metrics.clone(), dlq.clone());
+    Ok(Some((Arc::new(pusher), reconciler)))
 }
 
 /// Checks Postgres and the broker every few seconds, so that /readyz and the `_up` gauges tell

@@ -16,7 +16,7 @@ use callgate_tests::calcom::{FakeCalcom, Limits};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(about = "A fake Cal.com v2 bookings API (docs/calcom.md §5), for local demos")]
+#[command(about = "A fake Cal.com v2 bookings API (docs/calcom.md §6), for local demos")]
 struct Args {
     /// Address to serve on.
     #[arg(long, env = "CALLGATE_FAKE_CALCOM_LISTEN", default_value = "127.0.0.1:8095")]

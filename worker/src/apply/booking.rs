@@ -5,6 +5,9 @@
 //! our idempotency key in the booking metadata — which is how a BOOKING_CREATED settles a push
 //! whose answer never arrived. Cal.com delivers at least once, in no particular order:
 //! `iCalSequence` tells an older change from a newer one.
+//!
+//! The Cal.com reconciliation (`crate::calcom::reconcile`) applies what it reads from Cal.com's
+//! bookings list through [`apply_change`] too, so both paths follow one set of rules.
 
 use callgate_contract::booking::{BookingChange, Trigger};
 use sqlx::PgConnection;
@@ -17,6 +20,9 @@ use crate::status::{AppointmentStatus, EventOutcome, SyncStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeResult {
     Applied,
+    /// It matched, and the appointment already said so (the reconciliation re-reads bookings
+    /// the webhooks brought).
+    Unchanged,
     /// Older than what the appointment already reflects.
     Stale,
     /// No appointment of the company has this booking (made in Cal.com directly, or replaced).
@@ -27,6 +33,7 @@ impl ChangeResult {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
             Self::Stale => "stale",
             Self::Unmatched => "unmatched",
         }
@@ -77,37 +84,53 @@ pub async fn apply(
         return Ok(Outcome::Duplicate);
     }
     let company = record.envelope.route.company_id.0;
-    let result = match find(conn, company, change).await? {
-        None => Err((ChangeResult::Unmatched, "no appointment has this booking".to_owned())),
-        Some(current) => decide(&current, change).map(|()| current),
-    };
-    let result = match result {
-        Ok(current) => {
-            write(conn, &current, change, &record.envelope.event_type).await?;
-            tracing::info!(
-                event_id = %record.envelope.event_id, appointment_id = %current.id, booking_uid = %change.uid,
-                trigger = %record.envelope.event_type, "Cal.com booking change applied"
-            );
-            ChangeResult::Applied
-        }
-        Err((result, detail)) => {
-            sqlx::query(
-                "UPDATE processed_events SET outcome = $4, detail = $2 WHERE company_id = $3 AND event_id = $1",
-            )
-            .bind(record.envelope.event_id)
+    let origin = format!("Cal.com {}", record.envelope.event_type);
+    let ChangeOutcome { result, detail, .. } = apply_change(conn, company, change, &origin).await?;
+    let event_id = record.envelope.event_id;
+    if let Some(detail) = detail {
+        sqlx::query("UPDATE processed_events SET outcome = $4, detail = $2 WHERE company_id = $3 AND event_id = $1")
+            .bind(event_id)
             .bind(&detail)
-            .bind(record.envelope.route.company_id.0)
+            .bind(company)
             .bind(EventOutcome::Ignored.as_sql())
             .execute(&mut *conn)
             .await?;
-            tracing::info!(
-                event_id = %record.envelope.event_id, booking_uid = %change.uid, trigger = %record.envelope.event_type,
-                %detail, "Cal.com booking change not applied"
-            );
-            result
-        }
-    };
+        tracing::info!(%event_id, booking_uid = %change.uid, trigger = %record.envelope.event_type, %detail, "Cal.com booking change not applied");
+    } else {
+        tracing::info!(%event_id, booking_uid = %change.uid, trigger = %record.envelope.event_type, result = result.as_str(), "Cal.com booking change applied");
+    }
     Ok(Outcome::Booking(result))
+}
+
+/// What one booking change did, to which appointment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeOutcome {
+    pub result: ChangeResult,
+    /// The appointment it matched.
+    pub appointment: Option<Uuid>,
+    /// Why it did not apply.
+    pub detail: Option<String>,
+}
+
+/// Applies one booking change to the company's appointment it concerns, in the caller's
+/// transaction. `origin` starts the status-history reason ("Cal.com BOOKING_CANCELLED").
+pub async fn apply_change(
+    conn: &mut PgConnection,
+    company: Uuid,
+    change: &BookingChange,
+    origin: &str,
+) -> Result<ChangeOutcome, sqlx::Error> {
+    let Some(current) = find(conn, company, change).await? else {
+        let detail = Some("no appointment has this booking".to_owned());
+        return Ok(ChangeOutcome { result: ChangeResult::Unmatched, appointment: None, detail });
+    };
+    let appointment = Some(current.id);
+    if let Err((result, detail)) = decide(&current, change) {
+        return Ok(ChangeOutcome { result, appointment, detail: Some(detail) });
+    }
+    let changed = write(conn, &current, change, origin).await?;
+    let result = if changed { ChangeResult::Applied } else { ChangeResult::Unchanged };
+    Ok(ChangeOutcome { result, appointment, detail: None })
 }
 
 /// The appointment this change is about, locked.
@@ -133,6 +156,15 @@ fn decide(current: &Current, change: &BookingChange) -> Result<(), (ChangeResult
         return Err((ChangeResult::Stale, format!("stale: iCalSequence {incoming} is older than {seen}")));
     }
     let ours = current.uid.as_deref();
+    // The move to the booking we hold, again, after that booking ended: Cal.com cannot move an
+    // ended booking, so this is the move read late (the list has no iCalSequence to say so).
+    let ended = matches!(
+        AppointmentStatus::from_sql(&current.status),
+        Some(AppointmentStatus::Cancelled | AppointmentStatus::Rejected)
+    );
+    if change.trigger == Trigger::Rescheduled && ended && ours == Some(change.uid.as_str()) {
+        return Err((ChangeResult::Stale, "stale: the booking was moved before it ended".to_owned()));
+    }
     let applies = match change.trigger {
         // Ours when we have no uid yet (our push's answer was lost) or it is this one. Another
         // uid carrying our key would be a second booking: never adopted silently.
@@ -141,7 +173,11 @@ fn decide(current: &Current, change: &BookingChange) -> Result<(), (ChangeResult
         Trigger::Rescheduled => {
             ours.is_none() || ours == change.previous_uid.as_deref() || ours == Some(change.uid.as_str())
         }
-        Trigger::Cancelled | Trigger::Rejected => ours == Some(change.uid.as_str()),
+        // Ours, or (read from Cal.com's list, which shows metadata on cancelled bookings too)
+        // our booking whose answer never reached us. Webhook cancellations carry no key.
+        Trigger::Cancelled | Trigger::Rejected => {
+            ours == Some(change.uid.as_str()) || (ours.is_none() && change.our_key.is_some())
+        }
     };
     if applies {
         return Ok(());
@@ -159,26 +195,30 @@ fn decide(current: &Current, change: &BookingChange) -> Result<(), (ChangeResult
     Err((ChangeResult::Unmatched, format!("the appointment's booking is {}", ours.unwrap_or("unknown"))))
 }
 
+/// Writes the change; false when the appointment already said all of it.
 async fn write(
     conn: &mut PgConnection,
     current: &Current,
     change: &BookingChange,
-    trigger: &str,
-) -> Result<(), sqlx::Error> {
+    origin: &str,
+) -> Result<bool, sqlx::Error> {
     let reason = match &change.reason {
-        Some(reason) => format!("Cal.com {trigger}: {reason}"),
-        None => format!("Cal.com {trigger}"),
+        Some(reason) => format!("{origin}: {reason}"),
+        None => origin.to_owned(),
     };
     set_status_reason(conn, &reason).await?;
     let status = status_after(AppointmentStatus::from_sql(&current.status), change.trigger);
     // The appointment is locked (`find`), so the status decided from it still stands.
-    sqlx::query(
-        "UPDATE appointments SET status = $2, calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
+    let written = sqlx::query(
+        "UPDATE appointments a SET status = $2, calcom_booking_uid = $3, calcom_booking_id = COALESCE($4, calcom_booking_id), \
            starts_at = COALESCE($5, starts_at), ends_at = COALESCE($6, ends_at), \
            calcom_sequence = GREATEST(calcom_sequence, $7), \
            calcom_sync_status = $8, calcom_unsure = false, last_sync_error = NULL, \
            synced_at = COALESCE(synced_at, now()) \
-         WHERE id = $1",
+         WHERE id = $1 AND (a.status, a.calcom_booking_uid, a.calcom_booking_id, a.starts_at, a.ends_at, \
+                            a.calcom_sequence, a.calcom_sync_status, a.calcom_unsure) \
+           IS DISTINCT FROM ($2, $3, COALESCE($4, a.calcom_booking_id), COALESCE($5, a.starts_at), \
+                             COALESCE($6, a.ends_at), GREATEST(a.calcom_sequence, $7), $8, false)",
     )
     .bind(current.id)
     .bind(status.as_sql())
@@ -190,12 +230,50 @@ async fn write(
     .bind(SyncStatus::Synced.as_sql())
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected() == 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn current(uid: Option<&str>) -> Current {
+        Current { id: Uuid::nil(), uid: uid.map(str::to_owned), sequence: None, status: "pending".into() }
+    }
+
+    fn change(trigger: Trigger, uid: &str, our_key: Option<&str>) -> BookingChange {
+        BookingChange {
+            trigger,
+            uid: uid.into(),
+            previous_uid: None,
+            our_key: our_key.map(str::to_owned),
+            booking_id: None,
+            start: None,
+            end: None,
+            sequence: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_move_read_again_after_its_booking_ended_is_stale() {
+        let ended = Current { status: "cancelled".into(), ..current(Some("new")) };
+        let moved =
+            BookingChange { previous_uid: Some("old".into()), ..change(Trigger::Rescheduled, "new", Some("k")) };
+        assert_eq!(decide(&ended, &moved).unwrap_err().0, ChangeResult::Stale);
+        // The first time, the move applies.
+        assert!(decide(&current(Some("old")), &moved).is_ok());
+    }
+
+    #[test]
+    fn a_cancellation_applies_to_our_booking_or_to_one_found_by_our_key_before_its_answer() {
+        assert!(decide(&current(Some("a")), &change(Trigger::Cancelled, "a", None)).is_ok());
+        assert!(decide(&current(None), &change(Trigger::Cancelled, "a", Some("k"))).is_ok());
+        // A webhook cancellation has no key: without our uid it cannot be told to be ours.
+        assert!(decide(&current(None), &change(Trigger::Cancelled, "a", None)).is_err());
+        // Another booking of ours, cancelled, leaves the one the appointment holds alone.
+        assert!(decide(&current(Some("b")), &change(Trigger::Rejected, "a", Some("k"))).is_err());
+    }
 
     #[test]
     fn late_creations_and_requests_never_undo_what_came_first() {

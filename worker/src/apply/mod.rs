@@ -134,7 +134,7 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
             Self::Refused => "refused",
-            Self::Booking(booking::ChangeResult::Applied) => "applied",
+            Self::Booking(booking::ChangeResult::Applied | booking::ChangeResult::Unchanged) => "applied",
             Self::Booking(_) => "ignored",
         }
     }

@@ -1,4 +1,4 @@
-//! The Cal.com v2 bookings API, as the push uses it (docs/calcom.md §1, §3).
+//! The Cal.com v2 bookings API, as the push and the reconciliation use it (docs/calcom.md §1–§3, §5).
 //!
 //! Every call answers with what happened in terms the push can act on — created, definitely
 //! not done, rate limited, or *unknown* — plus the rate-limit headers of the answer. The API
@@ -14,15 +14,17 @@ use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::CalcomConfig;
+use crate::config::CalcomApi;
 use crate::metrics::Metrics;
 
 /// The message of Cal.com's 400 for a slot that is taken, which it also answers to a repeat of
-/// our own successful request (§5.2): "taken by someone else" or "taken by us" is decided by
+/// our own successful request (docs/calcom.md §2): "taken by someone else" or "taken by us" is decided by
 /// looking the booking up.
 const NOT_AVAILABLE: &str = "already has booking at this time or is not available";
 /// Cal.com blocks an exhausted key for 60 s and does not always say so.
 const DEFAULT_BLOCK: Duration = Duration::from_secs(60);
+/// Bookings per page of a listing (Cal.com's largest `take`).
+const PAGE: usize = 250;
 /// Most errors worth keeping from a Cal.com message.
 const MAX_MESSAGE: usize = 500;
 
@@ -86,6 +88,49 @@ pub enum Creation {
     },
 }
 
+/// Which of a booking's times a listing follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Created,
+    Updated,
+}
+
+/// A booking as the list shows it, with what the reconciliation needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub uid: String,
+    pub id: Option<i64>,
+    /// Lowercase: accepted, pending, cancelled, rejected.
+    pub status: String,
+    /// Our idempotency key, when the booking is one we made (or moved).
+    pub key: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// Null until the booking is first changed.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Set on the booking a reschedule created: the one it replaced.
+    pub rescheduled_from: Option<String>,
+    /// Set on the booking a reschedule cancelled: the one that replaced it.
+    pub rescheduled_to: Option<String>,
+    pub cancellation_reason: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub bookings: Vec<Listed>,
+    /// Another page follows.
+    pub more: bool,
+}
+
+/// Why a listing has no page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    RateLimited,
+    Failed(String),
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -111,7 +156,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: &CalcomConfig, metrics: Metrics) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &CalcomApi, metrics: Metrics) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -173,7 +218,7 @@ impl Client {
     }
 
     /// Our booking among those of this event type starting in `[start, start + 1 day)`: the
-    /// one whose metadata carries `key`. Cal.com cannot filter on metadata (§3.5), so the
+    /// one whose metadata carries `key`. Cal.com cannot filter on metadata (§1), so the
     /// attendee's email narrows the list when there is one. Cancelled bookings are included:
     /// ours may have been cancelled before its answer reached us, and then it is found (and
     /// the appointment ends cancelled) instead of being booked a second time.
@@ -185,7 +230,6 @@ impl Client {
         attendee_email: Option<&str>,
         start: DateTime<Utc>,
     ) -> (Lookup, Budget) {
-        const PAGE: usize = 250;
         let started = Instant::now();
         let after = (start - chrono::Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
         let before = (start + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
@@ -205,31 +249,11 @@ impl Client {
             if let Some(email) = attendee_email {
                 query.push(("attendeeEmail", email.to_owned()));
             }
-            let sent = self
-                .http
-                .get(format!("{}/v2/bookings", self.base_url))
-                .headers(self.headers(api_key))
-                .query(&query)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                Err(error) => break (Lookup::Failed(describe(&error)), Budget::default()),
-            };
-            let budget = budget(&response);
-            let status = response.status();
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                break (Lookup::RateLimited, budget);
-            }
-            if !status.is_success() {
-                let message = error_message(response).await;
-                break (Lookup::Failed(format!("HTTP {}: {message}", status.as_u16())), budget);
-            }
-            let page: Page = match response.json().await {
+            let (page, budget) = self.page(api_key, &query).await;
+            let page = match page {
                 Ok(page) => page,
-                Err(error) => {
-                    break (Lookup::Failed(format!("unreadable bookings list: {}", describe(&error))), budget);
-                }
+                Err(Listing::RateLimited) => break (Lookup::RateLimited, budget),
+                Err(Listing::Failed(error)) => break (Lookup::Failed(error), budget),
             };
             let ours = page.data.iter().filter(|b| b.metadata_key() == Some(key)).map(WireBooking::booking);
             let (live, dead): (Vec<Booking>, Vec<Booking>) = ours.partition(|b| !b.is_cancelled());
@@ -237,14 +261,77 @@ impl Client {
                 break (Lookup::Found(found), budget);
             }
             cancelled = cancelled.or(dead.into_iter().next());
-            let more = page.pagination.is_some_and(|p| p.has_next_page) && page.data.len() == PAGE;
-            if !more {
+            if !page.more() {
                 break (cancelled.take().map_or(Lookup::NotFound, Lookup::Found), budget);
             }
             skip += PAGE;
         };
         self.observe("lookup", lookup_label(&outcome), started);
         (outcome, budget)
+    }
+
+    /// One page of the bookings of `event_types` created (or changed) at or after `after`,
+    /// oldest first: what the reconciliation reads (§5). Cal.com leaves `updatedAt` null until a
+    /// booking is first changed, so new bookings are found by creation and changes by update.
+    pub async fn changed_since(
+        &self,
+        api_key: &Secret,
+        since: Since,
+        after: DateTime<Utc>,
+        event_types: &[i64],
+        skip: usize,
+    ) -> (Result<Changed, Listing>, Budget) {
+        let started = Instant::now();
+        let (filter, sort) = match since {
+            Since::Created => ("afterCreatedAt", "sortCreated"),
+            Since::Updated => ("afterUpdatedAt", "sortUpdatedAt"),
+        };
+        let ids: Vec<String> = event_types.iter().map(i64::to_string).collect();
+        let query = [
+            (filter, after.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            (sort, "asc".to_owned()),
+            ("eventTypeIds", ids.join(",")),
+            ("take", PAGE.to_string()),
+            ("skip", skip.to_string()),
+        ];
+        let (page, budget) = self.page(api_key, &query).await;
+        let outcome = page
+            .map(|page| Changed { more: page.more(), bookings: page.data.iter().map(WireBooking::listed).collect() });
+        let label = match &outcome {
+            Ok(_) => "listed",
+            Err(Listing::RateLimited) => "rate_limited",
+            Err(Listing::Failed(_)) => "failed",
+        };
+        self.observe("list", label, started);
+        (outcome, budget)
+    }
+
+    /// `GET /v2/bookings` with `query`: the page, or why there is none.
+    async fn page(&self, api_key: &Secret, query: &[(&str, String)]) -> (Result<Page, Listing>, Budget) {
+        let sent = self
+            .http
+            .get(format!("{}/v2/bookings", self.base_url))
+            .headers(self.headers(api_key))
+            .query(query)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return (Err(Listing::Failed(describe(&error))), Budget::default()),
+        };
+        let budget = budget(&response);
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (Err(Listing::RateLimited), budget);
+        }
+        if !status.is_success() {
+            let message = error_message(response).await;
+            return (Err(Listing::Failed(format!("HTTP {}: {message}", status.as_u16()))), budget);
+        }
+        match response.json().await {
+            Ok(page) => (Ok(page), budget),
+            Err(error) => (Err(Listing::Failed(format!("unreadable bookings list: {}", describe(&error)))), budget),
+        }
     }
 
     fn observe(&self, operation: &str, outcome: &str, started: Instant) {
@@ -276,7 +363,7 @@ async fn created(response: Response) -> Creation {
     let message = error_message(response).await;
     match status.as_u16() {
         400 if message.contains(NOT_AVAILABLE) => Creation::NotAvailable(message),
-        // 409 is also Cal.com's answer to the loser of two concurrent identical requests (§5.2).
+        // 409 is also Cal.com's answer to the loser of two concurrent identical requests (§2).
         409 => Creation::Unknown { label: "conflict", detail: format!("HTTP 409: {message}") },
         code @ 500..=599 => Creation::Unknown { label: "server_error", detail: format!("HTTP {code}: {message}") },
         code @ 400..=499 => Creation::Refused { status: code, message },
@@ -373,7 +460,7 @@ struct Envelope {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Data {
-    One(WireBooking),
+    One(Box<WireBooking>),
     Many(Vec<WireBooking>),
 }
 
@@ -384,6 +471,13 @@ struct Page {
     pagination: Option<Pagination>,
 }
 
+impl Page {
+    /// Another page follows (a short page is the last, whatever the pagination says).
+    fn more(&self) -> bool {
+        self.pagination.as_ref().is_some_and(|p| p.has_next_page) && self.data.len() == PAGE
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Pagination {
@@ -392,6 +486,7 @@ struct Pagination {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct WireBooking {
     uid: String,
     id: Option<i64>,
@@ -399,6 +494,14 @@ struct WireBooking {
     status: String,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
+    // Read as text and parsed leniently: one odd value must not make a whole page unreadable.
+    start: Option<String>,
+    end: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    rescheduled_from_uid: Option<String>,
+    rescheduled_to_uid: Option<String>,
+    cancellation_reason: Option<String>,
 }
 
 impl WireBooking {
@@ -408,5 +511,24 @@ impl WireBooking {
 
     fn booking(&self) -> Booking {
         Booking { uid: self.uid.clone(), id: self.id, status: self.status.to_ascii_lowercase() }
+    }
+
+    fn listed(&self) -> Listed {
+        let instant = |value: &Option<String>| {
+            value.as_deref().and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc))
+        };
+        Listed {
+            uid: self.uid.clone(),
+            id: self.id,
+            status: self.status.to_ascii_lowercase(),
+            key: self.metadata_key().map(str::to_owned),
+            start: instant(&self.start),
+            end: instant(&self.end),
+            created_at: instant(&self.created_at),
+            updated_at: instant(&self.updated_at),
+            rescheduled_from: self.rescheduled_from_uid.clone(),
+            rescheduled_to: self.rescheduled_to_uid.clone(),
+            cancellation_reason: self.cancellation_reason.clone(),
+        }
     }
 }

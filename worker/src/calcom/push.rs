@@ -46,7 +46,7 @@ impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pusher")
             .field("owner", &self.owner)
-            .field("base_url", &self.config.base_url)
+            .field("base_url", &self.config.api.base_url)
             .finish_non_exhaustive()
     }
 }
@@ -86,22 +86,22 @@ const BACKLOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 impl Pusher {
     pub fn new(
         pool: PgPool,
+        client: Client,
         cipher: Arc<SecretCipher>,
         config: CalcomConfig,
         metrics: Metrics,
         dlq: DeadLetters,
-    ) -> Result<Self, reqwest::Error> {
-        let client = Client::new(&config, metrics.clone())?;
+    ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
         let owner = format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
-        Ok(Self { pool, client, cipher, config, metrics, dlq, owner })
+        Self { pool, client, cipher, config, metrics, dlq, owner }
     }
 
     /// Claims and pushes until `shutdown`; then lets the attempts in hand finish (each is
     /// bounded by the request timeouts) so that none is cut between Cal.com's answer and the
     /// row that records it.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        tracing::info!(owner = %self.owner, base_url = %self.config.base_url, "Cal.com push started");
+        tracing::info!(owner = %self.owner, base_url = %self.config.api.base_url, "Cal.com push started");
         let mut tasks = JoinSet::new();
         let mut backlog_at: Option<tokio::time::Instant> = None;
         loop {
@@ -147,8 +147,8 @@ impl Pusher {
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
         let limits = ClaimLimits {
             limit,
-            rate_per_minute: self.config.rate_per_minute,
-            burst: self.config.burst,
+            rate_per_minute: self.config.api.rate_per_minute,
+            burst: self.config.api.burst,
             owner: &self.owner,
             lease: self.config.lease,
         };
@@ -339,7 +339,8 @@ impl Pusher {
 
     /// Charges requests the claim did not pay for (a second lookup) to the key's gate.
     async fn spend(&self, account: Uuid, requests: u32) {
-        let spent = store::spend(&self.pool, account, requests, self.config.burst, self.config.rate_per_minute).await;
+        let spent =
+            store::spend(&self.pool, account, requests, self.config.api.burst, self.config.api.rate_per_minute).await;
         if let Err(error) = spent {
             tracing::warn!(%error, calcom_account_id = %account, "cannot charge the rate gate");
         }

@@ -304,3 +304,112 @@ pub(super) async fn block(pool: &PgPool, account: Uuid, blocked_for: Duration) -
     .await?;
     Ok(())
 }
+
+/// An account whose reconciliation this process runs now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct ReconcileClaim {
+    #[sqlx(rename = "calcom_account_id")]
+    pub account_id: Uuid,
+    pub company_id: Uuid,
+    /// Bookings created or changed before this were read by an earlier pass.
+    pub watermark: DateTime<Utc>,
+    pub api_key: Vec<u8>,
+    /// The Cal.com event types of the company's services: the bookings that can be ours.
+    pub event_types: Vec<i64>,
+}
+
+/// Every connected account gets its row, with the time it was connected as its first
+/// watermark (nothing booked before can be ours).
+const RECONCILE_ENROL: &str = "
+INSERT INTO calcom_reconcile (calcom_account_id, company_id, watermark)
+SELECT ca.id, ca.company_id, ca.created_at FROM calcom_accounts ca
+WHERE ca.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM calcom_reconcile r WHERE r.calcom_account_id = ca.id)
+ON CONFLICT DO NOTHING";
+
+/// Takes the most overdue account (or, with $2, that company's account whenever it is due),
+/// pushing its next run out by the lease ($1 seconds): a worker dying mid-pass leaves it to
+/// another after that.
+const RECONCILE_CLAIM: &str = "
+UPDATE calcom_reconcile r SET next_run_at = now() + $1 * interval '1 second'
+FROM calcom_accounts ca
+WHERE ca.id = r.calcom_account_id
+  AND r.calcom_account_id = (
+    SELECT r2.calcom_account_id FROM calcom_reconcile r2
+    JOIN calcom_accounts ca2 ON ca2.id = r2.calcom_account_id AND ca2.deleted_at IS NULL
+    WHERE CASE WHEN $2::uuid IS NULL THEN r2.next_run_at <= now() ELSE r2.company_id = $2 END
+    ORDER BY r2.next_run_at
+    LIMIT 1
+    FOR UPDATE OF r2 SKIP LOCKED)
+RETURNING r.calcom_account_id, r.company_id, r.watermark, ca.api_key,
+  ARRAY(SELECT DISTINCT s.calcom_event_type_id FROM services s
+        WHERE s.company_id = r.company_id AND s.calcom_event_type_id IS NOT NULL ORDER BY 1) AS event_types";
+
+/// Claims an account to reconcile: the most overdue one, or `company`'s now.
+pub(super) async fn claim_reconcile(
+    pool: &PgPool,
+    company: Option<Uuid>,
+    lease: Duration,
+) -> Result<Option<ReconcileClaim>, sqlx::Error> {
+    sqlx::query(RECONCILE_ENROL).execute(pool).await?;
+    sqlx::query_as(RECONCILE_CLAIM).bind(lease.as_secs_f64()).bind(company).fetch_optional(pool).await
+}
+
+/// How a pass ended: the watermark it reached, when the next is due, what it found.
+#[derive(Debug)]
+pub(super) struct ReconcileEnd<'a> {
+    pub watermark: DateTime<Utc>,
+    pub next_in: Duration,
+    pub result: serde_json::Value,
+    pub error: Option<&'a str>,
+}
+
+/// Records the end of a pass, in the transaction that applied what it found. The watermark
+/// only moves forward: two passes of one account (a worker's and an operator's) may end in
+/// either order, and each read everything before the watermark it reached.
+pub(super) async fn finish_reconcile(
+    conn: &mut PgConnection,
+    account: Uuid,
+    end: &ReconcileEnd<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE calcom_reconcile SET watermark = GREATEST(watermark, $2), \
+         next_run_at = now() + $3 * interval '1 second', last_run_at = now(), last_result = $4, last_error = $5 \
+         WHERE calcom_account_id = $1",
+    )
+    .bind(account)
+    .bind(end.watermark)
+    .bind(end.next_in.as_secs_f64())
+    .bind(&end.result)
+    .bind(end.error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes one request from the key's gate, like a push does; otherwise how long until the gate
+/// lets one through.
+pub(super) async fn take_turn(
+    pool: &PgPool,
+    account: Uuid,
+    burst: u32,
+    rate_per_minute: u32,
+) -> Result<Option<Duration>, sqlx::Error> {
+    let (taken, wait): (bool, f64) = sqlx::query_as(
+        "WITH gate AS (
+             SELECT g.gate_key, COALESCE(ca.rate_per_minute, $3) AS rate, g.next_send_at, g.blocked_until
+             FROM calcom_rate_gates g JOIN calcom_accounts ca ON ca.gate_key = g.gate_key WHERE ca.id = $1
+         ), taken AS (
+             UPDATE calcom_rate_gates g SET next_send_at = callgate_gate_advance(g.next_send_at, gate.rate, $2, 1)
+             FROM gate WHERE g.gate_key = gate.gate_key AND g.blocked_until <= now() AND g.next_send_at <= now()
+             RETURNING 1
+         )
+         SELECT EXISTS (SELECT 1 FROM taken),
+                COALESCE((SELECT extract(epoch FROM GREATEST(next_send_at, blocked_until) - now()) FROM gate), 0)::float8",
+    )
+    .bind(account)
+    .bind(f64::from(burst))
+    .bind(f64::from(rate_per_minute))
+    .fetch_one(pool)
+    .await?;
+    Ok(if taken { None } else { Some(Duration::from_secs_f64(wait.clamp(0.01, 3600.0))) })
+}
