@@ -505,5 +505,28 @@ async fn an_operator_sees_a_call_its_events_in_order_its_customer_and_its_appoin
 
     let (ok, _, stderr) = show(&["--call-id", "no_such_call"]);
     assert!(!ok && stderr.contains("no retell call no_such_call"), "{stderr}");
+
+    // Found by the caller's number (and time) instead of its id.
+    let slug: String = sqlx::query_scalar("SELECT slug FROM companies WHERE id = $1")
+        .bind(stack.tenant.company.0)
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+    let by_number = |extra: &[&str]| {
+        let mut args = vec!["call", "show", "--database-url", &stack.db.url, "--company", &slug, "--number", CALLER];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(callgate_tests::worker::worker_bin()).args(&args).output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (ok, found, stderr) = by_number(&[]);
+    assert!(ok, "{stderr}");
+    assert!(found.starts_with("call retell call_shown "), "{found}");
+    let started: DateTime<Utc> =
+        sqlx::query_scalar("SELECT started_at FROM calls").fetch_one(&stack.db.pool).await.unwrap();
+    let near = (started + chrono::Duration::minutes(20)).to_rfc3339();
+    assert!(by_number(&["--at", &near]).1.starts_with("call retell call_shown "));
+    let long_ago = (started - chrono::Duration::days(2)).to_rfc3339();
+    let (ok, _, stderr) = by_number(&["--at", &long_ago]);
+    assert!(!ok && stderr.contains("no call of that company has the number"), "{stderr}");
     worker.shutdown().await;
 }

@@ -412,15 +412,26 @@ pub enum DlqCommand {
 pub enum CallCommand {
     /// One call: its row, every event entered for it in order (outcome, trace id), its
     /// customer, its appointments with their status history and Cal.com attempts.
+    /// Named by provider and call id, or found by a number and a time.
     Show {
         #[command(flatten)]
         database: Database,
         /// retell, vapi or twilio.
-        #[arg(long)]
-        provider: Provider,
+        #[arg(long, requires = "call_id", required_unless_present = "number")]
+        provider: Option<Provider>,
         /// The provider's call id (Retell call_id, Vapi call id, Twilio CallSid).
-        #[arg(long)]
-        call_id: String,
+        #[arg(long, requires = "provider")]
+        call_id: Option<String>,
+        /// A number of the call, the caller's or the business's (E.164); with --company.
+        #[arg(long, requires = "company", conflicts_with_all = ["provider", "call_id"])]
+        number: Option<String>,
+        /// The company (its slug) whose calls --number searches.
+        #[arg(long, requires = "number")]
+        company: Option<String>,
+        /// With --number: calls that started within an hour of this time (RFC 3339), nearest
+        /// first. Without it: the latest calls.
+        #[arg(long, requires = "number")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         /// Print JSON (with the analysis) instead of text.
         #[arg(long)]
         json: bool,
@@ -514,12 +525,18 @@ pub enum CliError {
     Database(#[from] sqlx::Error),
     #[error("no {0} call {1} is stored")]
     NoCall(Provider, String),
+    #[error("no {0} call {1} is stored")]
+    NoCallStored(String, String),
+    #[error("no call of that company has the number {0:?} (at that time)")]
+    NoCallByNumber(String),
     #[error(transparent)]
     Dlq(#[from] operate::dlq::DlqError),
     #[error(transparent)]
     TenantOp(#[from] operate::tenant::TenantOpError),
     #[error(transparent)]
     Reconcile(#[from] operate::reconcile::ReconcileError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot set up the Cal.com client: {0}")]
     Http(reqwest::Error),
     #[error("a replay needs a selection: --reason, --since, --until or --offsets")]
@@ -569,11 +586,32 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
                 .ok_or(CliError::NoCall(provider, call_id))?;
             Ok(vec![line])
         }
-        Command::Call(CallCommand::Show { database, provider, call_id, json }) => {
+        Command::Call(CallCommand::Show { database, provider, call_id, number, company, at, json }) => {
             let pool = pool(&database).await?;
-            let report = operate::inspect::call(&pool, provider.as_str(), &call_id)
+            let (provider, call_id) = match (provider, call_id, number, company) {
+                (Some(provider), Some(call_id), _, _) => (provider.as_str().to_owned(), call_id),
+                (_, _, Some(number), Some(slug)) => {
+                    let company = tenants::company(&pool, &slug).await?.0;
+                    let mut found = operate::inspect::by_number(&pool, company, &number, at).await?;
+                    match found.len() {
+                        0 => return Err(CliError::NoCallByNumber(number)),
+                        1 => {
+                            let only = found.remove(0);
+                            (only.provider, only.provider_call_id)
+                        }
+                        _ => return Ok(operate::inspect::matches_lines(&found)),
+                    }
+                }
+                // clap requires one of the two forms.
+                _ => {
+                    return Err(CliError::Config(
+                        "name a call: --provider and --call-id, or --number and --company".into(),
+                    ));
+                }
+            };
+            let report = operate::inspect::call(&pool, &provider, &call_id)
                 .await?
-                .ok_or(CliError::NoCall(provider, call_id))?;
+                .ok_or(CliError::NoCallStored(provider, call_id))?;
             if json { Ok(vec![serde_json::to_string_pretty(&report).unwrap_or_default()]) } else { Ok(report.lines()) }
         }
         Command::DemoTenant(args) => {
@@ -673,8 +711,7 @@ async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
             let metrics = crate::metrics::Metrics::new();
             let client = crate::calcom::client::Client::new(&api, metrics.clone()).map_err(CliError::Http)?;
             let cipher = std::sync::Arc::new(cipher(&key)?);
-            // The interval a worker would set (the default of --calcom-reconcile-interval).
-            let interval = std::time::Duration::from_secs(300);
+            let interval = callgate_ops::parse_duration(crate::config::RECONCILE_INTERVAL).map_err(CliError::Config)?;
             let reconciler = crate::calcom::reconcile::Reconciler::new(pool, client, cipher, api, interval, metrics);
             let actor = operate::Actor::resolve(actor.actor.as_deref());
             let report = operate::reconcile::run(&reconciler, company, &actor, dry_run).await?;

@@ -139,6 +139,10 @@ pub struct RunConfig {
     pub log: LogConfig,
 }
 
+/// The default of --calcom-reconcile-interval (also what `calcom reconcile` sets as the next
+/// pass of the account it reconciles).
+pub const RECONCILE_INTERVAL: &str = "5m";
+
 /// How to reach Cal.com and how fast one API key may be used: shared by the push, the
 /// reconciliation and the `calcom reconcile` command.
 #[derive(Debug, Clone, Args)]
@@ -211,7 +215,7 @@ pub struct CalcomConfig {
     /// How often each connected account is reconciled with Cal.com: the bookings created or
     /// changed since the last pass are read and what no webhook brought is applied. 0s: never
     /// (from this process).
-    #[arg(long = "calcom-reconcile-interval", env = "CALLGATE_CALCOM_RECONCILE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long = "calcom-reconcile-interval", env = "CALLGATE_CALCOM_RECONCILE_INTERVAL", value_parser = parse_duration, default_value = RECONCILE_INTERVAL)]
     pub reconcile_interval: Duration,
 }
 

@@ -95,6 +95,63 @@ pub struct CallReport {
     pub appointments: Vec<AppointmentView>,
 }
 
+/// A call found by one of its numbers.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct CallMatch {
+    pub provider: String,
+    pub provider_call_id: String,
+    pub caller_raw: Option<String>,
+    pub business_e164: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Most calls `by_number` lists.
+const MATCHES: i64 = 20;
+
+/// `company`'s calls from or to `number`: within an hour of `at`, nearest first, or the latest.
+pub async fn by_number(
+    pool: &PgPool,
+    company: Uuid,
+    number: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Vec<CallMatch>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, provider_call_id, caller_raw, business_e164, status, \
+           COALESCE(started_at, first_event_at) AS started_at \
+         FROM calls \
+         WHERE company_id = $1 AND (caller_e164 = $2 OR caller_raw = $2 OR business_e164 = $2) \
+           AND ($3::timestamptz IS NULL \
+                OR COALESCE(started_at, first_event_at) BETWEEN $3 - interval '1 hour' AND $3 + interval '1 hour') \
+         ORDER BY abs(extract(epoch FROM COALESCE(started_at, first_event_at) - COALESCE($3, now()))) \
+         LIMIT $4",
+    )
+    .bind(company)
+    .bind(number)
+    .bind(at)
+    .bind(MATCHES)
+    .fetch_all(pool)
+    .await
+}
+
+/// What to print when a number matches several calls: each, and how to show one.
+pub fn matches_lines(found: &[CallMatch]) -> Vec<String> {
+    let mut lines =
+        vec![format!("{} calls match (nearest first); show one with --provider and --call-id:", found.len())];
+    lines.extend(found.iter().map(|m| {
+        format!(
+            "  {} {} {} caller {} business {} {}",
+            m.started_at.to_rfc3339(),
+            m.provider,
+            m.provider_call_id,
+            m.caller_raw.as_deref().unwrap_or("-"),
+            m.business_e164,
+            m.status
+        )
+    }));
+    lines
+}
+
 /// The call `provider_call_id` of `provider`, if callgate holds it.
 pub async fn call(pool: &PgPool, provider: &str, provider_call_id: &str) -> Result<Option<CallReport>, sqlx::Error> {
     let call: Option<CallView> = sqlx::query_as(
