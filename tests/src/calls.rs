@@ -14,7 +14,7 @@ const TWILIO_PATH: &str = "/v1/webhooks/twilio";
 /// One signed webhook, ready to send (and to send again: providers retry with the same body).
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    pub path: &'static str,
+    pub path: std::borrow::Cow<'static, str>,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
@@ -22,7 +22,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn send(&self, gw: &TestGateway) -> StatusCode {
-        let mut request = gw.client.post(gw.url(self.path)).header("content-type", self.content_type);
+        let mut request = gw.client.post(gw.url(&self.path)).header("content-type", self.content_type);
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
@@ -75,7 +75,7 @@ pub fn appointment_analysis(start: &str, service: &str) -> Value {
 fn retell(line: Line<'_>, body: Value) -> Webhook {
     let body = body.to_string();
     let (name, value) = signed::retell_signature(line.secret, &body);
-    Webhook { path: "/v1/webhooks/retell", content_type: "application/json", headers: vec![(name, value)], body }
+    Webhook { path: "/v1/webhooks/retell".into(), content_type: "application/json", headers: vec![(name, value)], body }
 }
 
 /// Retell's call_started, call_ended and call_analyzed for one inbound call. `analysis` is the
@@ -110,6 +110,7 @@ pub fn retell_call_on(line: Line<'_>, call_id: &str, caller: &str, analysis: Opt
         "disconnection_reason": "user_hangup",
         "transcript": "Agent: Hi, how can I help? ☎\nUser: I'd like a cleaning.",
         "call_cost": {"combined_cost": 11.0},
+        "recording_url": format!("https://recordings.retell.test/{call_id}.wav"),
     });
     let started = with(base.clone(), json!({"call_status": "ongoing"}));
     let ended = with(base.clone(), ended_fields.clone());
@@ -127,7 +128,7 @@ pub fn retell_call_on(line: Line<'_>, call_id: &str, caller: &str, analysis: Opt
 
 fn vapi(line: Line<'_>, message: Value) -> Webhook {
     Webhook {
-        path: "/v1/webhooks/vapi",
+        path: "/v1/webhooks/vapi".into(),
         content_type: "application/json",
         headers: vec![("x-vapi-secret", line.secret.to_owned())],
         body: json!({ "message": message }).to_string(),
@@ -201,11 +202,33 @@ pub fn twilio_call_on(line: Line<'_>, public_base_url: &str, call_sid: &str, cal
     let callback = |status: &str, sequence: u32, extra: &[(&str, &str)]| {
         let body = signed::twilio_callback(call_sid, status, business, caller, sequence, extra);
         let signature = signed::twilio_signature(line.secret, &url, Some(FORM), &body);
-        Webhook { path: TWILIO_PATH, content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
+        Webhook { path: TWILIO_PATH.into(), content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
     };
     vec![
         callback("ringing", 0, &[("Timestamp", "Mon, 21 Sep 2026 18:13:18 +0000")]),
         callback("in-progress", 1, &[("Timestamp", "Mon, 21 Sep 2026 18:13:20 +0000")]),
         callback("completed", 2, &[("Timestamp", "Mon, 21 Sep 2026 18:14:02 +0000"), ("CallDuration", "42")]),
     ]
+}
+
+/// Twilio's recording status callback for a finished recording of `call_sid`, sent to the URL
+/// that names the business number (recording callbacks carry no `To` or `From`).
+pub fn twilio_recording(tenant: &Tenant, call_sid: &str, recording_sid: &str) -> Webhook {
+    let line = tenant.twilio_line();
+    let number = line.number.to_string().replace('+', "%2B");
+    let path = format!("{TWILIO_PATH}?business_number={number}");
+    let url = format!("{TWILIO_PUBLIC}{path}");
+    let recording_url = format!("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/{recording_sid}");
+    let body = signed::form_urlencoded_pairs(&[
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("CallSid", call_sid),
+        ("RecordingChannels", "1"),
+        ("RecordingDuration", "42"),
+        ("RecordingSid", recording_sid),
+        ("RecordingSource", "DialVerb"),
+        ("RecordingStatus", "completed"),
+        ("RecordingUrl", &recording_url),
+    ]);
+    let signature = signed::twilio_signature(line.secret, &url, Some(FORM), &body);
+    Webhook { path: path.into(), content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
 }

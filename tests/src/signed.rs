@@ -103,7 +103,7 @@ pub fn twilio_dial_leg(call_sid: &str, parent_sid: &str, status: &str, from: &st
     ])
 }
 
-fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+pub fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 

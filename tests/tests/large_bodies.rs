@@ -28,7 +28,7 @@ fn retell_ended(tenant: &Tenant, call_id: &str, bytes: usize) -> Webhook {
     }})
     .to_string();
     let (name, value) = signed::retell_signature(&tenant.retell_key, &body);
-    Webhook { path: "/v1/webhooks/retell", content_type: "application/json", headers: vec![(name, value)], body }
+    Webhook { path: "/v1/webhooks/retell".into(), content_type: "application/json", headers: vec![(name, value)], body }
 }
 
 fn vapi_report(tenant: &Tenant, call_id: &str, bytes: usize) -> Webhook {
@@ -40,7 +40,7 @@ fn vapi_report(tenant: &Tenant, call_id: &str, bytes: usize) -> Webhook {
     }})
     .to_string();
     let headers = vec![("x-vapi-secret", tenant.vapi_secret.clone())];
-    Webhook { path: "/v1/webhooks/vapi", content_type: "application/json", headers, body }
+    Webhook { path: "/v1/webhooks/vapi".into(), content_type: "application/json", headers, body }
 }
 
 fn twilio_completed(tenant: &Tenant, call_sid: &str, bytes: usize) -> Webhook {
@@ -52,7 +52,12 @@ fn twilio_completed(tenant: &Tenant, call_sid: &str, bytes: usize) -> Webhook {
     let body = signed::twilio_callback(call_sid, "completed", tenant.twilio_number.1, "+12025550113", 2, &extra);
     let url = format!("{TWILIO_PUBLIC}/v1/webhooks/twilio");
     let signature = signed::twilio_signature(&tenant.twilio_token, &url, Some(FORM), &body);
-    Webhook { path: "/v1/webhooks/twilio", content_type: FORM, headers: vec![("x-twilio-signature", signature)], body }
+    Webhook {
+        path: "/v1/webhooks/twilio".into(),
+        content_type: FORM,
+        headers: vec![("x-twilio-signature", signature)],
+        body,
+    }
 }
 
 #[tokio::test]
@@ -114,7 +119,7 @@ async fn a_record_too_large_for_the_envelope_is_413_and_never_replaces_a_produce
     let url = format!("{TWILIO_PUBLIC}/v1/webhooks/twilio");
     let signature = signed::twilio_signature(&tenant.twilio_token, &url, Some(FORM), &body);
     let odd = Webhook {
-        path: "/v1/webhooks/twilio",
+        path: "/v1/webhooks/twilio".into(),
         content_type: FORM,
         headers: vec![("x-twilio-signature", signature)],
         body,

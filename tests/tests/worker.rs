@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use callgate_tests::calls::{FUTURE_LOCAL, TWILIO_PUBLIC, appointment_analysis, retell_call, twilio_call, vapi_call};
+use callgate_tests::calls::{
+    FUTURE_LOCAL, TWILIO_PUBLIC, appointment_analysis, retell_call, twilio_call, twilio_recording, vapi_call,
+};
 use callgate_tests::worker::{count, metric_sum, ops_get, snapshot, start_worker, wait_count, wait_metrics};
 use callgate_tests::{Stack, init_logs, spawn_stack};
 use chrono::{DateTime, Utc};
@@ -42,7 +44,9 @@ async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
     let call = sqlx::query(
         "SELECT c.status, c.direction, c.caller_e164, c.business_e164, c.duration_ms, c.transcript, c.summary,
                 c.cost::float8 AS cost, c.disconnection_reason, c.customer_link, c.review_reason, c.started_at,
-                c.analysis->>'user_sentiment' AS sentiment, cu.e164 AS customer, cu.name, cu.email, cu.company_id
+                c.analysis->>'user_sentiment' AS sentiment, cu.e164 AS customer, cu.name, cu.email, cu.company_id,
+                c.agent_id, c.agent_version, c.sentiment AS sentiment_column, c.recording_url,
+                (c.cost_breakdown->>'combined_cost')::float8 AS combined_cost
          FROM calls c JOIN customers cu ON cu.id = c.customer_id WHERE c.provider_call_id = 'call_r1'",
     )
     .fetch_one(pool)
@@ -59,6 +63,11 @@ async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
     assert_eq!(call.get::<String, _>("disconnection_reason"), "user_hangup");
     assert_eq!(call.get::<String, _>("sentiment"), "Positive");
     assert_eq!(call.get::<DateTime<Utc>, _>("started_at").timestamp_millis(), 1_790_000_000_000);
+    assert_eq!(call.get::<String, _>("agent_id"), "agent_1");
+    assert_eq!(call.get::<i32, _>("agent_version"), 1);
+    assert_eq!(call.get::<String, _>("sentiment_column"), "Positive");
+    assert_eq!(call.get::<String, _>("recording_url"), "https://recordings.retell.test/call_r1.wav");
+    assert_eq!(call.get::<f64, _>("combined_cost"), 11.0);
     assert_eq!(call.get::<String, _>("customer_link"), "created");
     assert_eq!(call.get::<Option<String>, _>("review_reason"), None);
     assert_eq!(call.get::<String, _>("customer"), CALLER);
@@ -143,13 +152,32 @@ async fn a_vapi_call_becomes_one_call_one_customer_one_pending_appointment() {
 async fn twilio_callbacks_become_one_ended_call() {
     let stack = stack().await;
     let (worker, _) = start_worker(&stack.db, &stack.topic).await;
-    for webhook in twilio_call(&stack.tenant, "CA0000000000000000000000000000001", CALLER) {
+    let sid = "CA0000000000000000000000000000001";
+    let callbacks = twilio_call(&stack.tenant, sid, CALLER);
+    for webhook in &callbacks {
         webhook.deliver(&stack.gw).await;
     }
+    // The recording's own callback (it names no number: its URL does), then a late repeat of the
+    // first status callback, which must not erase it.
+    twilio_recording(&stack.tenant, sid, "RE0000000000000000000000000000001").deliver(&stack.gw).await;
     let pool = &stack.db.pool;
-    wait_count(pool, "SELECT count(*) FROM processed_events", 3).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 4).await;
+    let mut late = callbacks[0].clone();
+    late.body = late.body.replace("SequenceNumber=0", "SequenceNumber=0&CallerName=late");
+    late.headers = vec![(
+        "x-twilio-signature",
+        callgate_tests::signed::twilio_signature(
+            &stack.tenant.twilio_token,
+            &format!("{TWILIO_PUBLIC}/v1/webhooks/twilio"),
+            Some(callgate_tests::signed::FORM),
+            &late.body,
+        ),
+    )];
+    late.deliver(&stack.gw).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 5).await;
     let row = sqlx::query(
-        "SELECT status, progress_seq, duration_ms, started_at, ended_at, disconnection_reason, customer_link
+        "SELECT status, progress_seq, duration_ms, started_at, ended_at, disconnection_reason, customer_link,
+                recording_url, recording_sid
          FROM calls WHERE provider = 'twilio'",
     )
     .fetch_one(pool)
@@ -162,7 +190,15 @@ async fn twilio_callbacks_become_one_ended_call() {
     assert_eq!(row.get::<DateTime<Utc>, _>("ended_at").to_rfc3339(), "2026-09-21T18:14:02+00:00");
     assert_eq!(row.get::<String, _>("disconnection_reason"), "completed");
     assert_eq!(row.get::<String, _>("customer_link"), "created");
+    assert_eq!(row.get::<String, _>("recording_sid"), "RE0000000000000000000000000000001");
+    assert!(row.get::<String, _>("recording_url").ends_with("/Recordings/RE0000000000000000000000000000001"));
     assert_eq!(count(pool, "SELECT count(*) FROM appointments").await, 0);
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM processed_events WHERE outcome = 'applied' ORDER BY received_at")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(events.contains(&"recording-completed".to_owned()), "{events:?}");
     worker.shutdown().await;
 }
 
@@ -494,11 +530,14 @@ async fn an_operator_sees_a_call_its_events_in_order_its_customer_and_its_appoin
     assert!(text.lines().any(|l| l.starts_with("customer ") && l.contains(CALLER)), "{text}");
     assert!(text.contains("created from the analysis of retell call call_shown"), "{text}");
     assert!(!text.contains("Agent:"), "the transcript stays out of the output:\n{text}");
+    assert!(text.contains("agent agent_1, language -, sentiment Positive, recording kept"), "{text}");
+    assert!(!text.contains("recordings.retell.test"), "the recording's address stays out of the text:\n{text}");
 
     let (ok, json, _) = show(&["--call-id", "call_shown", "--json"]);
     assert!(ok);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["call"]["status"], "ended");
+    assert_eq!(report["call"]["recording_url"], "https://recordings.retell.test/call_shown.wav");
     assert_eq!(report["events"].as_array().unwrap().len(), 3);
     assert_eq!(report["appointments"][0]["calcom_sync_status"], "pending");
     assert_eq!(report["appointments"][0]["history"][0]["to_status"], "pending");

@@ -107,6 +107,29 @@ pub struct CallUpdate {
     /// `<Dial>` leg). A leg's parties are the dialled number and a caller id, neither of them
     /// the business's customer: the customer is the parent's.
     pub parent_call_id: Option<String>,
+    pub details: CallDetails,
+}
+
+/// What else a provider reports about a call: who answered, in what language, how the caller
+/// felt, what it cost in detail, where the recording is (docs/providers.md). Each is merged
+/// like the other data columns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallDetails {
+    /// Retell `agent_id`, Vapi `assistantId`: the agent that handled this call.
+    pub agent_id: Option<String>,
+    /// Retell `agent_version`.
+    pub agent_version: Option<i32>,
+    /// The transcription language (Vapi's transcriber `language`).
+    pub language: Option<String>,
+    /// Retell `call_analysis.user_sentiment`.
+    pub sentiment: Option<String>,
+    /// Retell `call_cost`, Vapi `costs`, as sent.
+    pub cost_breakdown: Option<Value>,
+    pub recording_url: Option<String>,
+    /// One channel per party (Retell `recording_multi_channel_url`, Vapi stereo recording).
+    pub recording_multichannel_url: Option<String>,
+    /// Twilio `RecordingSid`.
+    pub recording_sid: Option<String>,
 }
 
 impl CallUpdate {
@@ -137,6 +160,7 @@ impl CallUpdate {
             cost_usd: None,
             disconnection_reason: None,
             parent_call_id: None,
+            details: CallDetails::default(),
         }
     }
 }

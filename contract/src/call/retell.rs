@@ -41,6 +41,13 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     // Retell reports cost in cents.
     update.cost_usd = call.pointer("/call_cost/combined_cost").and_then(Value::as_f64).map(|cents| cents / 100.0);
     update.set_analysis(call.get("call_analysis"), "call_summary", STRUCTURED_FIELD);
+    let details = &mut update.details;
+    details.agent_id = non_empty(call.get("agent_id"));
+    details.agent_version = call.get("agent_version").and_then(Value::as_i64).and_then(|v| i32::try_from(v).ok());
+    details.sentiment = non_empty(call.pointer("/call_analysis/user_sentiment"));
+    details.cost_breakdown = call.get("call_cost").filter(|c| c.is_object()).cloned();
+    details.recording_url = non_empty(call.get("recording_url"));
+    details.recording_multichannel_url = non_empty(call.get("recording_multi_channel_url"));
     Ok(Normalized::Call(Box::new(update)))
 }
 
@@ -68,6 +75,21 @@ mod tests {
         assert_eq!(u.summary.as_deref(), Some("..."));
         assert_eq!(u.structured_data.unwrap()["appointment_booked"], true);
         assert_eq!(u.analysis.unwrap()["user_sentiment"], "Positive");
+        assert_eq!(u.details.agent_id.as_deref(), Some("oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD"));
+        assert_eq!(u.details.agent_version, Some(1));
+        assert_eq!(u.details.sentiment.as_deref(), Some("Positive"));
+    }
+
+    #[test]
+    fn the_recording_and_the_cost_breakdown_are_kept_as_sent() {
+        let body = r#"{"event":"call_ended","call":{"call_id":"c1","recording_url":"https://r.example/c1.wav",
+            "recording_multi_channel_url":"https://r.example/c1-multi.wav",
+            "call_cost":{"combined_cost":70,"product_costs":[{"product":"elevenlabs_tts","cost":60}]}}}"#;
+        let u = call("call_ended", body);
+        assert_eq!(u.details.recording_url.as_deref(), Some("https://r.example/c1.wav"));
+        assert_eq!(u.details.recording_multichannel_url.as_deref(), Some("https://r.example/c1-multi.wav"));
+        assert_eq!(u.cost_usd, Some(0.7));
+        assert_eq!(u.details.cost_breakdown.unwrap()["product_costs"][0]["cost"], 60);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Twilio: form-encoded status callbacks (`CallStatus`, `CallDuration`, `SequenceNumber`).
+//! Twilio: form-encoded status callbacks (`CallStatus`, `CallDuration`, `SequenceNumber`), and
+//! recording status callbacks (`RecordingStatus`, `RecordingUrl`, `RecordingSid`).
 
 use chrono::{DateTime, Utc};
 
@@ -17,11 +18,14 @@ pub(super) fn normalize(form: &str) -> Normalized {
             "CallDuration" => fields.duration_secs = value.parse().ok(),
             "SequenceNumber" => fields.sequence = value.parse().ok(),
             "Timestamp" => fields.timestamp = DateTime::parse_from_rfc2822(&value).ok().map(|t| t.with_timezone(&Utc)),
+            "RecordingUrl" => fields.recording_url = Some(value).filter(|v| !v.is_empty()),
+            "RecordingSid" => fields.recording_sid = Some(value).filter(|v| !v.is_empty()),
+            "RecordingStatus" => fields.recording_status = Some(value),
             _ => {}
         }
     }
-    let Some(raw_status) = fields.status else {
-        return Normalized::Ignored;
+    let Some(raw_status) = fields.status.clone() else {
+        return recording(fields);
     };
     let status = match raw_status.as_str() {
         "queued" | "initiated" => CallStatus::Queued,
@@ -54,6 +58,23 @@ pub(super) fn normalize(form: &str) -> Normalized {
         _ => {}
     }
     update.duration_ms = fields.duration_secs.map(|s: i64| s.saturating_mul(1000)).filter(|d| *d >= 0);
+    // A call recorded with `record=true` names its recording on the status callbacks too.
+    update.details.recording_url = fields.recording_url;
+    update.details.recording_sid = fields.recording_sid;
+    Normalized::Call(Box::new(update))
+}
+
+/// A recording status callback: only a finished recording says anything about the call (the
+/// default `recordingStatusCallbackEvent` is `completed` alone; `in-progress`, `absent` and
+/// `failed` are recorded and skipped). It says nothing of the call's progress, so it takes the
+/// lowest rank: it fills the recording in, and never moves the call.
+fn recording(fields: Fields) -> Normalized {
+    if fields.recording_status.as_deref() != Some("completed") || fields.recording_url.is_none() {
+        return Normalized::Ignored;
+    }
+    let mut update = CallUpdate::new(CallStatus::Queued, Progress::of(CallStatus::Queued, 0));
+    update.details.recording_url = fields.recording_url;
+    update.details.recording_sid = fields.recording_sid;
     Normalized::Call(Box::new(update))
 }
 
@@ -70,6 +91,9 @@ struct Fields {
     duration_secs: Option<i64>,
     sequence: Option<i64>,
     timestamp: Option<DateTime<Utc>>,
+    recording_url: Option<String>,
+    recording_sid: Option<String>,
+    recording_status: Option<String>,
 }
 
 #[cfg(test)]
@@ -91,6 +115,22 @@ mod tests {
         assert_eq!(u.duration_ms, Some(42_000));
         assert_eq!(u.ended_at.unwrap().to_rfc3339(), "2010-08-16T03:45:01+00:00");
         assert_eq!(u.disconnection_reason.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn a_finished_recording_fills_the_recording_in_and_never_moves_the_call() {
+        let form = "AccountSid=AC1&CallSid=CA1&RecordingSid=RE1&RecordingStatus=completed&RecordingDuration=42\
+                    &RecordingUrl=https%3A%2F%2Fapi.twilio.com%2F2010-04-01%2FAccounts%2FAC1%2FRecordings%2FRE1";
+        let u = call(form);
+        assert_eq!((u.status, u.progress), (CallStatus::Queued, Progress::of(CallStatus::Queued, 0)));
+        assert_eq!(u.details.recording_sid.as_deref(), Some("RE1"));
+        assert_eq!(
+            u.details.recording_url.as_deref(),
+            Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1")
+        );
+        assert_eq!(u.caller, None);
+        assert_eq!(normalize("CallSid=CA1&RecordingSid=RE1&RecordingStatus=in-progress"), Normalized::Ignored);
+        assert_eq!(normalize("CallSid=CA1&RecordingSid=RE1&RecordingStatus=completed"), Normalized::Ignored);
     }
 
     #[test]

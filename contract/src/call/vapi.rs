@@ -51,6 +51,17 @@ pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, Norm
     update.cost_usd = message.get("cost").or_else(|| call.get("cost")).and_then(Value::as_f64);
     update.transcript = non_empty(message.pointer("/artifact/transcript"));
     update.set_analysis(message.get("analysis"), "summary", STRUCTURED_FIELD);
+    let details = &mut update.details;
+    let assistant = message.get("assistant").or_else(|| call.get("assistant"));
+    details.agent_id = non_empty(call.get("assistantId")).or_else(|| assistant.and_then(|a| non_empty(a.get("id"))));
+    details.language = assistant.and_then(|a| non_empty(a.pointer("/transcriber/language")));
+    details.cost_breakdown = message.get("costs").or_else(|| call.get("costs")).filter(|c| c.is_array()).cloned();
+    let artifact = message.get("artifact");
+    let url = |flat: &str, nested: &str| {
+        artifact.and_then(|a| non_empty(a.get(flat)).or_else(|| non_empty(a.pointer(nested))))
+    };
+    details.recording_url = url("recordingUrl", "/recording/mono/combinedUrl");
+    details.recording_multichannel_url = url("stereoRecordingUrl", "/recording/stereoUrl");
     Ok(Normalized::Call(Box::new(update)))
 }
 
@@ -76,6 +87,27 @@ mod tests {
         assert_eq!(u.summary.as_deref(), Some("AI-generated summary of the call"));
         assert_eq!(u.disconnection_reason.as_deref(), Some("customer-ended-call"));
         assert!(u.structured_data.is_none());
+        assert_eq!(u.details.recording_url, None, "the example's recording object is empty");
+    }
+
+    #[test]
+    fn the_assistant_language_recording_and_costs_are_read_where_vapi_puts_them() {
+        let body = r#"{"message":{"type":"end-of-call-report","endedReason":"hangup","analysis":{},
+            "call":{"id":"c1","assistantId":"asst-1","costs":[{"type":"model","cost":0.02}]},
+            "assistant":{"transcriber":{"provider":"deepgram","language":"es"}},
+            "artifact":{"recording":{"mono":{"combinedUrl":"https://v.example/m.wav"},"stereoUrl":"https://v.example/s.wav"}}}}"#;
+        let u = call("end-of-call-report", body);
+        assert_eq!(u.details.agent_id.as_deref(), Some("asst-1"));
+        assert_eq!(u.details.language.as_deref(), Some("es"));
+        assert_eq!(u.details.cost_breakdown.unwrap()[0]["type"], "model");
+        assert_eq!(u.details.recording_url.as_deref(), Some("https://v.example/m.wav"));
+        assert_eq!(u.details.recording_multichannel_url.as_deref(), Some("https://v.example/s.wav"));
+        // The older flat fields, and a transient assistant known only by its id.
+        let flat = r#"{"message":{"type":"end-of-call-report","endedReason":"hangup","analysis":{},
+            "assistant":{"id":"asst-2"},"artifact":{"recordingUrl":"https://v.example/flat.wav"}}}"#;
+        let u = call("end-of-call-report", flat);
+        assert_eq!(u.details.agent_id.as_deref(), Some("asst-2"));
+        assert_eq!(u.details.recording_url.as_deref(), Some("https://v.example/flat.wav"));
     }
 
     #[test]

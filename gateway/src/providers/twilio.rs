@@ -223,6 +223,7 @@ struct CallFields {
     to: Option<String>,
     from: Option<String>,
     parent_call_sid: Option<String>,
+    recording_status: Option<String>,
 }
 
 impl CallFields {
@@ -234,6 +235,7 @@ impl CallFields {
             "To" => self.to = Some(value),
             "From" => self.from = Some(value),
             "ParentCallSid" => self.parent_call_sid = Some(value),
+            "RecordingStatus" => self.recording_status = Some(value),
             _ => {}
         }
     }
@@ -243,6 +245,10 @@ impl CallFields {
 /// (`…/v1/webhooks/twilio?business_number=%2B14155550100`). Twilio signs the URL, so the name
 /// is as authentic as the body.
 pub const BUSINESS_NUMBER_PARAM: &str = "business_number";
+
+/// The event type of a recording status callback (`recordingStatusCallback`), which carries
+/// `RecordingStatus` instead of `CallStatus`: `recording-completed`, …
+pub const RECORDING_EVENT_PREFIX: &str = "recording-";
 
 /// Reads `CallSid`, `CallStatus` and the business number from a callback (form or JSON body)
 /// and the query of the URL it was sent to:
@@ -292,19 +298,19 @@ pub fn routing(content_type: Option<&str>, body: &[u8], url_query: Option<&str>)
     let direction = fields.direction.as_deref();
     let dial_leg = direction == Some(TWILIO_DIAL_LEG);
     let outbound = direction.is_some_and(|d| d.starts_with("outbound"));
+    let recording = fields.call_status.is_none() && fields.recording_status.is_some();
     let number = match () {
-        () if dial_leg => url_business_number(url_query).or(fields.from),
+        () if dial_leg || recording => url_business_number(url_query).or(fields.from),
         () if outbound => fields.from,
         () => fields.to,
     };
     let parent_call_id = fields.parent_call_sid.filter(|sid| dial_leg && !sid.is_empty());
-    Ok(Routing {
-        event_type: fields.call_status.unwrap_or_else(|| "request".to_owned()),
-        call_id,
-        number,
-        provider_number_id: None,
-        parent_call_id,
-    })
+    let event_type = match (fields.call_status, fields.recording_status) {
+        (Some(status), _) => status,
+        (None, Some(recording)) => format!("{RECORDING_EVENT_PREFIX}{recording}"),
+        (None, None) => "request".to_owned(),
+    };
+    Ok(Routing { event_type, call_id, number, provider_number_id: None, parent_call_id })
 }
 
 fn url_business_number(url_query: Option<&str>) -> Option<String> {
@@ -314,6 +320,18 @@ fn url_business_number(url_query: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_callback_is_routed_by_the_number_its_url_names() {
+        let form = b"AccountSid=AC1&CallSid=CA9&RecordingSid=RE1&RecordingUrl=https%3A%2F%2Fapi.twilio.com%2FRE1\
+&RecordingStatus=completed&RecordingDuration=42";
+        let routed = routing(Some(FORM), form, Some("business_number=%2B14155550100")).unwrap();
+        assert_eq!(routed.event_type, "recording-completed");
+        assert_eq!(routed.call_id, "CA9");
+        assert_eq!(routed.number.as_deref(), Some("+14155550100"));
+        // Without the URL's number there is nothing to route it by.
+        assert_eq!(routing(Some(FORM), form, None).unwrap().number, None);
+    }
 
     const TOKEN: &str = "12345";
     const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";

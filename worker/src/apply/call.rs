@@ -18,7 +18,7 @@ use callgate_contract::call::{CallStatus, CallUpdate, Caller, Normalized};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::merge::{CallState, Column};
+use super::merge::{CallState, Column, DetailColumns};
 use super::store::{self, AppointmentRows, CallRows, EventRows, StoredCall};
 use super::{CallRecord, Effects, Outcome};
 use crate::appointments::{self, Contact, ReviewReason};
@@ -423,6 +423,7 @@ fn new_group<'r>(stored: Option<&'r StoredCall>, first: &'r CallRecord) -> Group
                 analysis: Column::stored(row.has_analysis),
                 cost_usd: Column::stored(row.has_cost),
                 disconnection_reason: Column::stored(row.has_disconnection_reason),
+                details: DetailColumns::stored(&row.details_filled),
             },
             row.customer_id,
             CustomerLink::from_sql(&row.customer_link).unwrap_or(CustomerLink::Pending),
@@ -504,6 +505,15 @@ fn push_call(rows: &mut CallRows, key: &CallKey, group: &Group) {
     rows.analysis.push(state.analysis.write.clone());
     rows.cost.push(state.cost_usd.write);
     rows.disconnection_reason.push(state.disconnection_reason.write.clone());
+    let details = &state.details;
+    rows.agent_id.push(details.agent_id.write.clone());
+    rows.agent_version.push(details.agent_version.write);
+    rows.language.push(details.language.write.clone());
+    rows.sentiment.push(details.sentiment.write.clone());
+    rows.cost_breakdown.push(details.cost_breakdown.write.clone());
+    rows.recording_url.push(details.recording_url.write.clone());
+    rows.recording_multichannel_url.push(details.recording_multichannel_url.write.clone());
+    rows.recording_sid.push(details.recording_sid.write.clone());
     rows.customer_id.push(group.customer_id);
     rows.customer_link.push(group.customer_link.as_sql());
     rows.parent_call_id.push(group.parent);

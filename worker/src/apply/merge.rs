@@ -11,7 +11,7 @@
 //! NULL and kept by `COALESCE(new, old)`, so a long transcript is neither read back nor
 //! rewritten by the events that do not carry it.
 
-use callgate_contract::call::{CallStatus, CallUpdate, Direction};
+use callgate_contract::call::{CallDetails, CallStatus, CallUpdate, Direction};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -66,6 +66,48 @@ pub struct CallState {
     pub analysis: Column<Value>,
     pub cost_usd: Column<f64>,
     pub disconnection_reason: Column<String>,
+    pub details: DetailColumns,
+}
+
+/// The columns of [`CallDetails`], merged by the same rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetailColumns {
+    pub agent_id: Column<String>,
+    pub agent_version: Column<i32>,
+    pub language: Column<String>,
+    pub sentiment: Column<String>,
+    pub cost_breakdown: Column<Value>,
+    pub recording_url: Column<String>,
+    pub recording_multichannel_url: Column<String>,
+    pub recording_sid: Column<String>,
+}
+
+impl DetailColumns {
+    /// Stored columns, not read back: whether each holds a value, in the order of the fields.
+    pub fn stored(filled: &[bool]) -> Self {
+        let at = |i: usize| filled.get(i).copied().unwrap_or(false);
+        Self {
+            agent_id: Column::stored(at(0)),
+            agent_version: Column::stored(at(1)),
+            language: Column::stored(at(2)),
+            sentiment: Column::stored(at(3)),
+            cost_breakdown: Column::stored(at(4)),
+            recording_url: Column::stored(at(5)),
+            recording_multichannel_url: Column::stored(at(6)),
+            recording_sid: Column::stored(at(7)),
+        }
+    }
+
+    fn merge(&mut self, incoming: &CallDetails, newer: bool) {
+        self.agent_id.merge(incoming.agent_id.as_ref(), newer);
+        self.agent_version.merge(incoming.agent_version.as_ref(), newer);
+        self.language.merge(incoming.language.as_ref(), newer);
+        self.sentiment.merge(incoming.sentiment.as_ref(), newer);
+        self.cost_breakdown.merge(incoming.cost_breakdown.as_ref(), newer);
+        self.recording_url.merge(incoming.recording_url.as_ref(), newer);
+        self.recording_multichannel_url.merge(incoming.recording_multichannel_url.as_ref(), newer);
+        self.recording_sid.merge(incoming.recording_sid.as_ref(), newer);
+    }
 }
 
 impl CallState {
@@ -87,6 +129,7 @@ impl CallState {
             analysis: Column::default(),
             cost_usd: Column::default(),
             disconnection_reason: Column::default(),
+            details: DetailColumns::default(),
         }
     }
 
@@ -112,6 +155,7 @@ impl CallState {
         self.analysis.merge(update.analysis.as_ref(), newer);
         self.cost_usd.merge(update.cost_usd.as_ref(), newer);
         self.disconnection_reason.merge(update.disconnection_reason.as_ref(), newer);
+        self.details.merge(&update.details, newer);
     }
 }
 
@@ -234,6 +278,25 @@ mod tests {
             }
             proptest::prop_assert_eq!(one_by_one, batched);
         }
+    }
+
+    #[test]
+    fn a_late_event_never_erases_the_recording_or_the_agent() {
+        // Stored: analysed, with its recording and agent.
+        let mut call =
+            CallState { progress: Some((4, 0)), details: DetailColumns::stored(&[true; 8]), ..CallState::new() };
+        let mut late = event(CallStatus::Ended, 0);
+        late.details.recording_url = Some("https://other.example/r.wav".into());
+        call.apply(&late, None, at(1));
+        call.apply(&event(CallStatus::Queued, 0), None, at(2));
+        assert_eq!(call.details, DetailColumns::stored(&[true; 8]), "nothing to write");
+        // A recording callback (lowest rank) still fills a blank.
+        let mut blank = CallState { progress: Some((4, 0)), ..CallState::new() };
+        let mut recording = event(CallStatus::Queued, 0);
+        recording.details.recording_sid = Some("RE1".into());
+        blank.apply(&recording, None, at(3));
+        assert_eq!(blank.details.recording_sid.write.as_deref(), Some("RE1"));
+        assert_eq!(blank.progress, Some((4, 0)), "and never moves the call");
     }
 
     #[test]

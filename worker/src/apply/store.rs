@@ -31,6 +31,8 @@ pub(super) struct StoredCall {
     pub has_analysis: bool,
     pub has_cost: bool,
     pub has_disconnection_reason: bool,
+    /// Whether each detail column holds a value, in `DetailColumns`' order.
+    pub details_filled: Vec<bool>,
     pub customer_id: Option<Uuid>,
     pub customer_link: String,
 }
@@ -80,7 +82,11 @@ pub(super) async fn read_calls(
            c.started_at IS NOT NULL AS has_started_at, c.ended_at, c.duration_ms IS NOT NULL AS has_duration_ms, \
            c.transcript IS NOT NULL AS has_transcript, c.summary IS NOT NULL AS has_summary, \
            c.analysis IS NOT NULL AS has_analysis, c.cost IS NOT NULL AS has_cost, \
-           c.disconnection_reason IS NOT NULL AS has_disconnection_reason, c.customer_id, c.customer_link \
+           c.disconnection_reason IS NOT NULL AS has_disconnection_reason, \
+           ARRAY[c.agent_id IS NOT NULL, c.agent_version IS NOT NULL, c.language IS NOT NULL, \
+                 c.sentiment IS NOT NULL, c.cost_breakdown IS NOT NULL, c.recording_url IS NOT NULL, \
+                 c.recording_multichannel_url IS NOT NULL, c.recording_sid IS NOT NULL] AS details_filled, \
+           c.customer_id, c.customer_link \
          FROM unnest($1::text[], $2::text[]) AS k(provider, provider_call_id) \
          JOIN calls c ON c.provider = k.provider AND c.provider_call_id = k.provider_call_id",
     )
@@ -226,6 +232,14 @@ pub(super) struct CallRows {
     pub analysis: Vec<Option<Value>>,
     pub cost: Vec<Option<f64>>,
     pub disconnection_reason: Vec<Option<String>>,
+    pub agent_id: Vec<Option<String>>,
+    pub agent_version: Vec<Option<i32>>,
+    pub language: Vec<Option<String>>,
+    pub sentiment: Vec<Option<String>>,
+    pub cost_breakdown: Vec<Option<Value>>,
+    pub recording_url: Vec<Option<String>>,
+    pub recording_multichannel_url: Vec<Option<String>>,
+    pub recording_sid: Vec<Option<String>>,
     pub customer_id: Vec<Option<Uuid>>,
     pub customer_link: Vec<&'static str>,
     pub parent_call_id: Vec<Option<Uuid>>,
@@ -247,20 +261,26 @@ pub(super) async fn write_calls(
         "INSERT INTO calls AS c (id, company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
            status, progress, progress_seq, first_event_at, last_event_at, direction, caller_raw, caller_e164, \
            started_at, ended_at, duration_ms, transcript, summary, analysis, cost, disconnection_reason, \
-           customer_id, customer_link, parent_call_id, review_reason, review_detail, flagged_at) \
+           customer_id, customer_link, parent_call_id, review_reason, review_detail, \
+           agent_id, agent_version, language, sentiment, cost_breakdown, recording_url, recording_multichannel_url, \
+           recording_sid, flagged_at) \
          SELECT id, company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
            status, progress, progress_seq, first_event_at, last_event_at, direction, caller_raw, caller_e164, \
            started_at, ended_at, duration_ms, transcript, summary, analysis, cost, disconnection_reason, \
            customer_id, customer_link, parent_call_id, review_reason, review_detail, \
-           CASE WHEN review_reason IS NOT NULL THEN now() END \
+           agent_id, agent_version, language, sentiment, cost_breakdown, recording_url, recording_multichannel_url, \
+           recording_sid, CASE WHEN review_reason IS NOT NULL THEN now() END \
          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], \
            $8::text[], $9::int2[], $10::int8[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], \
            $15::text[], $16::timestamptz[], $17::timestamptz[], $18::int8[], $19::text[], $20::text[], $21::jsonb[], \
-           $22::float8[], $23::text[], $24::uuid[], $25::text[], $26::uuid[], $27::text[], $28::text[]) \
+           $22::float8[], $23::text[], $24::uuid[], $25::text[], $26::uuid[], $27::text[], $28::text[], \
+           $29::text[], $30::int4[], $31::text[], $32::text[], $33::jsonb[], $34::text[], $35::text[], $36::text[]) \
            AS u(id, company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164, \
            status, progress, progress_seq, first_event_at, last_event_at, direction, caller_raw, caller_e164, \
            started_at, ended_at, duration_ms, transcript, summary, analysis, cost, disconnection_reason, \
-           customer_id, customer_link, parent_call_id, review_reason, review_detail) \
+           customer_id, customer_link, parent_call_id, review_reason, review_detail, \
+           agent_id, agent_version, language, sentiment, cost_breakdown, recording_url, recording_multichannel_url, \
+           recording_sid) \
          ON CONFLICT (provider, provider_call_id) DO UPDATE SET \
            status = EXCLUDED.status, progress = EXCLUDED.progress, progress_seq = EXCLUDED.progress_seq, \
            first_event_at = LEAST(c.first_event_at, EXCLUDED.first_event_at), \
@@ -276,6 +296,14 @@ pub(super) async fn write_calls(
            analysis = COALESCE(EXCLUDED.analysis, c.analysis), \
            cost = COALESCE(EXCLUDED.cost, c.cost), \
            disconnection_reason = COALESCE(EXCLUDED.disconnection_reason, c.disconnection_reason), \
+           agent_id = COALESCE(EXCLUDED.agent_id, c.agent_id), \
+           agent_version = COALESCE(EXCLUDED.agent_version, c.agent_version), \
+           language = COALESCE(EXCLUDED.language, c.language), \
+           sentiment = COALESCE(EXCLUDED.sentiment, c.sentiment), \
+           cost_breakdown = COALESCE(EXCLUDED.cost_breakdown, c.cost_breakdown), \
+           recording_url = COALESCE(EXCLUDED.recording_url, c.recording_url), \
+           recording_multichannel_url = COALESCE(EXCLUDED.recording_multichannel_url, c.recording_multichannel_url), \
+           recording_sid = COALESCE(EXCLUDED.recording_sid, c.recording_sid), \
            customer_id = COALESCE(c.customer_id, EXCLUDED.customer_id), \
            customer_link = CASE WHEN c.customer_id IS NULL THEN EXCLUDED.customer_link ELSE c.customer_link END, \
            parent_call_id = COALESCE(EXCLUDED.parent_call_id, c.parent_call_id), \
@@ -314,6 +342,14 @@ pub(super) async fn write_calls(
     .bind(rows.parent_call_id)
     .bind(rows.review_reason)
     .bind(rows.review_detail)
+    .bind(rows.agent_id)
+    .bind(rows.agent_version)
+    .bind(rows.language)
+    .bind(rows.sentiment)
+    .bind(rows.cost_breakdown)
+    .bind(rows.recording_url)
+    .bind(rows.recording_multichannel_url)
+    .bind(rows.recording_sid)
     .fetch_all(conn)
     .await
 }

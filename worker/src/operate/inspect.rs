@@ -34,6 +34,11 @@ pub struct CallView {
     pub review_reason: Option<String>,
     pub review_detail: Option<String>,
     pub parent_call_id: Option<Uuid>,
+    pub agent_id: Option<String>,
+    pub language: Option<String>,
+    pub sentiment: Option<String>,
+    /// Where the recording is: a pointer to the caller's voice, so in the JSON form only.
+    pub recording_url: Option<String>,
     pub first_event_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,
 }
@@ -158,7 +163,8 @@ pub async fn call(pool: &PgPool, provider: &str, provider_call_id: &str) -> Resu
         "SELECT c.id, co.slug AS company, c.provider, c.provider_call_id, c.status, c.direction, c.caller_raw, \
            c.business_e164, c.started_at, c.ended_at, c.duration_ms, length(c.transcript) AS transcript_chars, \
            c.summary, c.analysis, c.cost::float8 AS cost_usd, c.disconnection_reason, c.customer_link, \
-           c.review_reason, c.review_detail, c.parent_call_id, c.first_event_at, c.last_event_at \
+           c.review_reason, c.review_detail, c.parent_call_id, c.agent_id, c.language, c.sentiment, \
+           c.recording_url, c.first_event_at, c.last_event_at \
          FROM calls c JOIN companies co ON co.id = c.company_id \
          WHERE c.provider = $1 AND c.provider_call_id = $2",
     )
@@ -230,6 +236,13 @@ impl CallReport {
                 c.cost_usd.map_or_else(|| "-".to_owned(), |usd| format!("${usd:.4}")),
             ),
         ];
+        lines.push(format!(
+            "  agent {}, language {}, sentiment {}, recording {}",
+            or(&c.agent_id),
+            or(&c.language),
+            or(&c.sentiment),
+            if c.recording_url.is_some() { "kept (--json shows where)" } else { "none" },
+        ));
         if let Some(summary) = &c.summary {
             lines.push(format!("  summary: {summary}"));
         }
