@@ -101,9 +101,20 @@ pub enum Trigger {
     Rescheduled,
     Cancelled,
     Rejected,
+    /// `MEETING_ENDED`: the meeting took place.
+    Ended,
+    /// `BOOKING_NO_SHOW_UPDATED` marking an attendee absent.
+    NoShow,
+    /// `BOOKING_NO_SHOW_UPDATED` taking the mark back: the attendee came.
+    ShowedUp,
 }
 
+/// Cal.com's trigger for a change of an attendee's no-show mark.
+pub const NO_SHOW_UPDATED: &str = "BOOKING_NO_SHOW_UPDATED";
+
 impl Trigger {
+    /// The trigger of an event type, except `BOOKING_NO_SHOW_UPDATED`, whose direction is in
+    /// its payload ([`parse`] reads it).
     pub fn parse(event_type: &str) -> Option<Self> {
         Some(match event_type {
             "BOOKING_CREATED" => Self::Created,
@@ -111,6 +122,7 @@ impl Trigger {
             "BOOKING_RESCHEDULED" => Self::Rescheduled,
             "BOOKING_CANCELLED" => Self::Cancelled,
             "BOOKING_REJECTED" => Self::Rejected,
+            "MEETING_ENDED" => Self::Ended,
             _ => return None,
         })
     }
@@ -137,14 +149,19 @@ pub struct BookingChange {
 
 /// Reads the booking change out of a delivery body; `Ok(None)` for triggers not applied.
 pub fn parse(event_type: &str, body: &str) -> Result<Option<BookingChange>, MalformedBooking> {
+    // Most triggers wrap the booking in `payload`; MEETING_* send it flat at the top level.
     #[derive(Deserialize)]
     struct Wire {
-        payload: Payload,
+        payload: Option<Payload>,
+        #[serde(flatten)]
+        flat: Payload,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Payload {
         uid: Option<String>,
+        /// BOOKING_NO_SHOW_UPDATED names the booking so.
+        booking_uid: Option<String>,
         reschedule_uid: Option<String>,
         booking_id: Option<i64>,
         start_time: Option<String>,
@@ -154,11 +171,28 @@ pub fn parse(event_type: &str, body: &str) -> Result<Option<BookingChange>, Malf
         cancellation_reason: Option<String>,
         rejection_reason: Option<String>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        /// BOOKING_NO_SHOW_UPDATED: `[{email, noShow}]`.
+        attendees: Option<Vec<NoShowMark>>,
     }
-    let Some(trigger) = Trigger::parse(event_type) else { return Ok(None) };
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NoShowMark {
+        no_show: Option<bool>,
+    }
+    let trigger = match Trigger::parse(event_type) {
+        Some(trigger) => trigger,
+        None if event_type == NO_SHOW_UPDATED => Trigger::NoShow,
+        None => return Ok(None),
+    };
     let wire: Wire = serde_json::from_str(body).map_err(|_| MalformedBooking("booking payload is not readable"))?;
-    let p = wire.payload;
-    let uid = p.uid.filter(|u| !u.is_empty()).ok_or(MalformedBooking("booking payload has no uid"))?;
+    let p = wire.payload.unwrap_or(wire.flat);
+    // Absent when any attendee is marked absent; taken back when the update clears every mark.
+    let trigger = match (trigger, &p.attendees) {
+        (Trigger::NoShow, Some(marks)) if !marks.iter().any(|m| m.no_show == Some(true)) => Trigger::ShowedUp,
+        (trigger, _) => trigger,
+    };
+    let uid =
+        p.uid.or(p.booking_uid).filter(|u| !u.is_empty()).ok_or(MalformedBooking("booking payload has no uid"))?;
     let instant = |text: Option<String>| -> Result<Option<DateTime<Utc>>, MalformedBooking> {
         text.map(|t| {
             DateTime::parse_from_rfc3339(&t)
@@ -213,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn a_no_show_mark_and_its_withdrawal_and_a_flat_meeting_end_are_read() {
+        let marked = r#"{"triggerEvent":"BOOKING_NO_SHOW_UPDATED","createdAt":"2031-03-04T17:00:00Z",
+            "payload":{"message":"x","bookingUid":"u9","bookingId":9,"attendees":[{"email":"a@x","noShow":true}]}}"#;
+        let change = parse(NO_SHOW_UPDATED, marked).unwrap().unwrap();
+        assert_eq!((change.trigger, change.uid.as_str(), change.booking_id), (Trigger::NoShow, "u9", Some(9)));
+        let cleared = marked.replace("true", "false");
+        assert_eq!(parse(NO_SHOW_UPDATED, &cleared).unwrap().unwrap().trigger, Trigger::ShowedUp);
+        let ended = r#"{"triggerEvent":"MEETING_ENDED","uid":"u7","title":"Check-up",
+            "startTime":"2031-03-04T15:30:00Z","endTime":"2031-03-04T16:00:00Z"}"#;
+        let change = parse("MEETING_ENDED", ended).unwrap().unwrap();
+        assert_eq!((change.trigger, change.uid.as_str()), (Trigger::Ended, "u7"));
+    }
+
+    #[test]
     fn a_cancellation_is_matched_by_uid_and_keeps_its_reason() {
         let change = parse("BOOKING_CANCELLED", CANCELLED).unwrap().unwrap();
         assert_eq!(change.trigger, Trigger::Cancelled);
@@ -236,7 +284,9 @@ mod tests {
 
     #[test]
     fn other_triggers_are_not_applied_and_broken_bodies_are_refused() {
-        assert_eq!(parse("MEETING_ENDED", "{}").unwrap(), None);
+        assert_eq!(parse("MEETING_STARTED", "{}").unwrap(), None);
+        assert_eq!(parse("RECORDING_READY", "{}").unwrap(), None);
+        assert!(parse("MEETING_ENDED", "{}").is_err(), "applied now: a body without its booking is refused");
         assert!(parse("BOOKING_CANCELLED", r#"{"payload":{}}"#).is_err());
         assert!(parse("BOOKING_CANCELLED", r#"{"payload":{"uid":"u","startTime":"tomorrow"}}"#).is_err());
     }

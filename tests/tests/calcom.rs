@@ -827,3 +827,63 @@ async fn moves_and_cancellations_made_in_calcom_without_a_webhook_reach_the_appo
 async fn reconcile_watermark(db: &TestDb) -> DateTime<Utc> {
     sqlx::query_scalar("SELECT watermark FROM calcom_reconcile").fetch_one(&db.pool).await.unwrap()
 }
+
+#[tokio::test]
+async fn a_meeting_that_ended_and_a_no_show_mark_become_statuses_and_the_callers_no_show_count() {
+    let (stack, fake, company, worker) = pushing("outcomes", 703, &[], &[]).await;
+    let db = &stack.db;
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;
+    let customer: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO customers (company_id, e164, name) VALUES ($1, '+12025550177', 'Ana Lima') RETURNING id",
+    )
+    .bind(company.company.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE appointments SET customer_id = $1").bind(customer).execute(&db.pool).await.unwrap();
+    let booking = fake.bookings().remove(0);
+    let no_shows = || async {
+        sqlx::query_scalar::<_, i32>("SELECT no_show_count FROM customers").fetch_one(&db.pool).await.unwrap()
+    };
+
+    // MEETING_ENDED comes flat, without the `payload` wrapper.
+    let ended = serde_json::json!({
+        "triggerEvent": "MEETING_ENDED", "createdAt": Utc::now().to_rfc3339(),
+        "uid": booking.uid, "bookingId": booking.id, "title": "Check-up",
+        "startTime": booking.start.to_rfc3339(), "endTime": booking.end.to_rfc3339(),
+    })
+    .to_string();
+    assert_eq!(deliver_calcom(&stack, &company, &ended).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'completed'", 1).await;
+
+    let mark = |absent: bool| {
+        serde_json::json!({
+            "triggerEvent": "BOOKING_NO_SHOW_UPDATED", "createdAt": Utc::now().to_rfc3339(),
+            "payload": {"message": "x", "bookingUid": booking.uid, "bookingId": booking.id,
+                        "attendees": [{"email": "ana+0@example.com", "noShow": absent}]},
+        })
+        .to_string()
+    };
+    assert_eq!(deliver_calcom(&stack, &company, &mark(true)).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'no_show'", 1).await;
+    assert_eq!(no_shows().await, 1);
+    // A late MEETING_ENDED (redelivered with a new body) does not clear the mark.
+    let late = ended.replace("Check-up", "Check-up (again)");
+    assert_eq!(deliver_calcom(&stack, &company, &late).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 3).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'no_show'").await, 1);
+
+    // The host takes the mark back: the caller came.
+    assert_eq!(deliver_calcom(&stack, &company, &mark(false)).await, 204);
+    wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'completed'", 1).await;
+    assert_eq!(no_shows().await, 0);
+    let history: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let statuses: Vec<&str> = history.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["pending", "booked", "completed", "no_show", "completed"], "{history:?}");
+    assert_eq!(history[3].1.as_deref(), Some("Cal.com BOOKING_NO_SHOW_UPDATED"));
+    worker.shutdown().await;
+}

@@ -71,6 +71,10 @@ sql_enum! {
         Rescheduled => "rescheduled",
         Rejected => "rejected",
         Failed => "failed",
+        /// The caller did not come (Cal.com's no-show mark).
+        NoShow => "no_show",
+        /// The meeting took place.
+        Completed => "completed",
     }
 }
 

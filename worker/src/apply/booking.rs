@@ -52,10 +52,12 @@ struct Current {
 }
 
 /// The appointment's status after a change: Cal.com delivers in no particular order, so a
-/// creation never undoes a cancellation, rejection or reschedule applied first, and a request
-/// (awaiting the host) never takes a booked appointment back to pending.
+/// creation never undoes a cancellation, rejection, reschedule or the meeting's outcome
+/// applied first, and a request (awaiting the host) never takes a booked appointment back to
+/// pending. A meeting's end never clears the host's no-show mark; taking the mark back says
+/// the caller came (completed) and changes nothing else.
 fn status_after(current: Option<AppointmentStatus>, trigger: Trigger) -> AppointmentStatus {
-    use AppointmentStatus::{Booked, Cancelled, Pending, Rejected, Rescheduled};
+    use AppointmentStatus::{Booked, Cancelled, Completed, NoShow, Pending, Rejected, Rescheduled};
     let incoming = match trigger {
         Trigger::Created => Booked,
         // Waits for the host's confirmation.
@@ -63,10 +65,16 @@ fn status_after(current: Option<AppointmentStatus>, trigger: Trigger) -> Appoint
         Trigger::Rescheduled => Rescheduled,
         Trigger::Cancelled => Cancelled,
         Trigger::Rejected => Rejected,
+        Trigger::Ended | Trigger::ShowedUp => Completed,
+        Trigger::NoShow => NoShow,
     };
-    match (incoming, current) {
-        (Booked | Pending, Some(settled @ (Cancelled | Rejected | Rescheduled))) => settled,
-        (Pending, Some(Booked)) => Booked,
+    match (trigger, incoming, current) {
+        (_, Booked | Pending, Some(settled @ (Cancelled | Rejected | Rescheduled | Completed | NoShow))) => settled,
+        (_, Pending, Some(Booked)) => Booked,
+        // A meeting that was cancelled did not take place.
+        (_, Completed | NoShow, Some(ended @ (Cancelled | Rejected))) => ended,
+        (Trigger::Ended, _, Some(NoShow)) => NoShow,
+        (Trigger::ShowedUp, _, Some(other)) if other != NoShow => other,
         _ => incoming,
     }
 }
@@ -178,6 +186,8 @@ fn decide(current: &Current, change: &BookingChange) -> Result<(), (ChangeResult
         Trigger::Cancelled | Trigger::Rejected => {
             ours == Some(change.uid.as_str()) || (ours.is_none() && change.our_key.is_some())
         }
+        // What happened at the meeting of the booking we hold.
+        Trigger::Ended | Trigger::NoShow | Trigger::ShowedUp => ours == Some(change.uid.as_str()),
     };
     if applies {
         return Ok(());
@@ -285,5 +295,20 @@ mod tests {
         assert_eq!(status_after(Some(Booked), Trigger::Cancelled), Cancelled);
         assert_eq!(status_after(Some(Cancelled), Trigger::Rescheduled), Rescheduled);
         assert_eq!(status_after(Some(Rejected), Trigger::Created), Rejected);
+    }
+
+    #[test]
+    fn a_meeting_outcome_follows_the_host_and_survives_late_deliveries() {
+        use AppointmentStatus::{Booked, Cancelled, Completed, NoShow, Rescheduled};
+        assert_eq!(status_after(Some(Booked), Trigger::Ended), Completed);
+        assert_eq!(status_after(Some(Rescheduled), Trigger::Ended), Completed);
+        assert_eq!(status_after(Some(Booked), Trigger::NoShow), NoShow);
+        assert_eq!(status_after(Some(Completed), Trigger::NoShow), NoShow, "marked absent after the end");
+        assert_eq!(status_after(Some(NoShow), Trigger::Ended), NoShow, "the end does not clear the mark");
+        assert_eq!(status_after(Some(NoShow), Trigger::ShowedUp), Completed, "the mark taken back");
+        assert_eq!(status_after(Some(Booked), Trigger::ShowedUp), Booked);
+        assert_eq!(status_after(Some(Cancelled), Trigger::Ended), Cancelled);
+        assert_eq!(status_after(Some(Completed), Trigger::Created), Completed, "a late creation changes nothing");
+        assert_eq!(status_after(Some(NoShow), Trigger::Requested), NoShow);
     }
 }
