@@ -32,10 +32,20 @@ fn build() -> Directory {
     let mut entries = Vec::with_capacity(NUMBERS as usize);
     let mut account = None;
     let mut agent: Option<Arc<str>> = None;
+    let mut inbound: Option<Arc<str>> = None;
     for i in 0..NUMBERS {
         if i % PER_COMPANY == 0 {
-            // One agent per company, shared by its numbers (the loader interns them the same way).
+            // One agent per company, shared by its numbers (the loader interns them the same way),
+            // and one answer to Retell's inbound webhook per branch (a branch per company here).
             agent = Some(Arc::from(format!("agent_{:024x}", i / PER_COMPANY)));
+            let answer = callgate_gateway::providers::retell::Inbound {
+                agent_id: agent.as_deref(),
+                business_name: "Bright Smiles Dental of Springfield",
+                branch_name: "Downtown",
+                metadata: serde_json::json!({"callgate_company_id": Uuid::new_v4(), "callgate_branch_id": Uuid::new_v4()}),
+                ..Default::default()
+            };
+            inbound = Some(Arc::from(callgate_gateway::providers::retell::inbound_answer(&answer)));
             account = Some(Arc::new(Account {
                 id: ProviderAccountId(Uuid::new_v4()),
                 company_id: CompanyId(Uuid::new_v4()),
@@ -56,6 +66,7 @@ fn build() -> Directory {
             account,
             agent_id: agent.clone(),
             provider_number_id: None,
+            retell_inbound: inbound.clone(),
         });
     }
     Directory::from_entries(entries, (NUMBERS / PER_COMPANY) as usize, HashSet::new())

@@ -567,3 +567,61 @@ async fn a_suspended_company_is_answered_like_an_unknown_number_until_it_is_resu
         sqlx::query_scalar("SELECT action FROM operator_actions ORDER BY id").fetch_all(&app.db.pool).await.unwrap();
     assert_eq!(actions, ["tenant suspend", "tenant resume"]);
 }
+
+#[tokio::test]
+async fn retells_inbound_webhook_is_answered_from_the_directory_and_published() {
+    let app = spawn_app(&[]).await;
+    let number = app.tenant.retell_number.1;
+    let body = serde_json::json!({
+        "event": "call_inbound", "event_timestamp": 1_780_012_672_105_u64,
+        "call_inbound": {"agent_id": "agent_retell_default", "from_number": CALLER, "to_number": number.to_string()},
+    })
+    .to_string();
+    let ask = || async {
+        let response = app.retell(&body, Some(signed::retell_signature(&app.tenant.retell_key, &body))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let names: (String, String) = sqlx::query_as(
+        "SELECT c.name, b.name FROM companies c JOIN branches b ON b.company_id = c.id WHERE c.id = $1 AND b.id = $2",
+    )
+    .bind(app.tenant.company.0)
+    .bind(app.tenant.branch.0)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+
+    // Nothing set for the number: its own agent (if any) and the business's names.
+    let answer = ask().await;
+    let inbound = &answer["call_inbound"];
+    assert_eq!(inbound["dynamic_variables"]["business_name"], names.0);
+    assert_eq!(inbound["dynamic_variables"]["branch_name"], names.1);
+    assert_eq!(inbound["metadata"]["callgate_company_id"], app.tenant.company.to_string());
+
+    // An operator sets an agent and a variable: a running gateway answers with them within a
+    // second.
+    let settings = callgate_worker::tenants::InboundSettings {
+        agent_id: Some("agent_front_desk".into()),
+        agent_version: Some(3),
+        variables: vec![("greeting".into(), "Thanks for calling!".into())],
+    };
+    callgate_worker::tenants::set_inbound(&app.db.pool, number, &settings).await.unwrap();
+    let followed =
+        poll_until(|| async { ask().await["call_inbound"]["override_agent_id"] == "agent_front_desk" }).await;
+    assert!(followed.is_some(), "the gateway never served the new answer");
+    let inbound = ask().await["call_inbound"].clone();
+    assert_eq!(inbound["override_agent_version"], 3);
+    assert_eq!(inbound["dynamic_variables"]["greeting"], "Thanks for calling!");
+
+    // Unsigned or forged: refused like any Retell webhook.
+    assert_eq!(app.retell(&body, None).await.status(), StatusCode::UNAUTHORIZED);
+    // Published as a record of the inbound call, keyed by its numbers.
+    let records = app.records(1).await;
+    assert_eq!(records[0].value["event_type"], "call_inbound");
+    assert_eq!(records[0].key, format!("retell:inbound:{number}:{CALLER}:1780012672105"));
+    assert_route(&records[0].value, &app.tenant, app.tenant.retell_number);
+    // A number of another provider cannot be given a Retell answer.
+    let vapi = callgate_worker::tenants::set_inbound(&app.db.pool, app.tenant.vapi_number.1, &settings).await;
+    assert!(vapi.is_err());
+}

@@ -191,6 +191,28 @@ pub enum TenantCommand {
         #[arg(long, default_value_t = 1)]
         default_country_code: u16,
     },
+    /// Set what a Retell number answers Retell's inbound call webhook with: the agent to take
+    /// the call and variables for its prompt (the business and branch names are always sent).
+    /// Replaces what was set; with no options, the number's own agent and no extra variables.
+    /// Running gateways serve it within a second.
+    SetInbound {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        actor: ActorArg,
+        #[arg(long)]
+        number: String,
+        #[arg(long, default_value_t = 1)]
+        default_country_code: u16,
+        /// The Retell agent to take the call (default: the number's own).
+        #[arg(long)]
+        agent_id: Option<String>,
+        #[arg(long, requires = "agent_id")]
+        agent_version: Option<i32>,
+        /// A dynamic variable, `name=value`; repeat for more.
+        #[arg(long = "variable", value_parser = parse_variable)]
+        variables: Vec<(String, String)>,
+    },
     /// Rotate an account's signing secret; the new one is read from standard input. The old
     /// one stays accepted for the given hours (0: refused at once).
     RotateSecret {
@@ -727,6 +749,25 @@ async fn suspension(target: &CompanyAction, suspend: bool) -> Result<Vec<String>
     Ok(vec![if changed { format!("{company} {state}") } else { format!("{company} was already {state}") }])
 }
 
+/// `name=value`, for --variable.
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not name=value"))?;
+    Ok((name.trim().to_owned(), value.to_owned()))
+}
+
+fn describe_inbound(settings: &tenants::InboundSettings) -> String {
+    let agent = match (&settings.agent_id, settings.agent_version) {
+        (Some(agent), Some(version)) => format!("agent {agent} (version {version})"),
+        (Some(agent), None) => format!("agent {agent}"),
+        _ => "its own agent".to_owned(),
+    };
+    let names: Vec<&str> = settings.variables.iter().map(|(name, _)| name.as_str()).collect();
+    format!(
+        "{agent} and variables business_name, branch_name{}",
+        names.iter().map(|n| format!(", {n}")).collect::<String>()
+    )
+}
+
 /// An onboarding change, made in `tx`, and how the audit trail records it.
 struct Onboarded {
     output: String,
@@ -907,6 +948,31 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
                 company: None,
                 selection: json!({ "number": number.to_string() }),
                 rows: Vec::new(),
+            };
+            commit_onboarded(tx, &actor, done).await
+        }
+        TenantCommand::SetInbound {
+            database,
+            actor,
+            number,
+            default_country_code,
+            agent_id,
+            agent_version,
+            variables,
+        } => {
+            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+            let pool = pool(&database).await?;
+            let mut tx = pool.begin().await?;
+            let names: Vec<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
+            let selection = json!({ "number": number.to_string(), "agent_id": agent_id, "variables": names });
+            let settings = tenants::InboundSettings { agent_id, agent_version, variables };
+            let (id, company) = tenants::set_inbound(&mut *tx, number, &settings).await?;
+            let done = Onboarded {
+                output: format!("{number} answers Retell's inbound webhook with {}", describe_inbound(&settings)),
+                action: "tenant set-inbound",
+                company: Some(company.0),
+                selection,
+                rows: vec![id.0],
             };
             commit_onboarded(tx, &actor, done).await
         }

@@ -313,6 +313,46 @@ pub async fn remove_number(db: impl PgExecutor<'_>, number: E164) -> Result<bool
     Ok(done.rows_affected() == 1)
 }
 
+/// What a Retell number answers Retell's inbound call webhook with (besides the business and
+/// branch names, always sent).
+#[derive(Debug, Clone, Default)]
+pub struct InboundSettings {
+    /// The agent to take the call; None: the number's own agent.
+    pub agent_id: Option<String>,
+    pub agent_version: Option<i32>,
+    /// Dynamic variables for the agent's prompt (Retell takes strings).
+    pub variables: Vec<(String, String)>,
+}
+
+/// Sets a Retell number's inbound answer (replacing the previous one); the number's id and
+/// company. Refused for a number of another provider.
+pub async fn set_inbound(
+    db: impl PgExecutor<'_>,
+    number: E164,
+    settings: &InboundSettings,
+) -> Result<(PhoneNumberId, CompanyId), TenantError> {
+    if let Some((name, _)) = settings.variables.iter().find(|(name, _)| name.trim().is_empty()) {
+        return Err(TenantError::Invalid(format!("a variable needs a name: {name:?}")));
+    }
+    let variables: serde_json::Map<String, serde_json::Value> =
+        settings.variables.iter().map(|(name, value)| (name.clone(), value.clone().into())).collect();
+    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+        "UPDATE phone_numbers pn SET inbound_agent_id = $2, inbound_agent_version = $3, inbound_variables = $4 \
+         FROM provider_accounts pa \
+         WHERE pn.e164 = $1 AND pn.deleted_at IS NULL AND pa.company_id = pn.company_id \
+           AND pa.id = pn.provider_account_id AND pa.provider = 'retell' \
+         RETURNING pn.id, pn.company_id, pa.provider",
+    )
+    .bind(number.to_string())
+    .bind(settings.agent_id.as_deref())
+    .bind(settings.agent_version)
+    .bind(serde_json::Value::Object(variables))
+    .fetch_optional(db)
+    .await?;
+    let (id, company, _) = row.ok_or_else(|| TenantError::NotFound(format!("an active Retell number {number}")))?;
+    Ok((PhoneNumberId(id), CompanyId(company)))
+}
+
 #[derive(sqlx::FromRow)]
 struct BranchLine {
     id: Uuid,

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use callgate_contract::settings::parse_settings;
 
 use super::{Account, CalendarEntry, Calendars, ChangeSet, Directory, NumberEntry, RotatingSecret};
+use crate::providers::retell;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -58,6 +59,11 @@ struct NumberRow {
     e164: String,
     provider_number_id: Option<String>,
     provider_agent_id: Option<String>,
+    company_name: String,
+    branch_name: String,
+    inbound_agent_id: Option<String>,
+    inbound_agent_version: Option<i32>,
+    inbound_variables: serde_json::Value,
 }
 
 const ACCOUNTS_SQL: &str = "
@@ -70,7 +76,8 @@ const ACCOUNTS_SQL: &str = "
 /// Active numbers whose branch, company and account are active too, the company not suspended.
 const NUMBERS_SQL: &str = "
     SELECT pn.id, pn.company_id, pn.branch_id, pn.provider_account_id, pn.e164,
-           pn.provider_number_id, pn.provider_agent_id
+           pn.provider_number_id, pn.provider_agent_id, c.name AS company_name, b.name AS branch_name,
+           pn.inbound_agent_id, pn.inbound_agent_version, pn.inbound_variables
     FROM phone_numbers pn
     JOIN branches b ON b.company_id = pn.company_id AND b.id = pn.branch_id
     JOIN companies c ON c.id = pn.company_id
@@ -292,6 +299,8 @@ impl Loader {
         let mut intern = |s: Option<String>| -> Option<Arc<str>> {
             s.map(|s| interned.entry(s).or_insert_with_key(|k| Arc::from(k.as_str())).clone())
         };
+        // A branch's numbers mostly answer Retell's inbound webhook alike: one answer each.
+        let mut answers: HashMap<InboundKey, Arc<str>> = HashMap::new();
         let mut entries = Vec::new();
         futures::pin_mut!(rows);
         while let Some(row) = rows.try_next().await? {
@@ -302,21 +311,65 @@ impl Loader {
                 tracing::error!(phone_number_id = %row.id, "stored number is not E.164; left out");
                 continue;
             };
+            let route = Route {
+                company_id: CompanyId(row.company_id),
+                branch_id: BranchId(row.branch_id),
+                phone_number_id: PhoneNumberId(row.id),
+                provider_account_id: ProviderAccountId(row.provider_account_id),
+                number,
+            };
+            let retell_inbound = (account.provider == Provider::Retell).then(|| {
+                let key = InboundKey::of(&row);
+                answers.entry(key).or_insert_with(|| retell_inbound(&row, &route)).clone()
+            });
             entries.push(NumberEntry {
-                route: Route {
-                    company_id: CompanyId(row.company_id),
-                    branch_id: BranchId(row.branch_id),
-                    phone_number_id: PhoneNumberId(row.id),
-                    provider_account_id: ProviderAccountId(row.provider_account_id),
-                    number,
-                },
+                route,
                 account: account.clone(),
                 agent_id: intern(row.provider_agent_id),
                 provider_number_id: row.provider_number_id.map(Arc::from),
+                retell_inbound,
             });
         }
         Ok(entries)
     }
+}
+
+/// What a number's inbound answer depends on: its branch (the names and ids) and its settings.
+#[derive(PartialEq, Eq, Hash)]
+struct InboundKey {
+    branch: Uuid,
+    agent_id: Option<String>,
+    agent_version: Option<i32>,
+    variables: String,
+}
+
+impl InboundKey {
+    fn of(row: &NumberRow) -> Self {
+        Self {
+            branch: row.branch_id,
+            agent_id: row.inbound_agent_id.clone().or_else(|| row.provider_agent_id.clone()),
+            agent_version: row.inbound_agent_version,
+            variables: row.inbound_variables.to_string(),
+        }
+    }
+}
+
+/// A Retell number's answer to `call_inbound`: its override agent, else its own agent. The
+/// metadata names the company and the branch (the number is the call's `to_number`), so the
+/// numbers of a branch share the answer.
+fn retell_inbound(row: &NumberRow, route: &Route) -> Arc<str> {
+    let inbound = retell::Inbound {
+        agent_id: row.inbound_agent_id.as_deref().or(row.provider_agent_id.as_deref()),
+        agent_version: row.inbound_agent_version,
+        business_name: &row.company_name,
+        branch_name: &row.branch_name,
+        variables: row.inbound_variables.as_object(),
+        metadata: serde_json::json!({
+            "callgate_company_id": route.company_id.0,
+            "callgate_branch_id": route.branch_id.0,
+        }),
+    };
+    Arc::from(retell::inbound_answer(&inbound))
 }
 
 #[derive(Default)]

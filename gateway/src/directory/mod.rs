@@ -79,6 +79,9 @@ pub struct NumberEntry {
     /// Retell agent id / Vapi assistant id.
     pub agent_id: Option<Arc<str>>,
     pub provider_number_id: Option<Arc<str>>,
+    /// A Retell number's answer to its inbound call webhook, serialised when loaded (shared by
+    /// the numbers of a branch that answer alike).
+    pub retell_inbound: Option<Arc<str>>,
 }
 
 /// Shards of a snapshot. A change copies only the shards it touches (copy-on-write), so
@@ -366,6 +369,7 @@ mod tests {
             account,
             agent_id: None,
             provider_number_id: pid.map(Arc::from),
+            retell_inbound: None,
         }
     }
 

@@ -363,6 +363,10 @@ fn answer(provider: Provider, accepted: &Accepted) -> Response {
             json(StatusCode::OK, body)
         }
         Provider::Vapi => json(StatusCode::OK, serde_json::json!({})),
+        Provider::Retell if accepted.routing.event_type == retell::INBOUND_EVENT => {
+            let body = accepted.entry.retell_inbound.as_deref().unwrap_or("{}").to_owned();
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Provider::Retell | Provider::Twilio => StatusCode::NO_CONTENT.into_response(),
     }
 }

@@ -57,6 +57,52 @@ pub fn sign(secret: &[u8], body: &[u8], ts_ms: u64) -> String {
     format!("v={ts},d={}", hex::encode(mac))
 }
 
+/// The event of Retell's inbound call webhook: sent when a call reaches a number, before it is
+/// connected, and answered with the agent and the variables to take it with (10 s timeout,
+/// retried up to 3 times). It has no call id yet.
+pub const INBOUND_EVENT: &str = "call_inbound";
+
+/// What a number's inbound answer is made of.
+#[derive(Debug, Clone, Default)]
+pub struct Inbound<'a> {
+    /// The agent to take the call (None: the one Retell has for the number).
+    pub agent_id: Option<&'a str>,
+    pub agent_version: Option<i32>,
+    pub business_name: &'a str,
+    pub branch_name: &'a str,
+    /// The number's own variables; non-string values are sent as their JSON text.
+    pub variables: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// callgate's ids of the route, as the call's `metadata` (Retell returns it on the call's
+    /// later events).
+    pub metadata: serde_json::Value,
+}
+
+/// The body answering `call_inbound`: `{"call_inbound": {override_agent_id?,
+/// override_agent_version?, dynamic_variables, metadata}}`. Built when the directory loads, so
+/// a request only copies it.
+pub fn inbound_answer(inbound: &Inbound<'_>) -> String {
+    let mut variables = serde_json::Map::new();
+    variables.insert("business_name".into(), inbound.business_name.into());
+    variables.insert("branch_name".into(), inbound.branch_name.into());
+    for (name, value) in inbound.variables.into_iter().flatten() {
+        let text = match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        variables.insert(name.clone(), text.into());
+    }
+    let mut answer = serde_json::Map::new();
+    if let Some(agent) = inbound.agent_id {
+        answer.insert("override_agent_id".into(), agent.into());
+    }
+    if let Some(version) = inbound.agent_version {
+        answer.insert("override_agent_version".into(), version.into());
+    }
+    answer.insert("dynamic_variables".into(), variables.into());
+    answer.insert("metadata".into(), inbound.metadata.clone());
+    serde_json::json!({ INBOUND_EVENT: answer }).to_string()
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -66,6 +112,18 @@ struct Envelope<'a> {
     /// The official demo reads `data` instead of `call`; accepted as an alias.
     #[serde(borrow)]
     data: Option<Call<'a>>,
+    #[serde(borrow)]
+    call_inbound: Option<InboundCall<'a>>,
+    event_timestamp: Option<u64>,
+}
+
+/// `call_inbound`'s payload: `{agent_id?, agent_version?, from_number, to_number}`.
+#[derive(Deserialize)]
+struct InboundCall<'a> {
+    #[serde(borrow)]
+    from_number: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    to_number: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +144,22 @@ pub fn routing(body: &[u8]) -> Result<(Routing, bool), MalformedPayload> {
     let envelope: Envelope<'_> =
         serde_json::from_slice(body).map_err(|_| MalformedPayload("body is not a Retell event"))?;
     let event_type = envelope.event.ok_or(MalformedPayload("event missing"))?;
+    if event_type == INBOUND_EVENT {
+        let inbound = envelope.call_inbound.ok_or(MalformedPayload("call_inbound missing"))?;
+        let to =
+            inbound.to_number.filter(|n| !n.is_empty()).ok_or(MalformedPayload("call_inbound.to_number missing"))?;
+        let from = inbound.from_number.unwrap_or_default();
+        // No call exists yet: the record is named by the numbers and Retell's timestamp.
+        let call_id = format!("inbound:{to}:{from}:{}", envelope.event_timestamp.unwrap_or(0));
+        let routing = Routing {
+            event_type: event_type.into_owned(),
+            call_id,
+            number: Some(to.into_owned()),
+            provider_number_id: None,
+            parent_call_id: None,
+        };
+        return Ok((routing, false));
+    }
     let (call, legacy_data_key) = match (envelope.call, envelope.data) {
         (Some(call), _) => (call, false),
         (None, Some(call)) => (call, true),
@@ -133,6 +207,39 @@ mod tests {
                 assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case {name:?}: {got:?}");
             }
         }
+    }
+
+    #[test]
+    fn an_inbound_call_is_routed_by_the_number_called_and_answered_with_its_agent_and_variables() {
+        let body = br#"{"event":"call_inbound","event_timestamp":1780012672105,
+            "call_inbound":{"agent_id":"agent_default","from_number":"+14155552671","to_number":"+14155550100"}}"#;
+        let (routed, legacy) = routing(body).unwrap();
+        assert!(!legacy);
+        assert_eq!(routed.event_type, INBOUND_EVENT);
+        assert_eq!(routed.number.as_deref(), Some("+14155550100"));
+        assert_eq!(routed.call_id, "inbound:+14155550100:+14155552671:1780012672105");
+        assert!(routing(br#"{"event":"call_inbound","call_inbound":{"from_number":"+1"}}"#).is_err());
+        assert!(routing(br#"{"event":"call_inbound"}"#).is_err());
+
+        let variables = serde_json::json!({"greeting": "Welcome!", "floor": 3});
+        let answer = inbound_answer(&Inbound {
+            agent_id: Some("agent_front_desk"),
+            agent_version: Some(4),
+            business_name: "Bright Smiles",
+            branch_name: "Downtown",
+            variables: variables.as_object(),
+            metadata: serde_json::json!({"callgate_company_id": "c1"}),
+        });
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let inbound = &answer["call_inbound"];
+        assert_eq!(inbound["override_agent_id"], "agent_front_desk");
+        assert_eq!(inbound["override_agent_version"], 4);
+        assert_eq!(inbound["dynamic_variables"]["business_name"], "Bright Smiles");
+        assert_eq!(inbound["dynamic_variables"]["branch_name"], "Downtown");
+        assert_eq!(inbound["dynamic_variables"]["floor"], "3", "Retell takes strings only");
+        assert_eq!(inbound["metadata"]["callgate_company_id"], "c1");
+        let bare = inbound_answer(&Inbound { business_name: "B", branch_name: "M", ..Inbound::default() });
+        assert!(!bare.contains("override_agent_id"), "without an agent Retell keeps the number's: {bare}");
     }
 
     #[test]
