@@ -147,7 +147,7 @@ impl AsRef<str> for SecretString {
     }
 }
 
-/// Parses `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds.
+/// Parses `250ms`, `3s`, `5m`, `1h`, `30d`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -158,7 +158,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
     }
 }
 
@@ -335,6 +336,7 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
     }

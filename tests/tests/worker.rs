@@ -569,3 +569,116 @@ async fn an_operator_sees_a_call_its_events_in_order_its_customer_and_its_appoin
     assert!(!ok && stderr.contains("no call of that company has the number"), "{stderr}");
     worker.shutdown().await;
 }
+
+/// `callgate-worker customer …` against the stack's database: (success, stdout, stderr).
+fn customer_cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(callgate_tests::worker::worker_bin())
+        .args(["customer"])
+        .args(args)
+        .env("CALLGATE_DATABASE_URL", &stack.db.url)
+        .env("CALLGATE_ACTOR", "dpo-maria")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn a_caller_is_exported_then_erased_everywhere_and_late_events_bring_nothing_back() {
+    let stack = stack().await;
+    let (worker, _) = start_worker(&stack.db, &stack.topic).await;
+    let pool = &stack.db.pool;
+    let other = "+12025550999";
+    let calls = retell_call(&stack.tenant, "call_erased", CALLER, Some(appointment_analysis(FUTURE_LOCAL, "cleaning")));
+    for webhook in calls.iter().chain(&retell_call(&stack.tenant, "call_kept", other, None)) {
+        webhook.deliver(&stack.gw).await;
+    }
+    wait_count(pool, "SELECT count(*) FROM processed_events", 6).await;
+    wait_count(pool, "SELECT count(*) FROM appointments", 1).await;
+    let slug: String = sqlx::query_scalar("SELECT slug FROM companies WHERE id = $1")
+        .bind(stack.tenant.company.0)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+
+    // The access request: everything about the caller, nothing about the other one.
+    let (ok, json, stderr) = customer_cli(&stack, &["export", "--company", &slug, "--phone", CALLER]);
+    assert!(ok, "{stderr}");
+    let export: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(export["customers"][0]["e164"], CALLER);
+    assert_eq!(export["calls"].as_array().unwrap().len(), 1);
+    assert!(export["calls"][0]["transcript"].as_str().unwrap().contains("cleaning"));
+    assert_eq!(export["call_events"].as_array().unwrap().len(), 3);
+    assert_eq!(export["appointments"][0]["customer_name"], "Ana Lima");
+    assert_eq!(export["appointments"][0]["history"][0]["to_status"], "pending");
+    assert!(!json.contains(other));
+
+    let (ok, dry, stderr) = customer_cli(&stack, &["erase", "--company", &slug, "--phone", CALLER, "--dry-run"]);
+    assert!(ok, "{stderr}");
+    assert!(dry.starts_with("would erase (dry run): 1 customer(s), 1 call(s), 1 appointment(s)"), "{dry}");
+    assert!(dry.contains("recordings.retell.test/call_erased.wav"), "the recording to delete at Retell:\n{dry}");
+    assert_eq!(count(pool, "SELECT count(*) FROM customers").await, 2, "a dry run keeps everything");
+
+    let (ok, done, stderr) = customer_cli(&stack, &["erase", "--company", &slug, "--phone", CALLER]);
+    assert!(ok, "{stderr}");
+    assert!(done.starts_with("erased: 1 customer(s), 1 call(s), 1 appointment(s); 1 waiting"), "{done}");
+    let erased = sqlx::query(
+        "SELECT caller_raw, caller_e164, transcript, summary, analysis::text, sentiment, recording_url, customer_id,
+                customer_link, content_removed_at IS NOT NULL AS removed, duration_ms
+         FROM calls WHERE provider_call_id = 'call_erased'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for column in ["caller_raw", "caller_e164", "transcript", "summary", "analysis", "sentiment", "recording_url"] {
+        assert_eq!(erased.get::<Option<String>, _>(column), None, "{column} erased");
+    }
+    assert_eq!(erased.get::<Option<uuid::Uuid>, _>("customer_id"), None);
+    assert_eq!(erased.get::<String, _>("customer_link"), "erased");
+    assert!(erased.get::<bool, _>("removed"));
+    assert_eq!(erased.get::<i64, _>("duration_ms"), 95_500, "what the business counts stays");
+    let appointment: (Option<String>, Option<String>, Option<String>, String) =
+        sqlx::query_as("SELECT customer_name, customer_email, notes, calcom_sync_status FROM appointments")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(appointment, (None, None, None, "needs_review".to_owned()), "never pushed with erased details");
+    let left: Vec<String> = sqlx::query_scalar("SELECT e164 FROM customers").fetch_all(pool).await.unwrap();
+    assert_eq!(left, [other]);
+    let kept: Option<String> = sqlx::query_scalar("SELECT transcript FROM calls WHERE provider_call_id = 'call_kept'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(kept.is_some(), "another caller's call is untouched");
+
+    // A late redelivery of the analysis (a new body, so not a duplicate) brings nothing back.
+    let mut late = calls[2].clone();
+    late.body = late.body.replace("The caller asked", "Late: the caller asked");
+    late.headers = vec![callgate_tests::signed::retell_signature(&stack.tenant.retell_key, &late.body)];
+    late.deliver(&stack.gw).await;
+    wait_count(pool, "SELECT count(*) FROM processed_events", 7).await;
+    let refilled: (Option<String>, Option<String>, String) = sqlx::query_as(
+        "SELECT transcript, caller_raw, customer_link FROM calls WHERE provider_call_id = 'call_erased'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(refilled, (None, None, "erased".to_owned()));
+    assert_eq!(count(pool, "SELECT count(*) FROM customers").await, 1, "no customer re-created");
+    assert_eq!(count(pool, "SELECT count(*) FROM appointments").await, 1, "no second appointment");
+
+    let audit: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, action FROM operator_actions WHERE action LIKE 'customer %' ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        [("dpo-maria".to_owned(), "customer export".to_owned()), ("dpo-maria".into(), "customer erase".into())]
+    );
+    let trail: String = sqlx::query_scalar("SELECT string_agg(selection::text, ' ') FROM operator_actions")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(!trail.contains(&CALLER[2..]), "the audit trail holds no number: {trail}");
+    worker.shutdown().await;
+}

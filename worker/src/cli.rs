@@ -34,9 +34,12 @@ pub enum Command {
     /// Register businesses, their branches, provider accounts and numbers.
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Cal.com pushes: re-queue the ones that ended.
+    /// Cal.com pushes: re-queue the ones that ended, reconcile now.
     #[command(subcommand)]
     Calcom(CalcomCommand),
+    /// One caller's data: export it (an access request) or erase it.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
     /// Inspect calls.
     #[command(subcommand)]
     Call(CallCommand),
@@ -357,6 +360,42 @@ pub enum CalcomCommand {
     },
 }
 
+/// Whom a `customer` command is about: a company's caller, by number, email or both.
+#[derive(Debug, Args)]
+pub struct PersonArgs {
+    #[command(flatten)]
+    pub database: Database,
+    #[command(flatten)]
+    pub actor: ActorArg,
+    /// The company (its slug).
+    #[arg(long)]
+    pub company: String,
+    /// The caller's number.
+    #[arg(long, required_unless_present = "email")]
+    pub phone: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub default_country_code: u16,
+    /// The caller's email.
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Everything callgate holds about the person, as JSON on standard output (customers,
+    /// calls with transcripts and analyses, their events, appointments with history).
+    Export(PersonArgs),
+    /// Remove the person's data from customers, calls and appointments in one transaction;
+    /// prints what changed, and the Cal.com bookings and provider recordings to delete there.
+    Erase {
+        #[command(flatten)]
+        person: PersonArgs,
+        /// Count what would be erased and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 /// The topics a DLQ command reads and writes.
 #[derive(Debug, Args)]
 pub struct DlqTopics {
@@ -557,6 +596,8 @@ pub enum CliError {
     TenantOp(#[from] operate::tenant::TenantOpError),
     #[error(transparent)]
     Reconcile(#[from] operate::reconcile::ReconcileError),
+    #[error(transparent)]
+    Privacy(#[from] operate::privacy::PrivacyError),
     #[error("{0}")]
     Config(String),
     #[error("cannot set up the Cal.com client: {0}")]
@@ -600,6 +641,7 @@ pub async fn run(command: Command) -> Result<Vec<String>, CliError> {
         }
         Command::Tenant(command) => tenant(command).await,
         Command::Calcom(command) => calcom(command).await,
+        Command::Customer(command) => customer(command).await,
         Command::Dlq(command) => dlq(command).await,
         Command::Call(CallCommand::Reprocess { database, actor, provider, call_id }) => {
             let actor = operate::Actor::resolve(actor.actor.as_deref());
@@ -739,6 +781,28 @@ async fn calcom(command: CalcomCommand) -> Result<Vec<String>, CliError> {
             let report = operate::reconcile::run(&reconciler, company, &actor, dry_run).await?;
             Ok(report.lines(SAMPLE))
         }
+    }
+}
+
+async fn customer(command: CustomerCommand) -> Result<Vec<String>, CliError> {
+    let (args, dry_run) = match &command {
+        CustomerCommand::Export(args) => (args, false),
+        CustomerCommand::Erase { person, dry_run } => (person, *dry_run),
+    };
+    let pool = pool(&args.database).await?;
+    let phone = match &args.phone {
+        Some(phone) => Some(E164::parse_with_default(phone, Some(args.default_country_code))?.to_string()),
+        None => None,
+    };
+    let company = tenants::company(&pool, &args.company).await?.0;
+    let person = operate::privacy::Person { company, phone, email: args.email.clone() };
+    let actor = operate::Actor::resolve(args.actor.actor.as_deref());
+    match command {
+        CustomerCommand::Export(_) => {
+            let document = operate::privacy::export(&pool, &person, &actor).await?;
+            Ok(vec![serde_json::to_string_pretty(&document).unwrap_or_default()])
+        }
+        CustomerCommand::Erase { .. } => Ok(operate::privacy::erase(&pool, &person, &actor, dry_run).await?.lines()),
     }
 }
 

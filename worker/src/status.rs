@@ -59,6 +59,8 @@ sql_enum! {
         Unparseable => "unparseable",
         /// No event said who called.
         NoNumber => "no_number",
+        /// The caller was erased (`customer erase`).
+        Erased => "erased",
     }
 }
 

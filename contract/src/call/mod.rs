@@ -143,6 +143,28 @@ impl CallUpdate {
         }
     }
 
+    /// This event without what it says about the caller: who called, what was said, the
+    /// analysis, how they felt, the recording. What is left (progress, times, cost, agent)
+    /// still moves a call whose content was removed (retention, erasure) without bringing the
+    /// removed data back.
+    pub fn without_personal_data(&self) -> Self {
+        Self {
+            caller: None,
+            transcript: None,
+            summary: None,
+            analysis: None,
+            structured_data: None,
+            details: CallDetails {
+                sentiment: None,
+                recording_url: None,
+                recording_multichannel_url: None,
+                recording_sid: None,
+                ..self.details.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     /// An event that says only how far the call has got.
     pub fn new(status: CallStatus, progress: Progress) -> Self {
         Self {

@@ -200,6 +200,15 @@ pub(super) async fn apply(
             _ => update,
         };
         let key = &keys[i];
+        // A call whose content was removed moves on, but takes nothing about its caller back.
+        let kept;
+        let update = match stored.get(&(key.0, key.1.as_str())) {
+            Some(row) if row.content_removed => {
+                kept = update.without_personal_data();
+                &kept
+            }
+            _ => update,
+        };
         let group = groups.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             new_group(stored.get(&(key.0, key.1.as_str())).copied(), record)
@@ -213,7 +222,9 @@ pub(super) async fn apply(
         };
         group.state.apply(update, caller_e164.as_ref(), env.received_at);
         group.events.push(i);
-        if let Some(data) = updates[i].and_then(|u| u.structured_data.as_ref()) {
+        if let Some(data) = updates[i].and_then(|u| u.structured_data.as_ref())
+            && update.structured_data.is_some()
+        {
             analysed.push((i, data));
         }
     }

@@ -35,6 +35,8 @@ pub(super) struct StoredCall {
     pub details_filled: Vec<bool>,
     pub customer_id: Option<Uuid>,
     pub customer_link: String,
+    /// Its content was removed (retention, erasure): events no longer bring any back.
+    pub content_removed: bool,
 }
 
 /// The advisory lock of one call, taken before it is read and held to the end of the
@@ -86,7 +88,7 @@ pub(super) async fn read_calls(
            ARRAY[c.agent_id IS NOT NULL, c.agent_version IS NOT NULL, c.language IS NOT NULL, \
                  c.sentiment IS NOT NULL, c.cost_breakdown IS NOT NULL, c.recording_url IS NOT NULL, \
                  c.recording_multichannel_url IS NOT NULL, c.recording_sid IS NOT NULL] AS details_filled, \
-           c.customer_id, c.customer_link \
+           c.customer_id, c.customer_link, c.content_removed_at IS NOT NULL AS content_removed \
          FROM unnest($1::text[], $2::text[]) AS k(provider, provider_call_id) \
          JOIN calls c ON c.provider = k.provider AND c.provider_call_id = k.provider_call_id",
     )
@@ -286,26 +288,28 @@ pub(super) async fn write_calls(
            first_event_at = LEAST(c.first_event_at, EXCLUDED.first_event_at), \
            last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at), \
            direction = COALESCE(EXCLUDED.direction, c.direction), \
-           caller_raw = COALESCE(EXCLUDED.caller_raw, c.caller_raw), \
-           caller_e164 = COALESCE(EXCLUDED.caller_e164, c.caller_e164), \
+           caller_raw = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.caller_raw, c.caller_raw) ELSE c.caller_raw END, \
+           caller_e164 = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.caller_e164, c.caller_e164) ELSE c.caller_e164 END, \
            started_at = COALESCE(EXCLUDED.started_at, c.started_at), \
            ended_at = COALESCE(EXCLUDED.ended_at, c.ended_at), \
            duration_ms = COALESCE(EXCLUDED.duration_ms, c.duration_ms), \
-           transcript = COALESCE(EXCLUDED.transcript, c.transcript), \
-           summary = COALESCE(EXCLUDED.summary, c.summary), \
-           analysis = COALESCE(EXCLUDED.analysis, c.analysis), \
+           transcript = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.transcript, c.transcript) ELSE c.transcript END, \
+           summary = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.summary, c.summary) ELSE c.summary END, \
+           analysis = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.analysis, c.analysis) ELSE c.analysis END, \
            cost = COALESCE(EXCLUDED.cost, c.cost), \
            disconnection_reason = COALESCE(EXCLUDED.disconnection_reason, c.disconnection_reason), \
            agent_id = COALESCE(EXCLUDED.agent_id, c.agent_id), \
            agent_version = COALESCE(EXCLUDED.agent_version, c.agent_version), \
            language = COALESCE(EXCLUDED.language, c.language), \
-           sentiment = COALESCE(EXCLUDED.sentiment, c.sentiment), \
+           sentiment = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.sentiment, c.sentiment) ELSE c.sentiment END, \
            cost_breakdown = COALESCE(EXCLUDED.cost_breakdown, c.cost_breakdown), \
-           recording_url = COALESCE(EXCLUDED.recording_url, c.recording_url), \
-           recording_multichannel_url = COALESCE(EXCLUDED.recording_multichannel_url, c.recording_multichannel_url), \
-           recording_sid = COALESCE(EXCLUDED.recording_sid, c.recording_sid), \
-           customer_id = COALESCE(c.customer_id, EXCLUDED.customer_id), \
-           customer_link = CASE WHEN c.customer_id IS NULL THEN EXCLUDED.customer_link ELSE c.customer_link END, \
+           recording_url = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.recording_url, c.recording_url) ELSE c.recording_url END, \
+           recording_multichannel_url = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.recording_multichannel_url, c.recording_multichannel_url) ELSE c.recording_multichannel_url END, \
+           recording_sid = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(EXCLUDED.recording_sid, c.recording_sid) ELSE c.recording_sid END, \
+           customer_id = CASE WHEN c.content_removed_at IS NULL THEN COALESCE(c.customer_id, EXCLUDED.customer_id) \
+                              ELSE c.customer_id END, \
+           customer_link = CASE WHEN c.customer_id IS NULL AND c.content_removed_at IS NULL \
+                                THEN EXCLUDED.customer_link ELSE c.customer_link END, \
            parent_call_id = COALESCE(EXCLUDED.parent_call_id, c.parent_call_id), \
            review_reason = COALESCE(EXCLUDED.review_reason, c.review_reason), \
            review_detail = CASE WHEN EXCLUDED.review_reason IS NOT NULL THEN EXCLUDED.review_detail \

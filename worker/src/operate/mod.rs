@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod dlq;
 pub mod inspect;
+pub mod privacy;
 pub mod reconcile;
 pub mod reprocess;
 pub mod requeue;
