@@ -136,7 +136,59 @@ pub struct RunConfig {
     pub calcom: CalcomConfig,
 
     #[command(flatten)]
+    pub retention: RetentionConfig,
+
+    #[command(flatten)]
     pub log: LogConfig,
+}
+
+/// How long callers' data is kept (README, "Retention and erasure"). A company's
+/// `retention_content_days` / `retention_call_days` override the first two.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionConfig {
+    /// How often this worker runs the retention pass; 0s: never (another worker may).
+    #[arg(long = "retention-interval", env = "CALLGATE_RETENTION_INTERVAL", value_parser = parse_duration, default_value = "1h")]
+    pub interval: Duration,
+
+    /// Days after a call's first event when its transcript, summary, analysis, sentiment and
+    /// recording addresses are removed.
+    #[arg(long = "retention-content-days", env = "CALLGATE_RETENTION_CONTENT_DAYS", default_value_t = 90)]
+    pub content_days: u32,
+
+    /// Days after a call's first event when the call is deleted (its appointment stays).
+    #[arg(long = "retention-call-days", env = "CALLGATE_RETENTION_CALL_DAYS", default_value_t = 730)]
+    pub call_days: u32,
+
+    /// How long an applied event stays in the dedupe ledger (`processed_events`). Longer than
+    /// any redelivery: the topics keep records 7 days (a consumer cannot be handed an older
+    /// one), plus the spool and a dead-letter replay's delay; at least 8 days.
+    #[arg(long = "retention-ledger", env = "CALLGATE_RETENTION_LEDGER", value_parser = parse_duration, default_value = "30d")]
+    pub ledger: Duration,
+
+    /// Rows per statement: each batch is its own short transaction.
+    #[arg(long = "retention-batch", env = "CALLGATE_RETENTION_BATCH", default_value_t = 500)]
+    pub batch: u32,
+}
+
+impl RetentionConfig {
+    /// The shortest ledger that outlives the topics' 7 days of retention.
+    pub const MIN_LEDGER: Duration = Duration::from_secs(8 * 86_400);
+
+    /// Settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ledger < Self::MIN_LEDGER {
+            return Err(format!(
+                "--retention-ledger ({:?}) must outlive the topics' 7 days of retention: at least 8d",
+                self.ledger
+            ));
+        }
+        if self.content_days == 0 || self.call_days < self.content_days || self.batch == 0 {
+            return Err("--retention-content-days and --retention-batch must be positive, and \
+                        --retention-call-days at least --retention-content-days"
+                .to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// The default of --calcom-reconcile-interval (also what `calcom reconcile` sets as the next

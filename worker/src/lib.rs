@@ -26,6 +26,7 @@ pub mod dlq;
 pub(crate) mod kafka;
 pub mod metrics;
 pub mod operate;
+pub mod retention;
 pub(crate) mod server;
 pub mod status;
 pub mod tenants;

@@ -100,6 +100,11 @@ pub struct Metrics {
     /// Reconciliation passes by `outcome`: complete, partial (stopped early: the rate gate, an
     /// error, the page limit; the next pass goes on).
     pub calcom_reconcile_passes: IntCounterVec,
+    /// Rows the retention pass took, by `action`: content_removed (calls), call_deleted,
+    /// event_pruned (ledger rows).
+    pub retention_rows: IntCounterVec,
+    /// Retention passes by `outcome`: complete, failed.
+    pub retention_passes: IntCounterVec,
 }
 
 impl Metrics {
@@ -241,6 +246,16 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let retention_rows = IntCounterVec::new(
+            Opts::new("callgate_worker_retention_rows_total", "Rows the retention pass removed, by action."),
+            &["action"],
+        )
+        .expect("valid metric");
+        let retention_passes = IntCounterVec::new(
+            Opts::new("callgate_worker_retention_passes_total", "Retention passes, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let metrics = Self {
             registry,
             events,
@@ -269,6 +284,8 @@ impl Metrics {
             calcom_changes,
             calcom_reconciled,
             calcom_reconcile_passes,
+            retention_rows,
+            retention_passes,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.events.clone()),
@@ -297,6 +314,8 @@ impl Metrics {
             Box::new(metrics.calcom_changes.clone()),
             Box::new(metrics.calcom_reconciled.clone()),
             Box::new(metrics.calcom_reconcile_passes.clone()),
+            Box::new(metrics.retention_rows.clone()),
+            Box::new(metrics.retention_passes.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -306,6 +325,12 @@ impl Metrics {
         }
         for outcome in ["complete", "partial"] {
             metrics.calcom_reconcile_passes.with_label_values(&[outcome]);
+        }
+        for outcome in ["complete", "failed"] {
+            metrics.retention_passes.with_label_values(&[outcome]);
+        }
+        for action in ["content_removed", "call_deleted", "event_pruned"] {
+            metrics.retention_rows.with_label_values(&[action]);
         }
         for reason in crate::appointments::ReviewReason::ALL {
             metrics.calls_flagged.with_label_values(&[reason.as_str()]);

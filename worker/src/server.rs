@@ -27,6 +27,7 @@ use crate::consumer::Pipeline;
 use crate::dlq::DeadLetters;
 use crate::kafka;
 use crate::metrics::Metrics;
+use crate::retention::Retention;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -38,6 +39,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("invalid Cal.com settings: {0}")]
     Calcom(String),
+    #[error("invalid retention settings: {0}")]
+    Retention(String),
     #[error("invalid master key: {0}")]
     SecretKey(#[from] callgate_contract::SecretError),
 }
@@ -107,6 +110,9 @@ impl Worker {
                 tasks.spawn(reconciler.run(shutdown_rx.clone()));
             }
         }
+        if let Some(retention) = retention(&config, &metrics)? {
+            tasks.spawn(retention.run(shutdown_rx.clone()));
+        }
         let catalog = Arc::new(Catalog::new(metrics.clone()));
         tasks.spawn(catalog::follow(catalog.clone(), pool.clone(), shutdown_rx.clone()));
         let pipeline = Pipeline::new(consumer, dlq, pool, metrics.clone(), config, assigned, catalog);
@@ -134,6 +140,25 @@ impl Worker {
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("worker stopped");
     }
+}
+
+/// Connections of the retention pass's own pool: its batches never wait for the consumer's
+/// connections, nor take them.
+const RETENTION_CONNECTIONS: u32 = 2;
+
+/// The retention pass, unless --retention-interval is 0s.
+fn retention(config: &RunConfig, metrics: &Metrics) -> Result<Option<Retention>, StartError> {
+    if config.retention.interval.is_zero() {
+        tracing::info!("retention switched off here (--retention-interval 0s)");
+        return Ok(None);
+    }
+    config.retention.validate().map_err(StartError::Retention)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(RETENTION_CONNECTIONS)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(config.database_url.expose())
+        .map_err(StartError::Database)?;
+    Ok(Some(Retention::new(pool, config.retention.clone(), metrics.clone())))
 }
 
 /// The Cal.com push, and the reconciliation when it runs here.
