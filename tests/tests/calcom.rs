@@ -22,6 +22,26 @@ fn cipher(key: &str) -> callgate_contract::SecretCipher {
     callgate_contract::SecretCipher::from_base64::<&str>(key, &[]).unwrap()
 }
 
+/// A database with `slug` connected to a fresh fake Cal.com (its usual limits), its service
+/// booked as `event_type`, and `appointments` pending for tomorrow; the master key too.
+async fn connected(slug: &str, event_type: i64, appointments: usize) -> (TestDb, String, FakeCalcom, CalcomCompany) {
+    callgate_tests::init_logs();
+    let db = TestDb::create().await;
+    let key = secret_key();
+    let fake = FakeCalcom::start(Limits::default()).await;
+    let company = seed_company(&db, &cipher(&key), &fake, slug, event_type, 1).await;
+    insert_appointments(&db, &company, appointments, tomorrow()).await;
+    (db, key, fake, company)
+}
+
+/// The idempotency keys of the pending appointments.
+async fn pending_keys(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT idempotency_key FROM appointments WHERE status = 'pending' ORDER BY starts_at")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// Tomorrow at 09:00 UTC: in the future for the fake, whatever the time of day.
 fn tomorrow() -> DateTime<Utc> {
     (Utc::now() + chrono::Duration::days(1)).date_naive().and_hms_opt(9, 0, 0).unwrap().and_utc()
@@ -67,12 +87,8 @@ fn assert_exactly_once(fake: &FakeCalcom, uids: &HashMap<String, Option<String>>
 
 #[tokio::test]
 async fn a_pending_appointment_becomes_one_booking_with_our_key_and_history() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
-    let keys = insert_appointments(&db, &acme, 1, tomorrow()).await;
+    let (db, key, fake, acme) = connected("acme", 501, 1).await;
+    let keys = pending_keys(&db).await;
     let (worker, _) = push_worker(&db, &fake, &key, &[]).await;
 
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE calcom_sync_status = 'synced'", 1).await;
@@ -116,12 +132,7 @@ async fn a_pending_appointment_becomes_one_booking_with_our_key_and_history() {
 /// What an alert on the Cal.com backlog reads: how many appointments wait, and for how long.
 #[tokio::test]
 async fn the_backlog_waiting_for_calcom_and_its_age_are_measured() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
-    insert_appointments(&db, &acme, 3, tomorrow()).await;
+    let (db, key, fake, _) = connected("acme", 501, 3).await;
     // Waiting for two minutes, and not due for an hour (a back-off after failures).
     sqlx::query(
         "UPDATE appointments SET created_at = now() - interval '2 minutes', next_attempt_at = now() + interval '1 hour'",
@@ -300,11 +311,7 @@ async fn two_workers_never_send_one_appointment_twice_and_share_each_keys_budget
 
 #[tokio::test]
 async fn refusals_end_failed_or_for_review_with_their_reason_and_a_dead_letter() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let acme = seed_company(&db, &cipher(&key), &fake, "acme", 501, 1).await;
+    let (db, key, fake, acme) = connected("acme", 501, 0).await;
     let start = tomorrow();
     // 1: its event type is unknown to Cal.com. 2: someone else holds its slot. 3: no name.
     let unknown = CalcomCompany { event_type: 999, ..acme.clone() };
@@ -645,12 +652,7 @@ async fn a_late_booking_requested_never_moves_a_booked_appointment_back() {
 
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_sends_nothing() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let company = seed_company(&db, &cipher(&key), &fake, "fenced", 901, 1).await;
-    insert_appointments(&db, &company, 1, tomorrow()).await;
+    let (db, key, fake, company) = connected("fenced", 901, 1).await;
     // Holds the worker between its claim and its request: reading the appointment's details
     // needs `customers`, the claim does not.
     let mut lock = db.pool.begin().await.unwrap();
@@ -705,11 +707,7 @@ async fn reconcile_now(db: &TestDb, key: &str, fake: &FakeCalcom, slug: &str, ex
 
 #[tokio::test]
 async fn a_booking_whose_answer_was_lost_is_adopted_by_the_reconciliation_before_any_retry() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let acme = seed_company(&db, &cipher(&key), &fake, "lostanswer", 801, 1).await;
+    let (db, key, fake, acme) = connected("lostanswer", 801, 0).await;
     // Cal.com books, then answers 500; the push's own retry is an hour away.
     fake.push_fault(Fault::CommitThen500);
     insert_appointments(&db, &acme, 1, tomorrow()).await;
@@ -750,12 +748,7 @@ async fn a_booking_whose_answer_was_lost_is_adopted_by_the_reconciliation_before
 
 #[tokio::test]
 async fn moves_and_cancellations_made_in_calcom_without_a_webhook_reach_the_appointment() {
-    callgate_tests::init_logs();
-    let db = TestDb::create().await;
-    let key = secret_key();
-    let fake = FakeCalcom::start(Limits::default()).await;
-    let acme = seed_company(&db, &cipher(&key), &fake, "nowebhook", 802, 1).await;
-    insert_appointments(&db, &acme, 1, tomorrow()).await;
+    let (db, key, fake, acme) = connected("nowebhook", 802, 1).await;
     // The push books it; the workers' own passes are off, so only the command reconciles.
     let (worker, _) = push_worker(&db, &fake, &key, &["--calcom-reconcile-interval", "0s"]).await;
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'booked'", 1).await;

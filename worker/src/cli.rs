@@ -134,11 +134,8 @@ pub enum TenantCommand {
         /// The provider account (id printed by add-account).
         #[arg(long)]
         account: uuid::Uuid,
-        #[arg(long)]
-        number: String,
-        /// Country calling code for national-format numbers.
-        #[arg(long, default_value_t = 1)]
-        default_country_code: u16,
+        #[command(flatten)]
+        number: NumberArg,
         /// The provider's id of the number (Vapi phoneNumberId, Twilio PN sid).
         #[arg(long)]
         provider_number_id: Option<String>,
@@ -189,10 +186,8 @@ pub enum TenantCommand {
         database: Database,
         #[command(flatten)]
         actor: ActorArg,
-        #[arg(long)]
-        number: String,
-        #[arg(long, default_value_t = 1)]
-        default_country_code: u16,
+        #[command(flatten)]
+        number: NumberArg,
     },
     /// Set what a Retell number answers Retell's inbound call webhook with: the agent to take
     /// the call and variables for its prompt (the business and branch names are always sent).
@@ -203,10 +198,8 @@ pub enum TenantCommand {
         database: Database,
         #[command(flatten)]
         actor: ActorArg,
-        #[arg(long)]
-        number: String,
-        #[arg(long, default_value_t = 1)]
-        default_country_code: u16,
+        #[command(flatten)]
+        number: NumberArg,
         /// The Retell agent to take the call (default: the number's own).
         #[arg(long)]
         agent_id: Option<String>,
@@ -305,6 +298,22 @@ pub struct CompanyAction {
     pub company: String,
 }
 
+/// A phone number as typed: E.164, or national with its country code.
+#[derive(Debug, Args)]
+pub struct NumberArg {
+    #[arg(long)]
+    pub number: String,
+    /// Country calling code for national-format numbers.
+    #[arg(long, default_value_t = 1)]
+    pub default_country_code: u16,
+}
+
+impl NumberArg {
+    fn parse(&self) -> Result<E164, CliError> {
+        Ok(E164::parse_with_default(&self.number, Some(self.default_country_code))?)
+    }
+}
+
 /// Who runs an operator command, for the audit trail.
 #[derive(Debug, Args)]
 pub struct ActorArg {
@@ -373,6 +382,7 @@ pub struct PersonArgs {
     /// The caller's number.
     #[arg(long, required_unless_present = "email")]
     pub phone: Option<String>,
+    /// Country calling code for a national-format --phone.
     #[arg(long, default_value_t = 1)]
     pub default_country_code: u16,
     /// The caller's email.
@@ -924,12 +934,11 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             branch,
             account,
             number,
-            default_country_code,
             provider_number_id,
             agent_id,
             label,
         } => {
-            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+            let number = number.parse()?;
             let pool = pool(&database).await?;
             let mut tx = pool.begin().await?;
             let company_id = tenants::company(&mut *tx, &company).await?;
@@ -999,8 +1008,8 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             };
             commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::RemoveNumber { database, actor, number, default_country_code } => {
-            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+        TenantCommand::RemoveNumber { database, actor, number } => {
+            let number = number.parse()?;
             let pool = pool(&database).await?;
             let mut tx = pool.begin().await?;
             if !tenants::remove_number(&mut *tx, number).await? {
@@ -1015,16 +1024,8 @@ async fn tenant(command: TenantCommand) -> Result<Vec<String>, CliError> {
             };
             commit_onboarded(tx, &actor, done).await
         }
-        TenantCommand::SetInbound {
-            database,
-            actor,
-            number,
-            default_country_code,
-            agent_id,
-            agent_version,
-            variables,
-        } => {
-            let number = E164::parse_with_default(&number, Some(default_country_code))?;
+        TenantCommand::SetInbound { database, actor, number, agent_id, agent_version, variables } => {
+            let number = number.parse()?;
             let pool = pool(&database).await?;
             let mut tx = pool.begin().await?;
             let names: Vec<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
