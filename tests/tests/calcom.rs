@@ -34,6 +34,14 @@ async fn connected(slug: &str, event_type: i64, appointments: usize) -> (TestDb,
     (db, key, fake, company)
 }
 
+/// Every appointment's status changes, in order: (to status, reason).
+async fn history(db: &TestDb) -> Vec<(String, Option<String>)> {
+    sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// The idempotency keys of the pending appointments.
 async fn pending_keys(db: &TestDb) -> Vec<String> {
     sqlx::query_scalar("SELECT idempotency_key FROM appointments WHERE status = 'pending' ORDER BY starts_at")
@@ -506,11 +514,7 @@ async fn signed_calcom_changes_reach_the_appointment_and_forged_ones_are_refused
     assert_eq!(send(body.clone(), Some(sign(&body))).await, 204);
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'cancelled'", 1).await;
     wait_count(&db.pool, "SELECT count(*) FROM processed_events WHERE provider = 'calcom'", 2).await;
-    let reasons: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let reasons = history(db).await;
     let statuses: Vec<&str> = reasons.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["pending", "booked", "rescheduled", "cancelled"], "{reasons:?}");
     assert_eq!(reasons[3].1.as_deref(), Some("Cal.com BOOKING_CANCELLED: feeling better"));
@@ -781,11 +785,7 @@ async fn moves_and_cancellations_made_in_calcom_without_a_webhook_reach_the_appo
     let out = reconcile_now(&db, &key, &fake, "nowebhook", &[]).await;
     assert!(out.contains("applied 1 change(s)"), "{out}");
     assert_eq!(appointment().await.0, "cancelled");
-    let history: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let history = history(&db).await;
     let statuses: Vec<&str> = history.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["pending", "booked", "rescheduled", "cancelled"], "{history:?}");
     assert_eq!(history[3].1.as_deref(), Some("Cal.com reconciliation"));
@@ -870,11 +870,7 @@ async fn a_meeting_that_ended_and_a_no_show_mark_become_statuses_and_the_callers
     assert_eq!(deliver_calcom(&stack, &company, &mark(false)).await, 204);
     wait_count(&db.pool, "SELECT count(*) FROM appointments WHERE status = 'completed'", 1).await;
     assert_eq!(no_shows().await, 0);
-    let history: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT to_status, reason FROM appointment_status_history ORDER BY id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let history = history(db).await;
     let statuses: Vec<&str> = history.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["pending", "booked", "completed", "no_show", "completed"], "{history:?}");
     assert_eq!(history[3].1.as_deref(), Some("Cal.com BOOKING_NO_SHOW_UPDATED"));

@@ -373,12 +373,7 @@ pub enum CalcomCommand {
 #[derive(Debug, Args)]
 pub struct PersonArgs {
     #[command(flatten)]
-    pub database: Database,
-    #[command(flatten)]
-    pub actor: ActorArg,
-    /// The company (its slug).
-    #[arg(long)]
-    pub company: String,
+    pub target: CompanyAction,
     /// The caller's number.
     #[arg(long, required_unless_present = "email")]
     pub phone: Option<String>,
@@ -799,14 +794,14 @@ async fn customer(command: CustomerCommand) -> Result<Vec<String>, CliError> {
         CustomerCommand::Export(args) => (args, false),
         CustomerCommand::Erase { person, dry_run } => (person, *dry_run),
     };
-    let pool = pool(&args.database).await?;
+    let pool = pool(&args.target.database).await?;
     let phone = match &args.phone {
         Some(phone) => Some(E164::parse_with_default(phone, Some(args.default_country_code))?.to_string()),
         None => None,
     };
-    let company = tenants::company(&pool, &args.company).await?.0;
+    let company = tenants::company(&pool, &args.target.company).await?.0;
     let person = operate::privacy::Person { company, phone, email: args.email.clone() };
-    let actor = operate::Actor::resolve(args.actor.actor.as_deref());
+    let actor = operate::Actor::resolve(args.target.actor.actor.as_deref());
     match command {
         CustomerCommand::Export(_) => {
             let document = operate::privacy::export(&pool, &person, &actor).await?;
