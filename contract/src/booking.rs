@@ -171,13 +171,9 @@ pub fn parse(event_type: &str, body: &str) -> Result<Option<BookingChange>, Malf
         cancellation_reason: Option<String>,
         rejection_reason: Option<String>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
-        /// BOOKING_NO_SHOW_UPDATED: `[{email, noShow}]`.
-        attendees: Option<Vec<NoShowMark>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct NoShowMark {
-        no_show: Option<bool>,
+        /// BOOKING_NO_SHOW_UPDATED: `[{email, noShow}]`. Read as a value: other triggers carry
+        /// attendees of another shape, which must not make their bodies unreadable.
+        attendees: Option<serde_json::Value>,
     }
     let trigger = match Trigger::parse(event_type) {
         Some(trigger) => trigger,
@@ -187,8 +183,13 @@ pub fn parse(event_type: &str, body: &str) -> Result<Option<BookingChange>, Malf
     let wire: Wire = serde_json::from_str(body).map_err(|_| MalformedBooking("booking payload is not readable"))?;
     let p = wire.payload.unwrap_or(wire.flat);
     // Absent when any attendee is marked absent; taken back when the update clears every mark.
+    let marked = |attendees: &serde_json::Value| {
+        attendees
+            .as_array()
+            .is_some_and(|all| all.iter().any(|a| a.get("noShow") == Some(&serde_json::Value::Bool(true))))
+    };
     let trigger = match (trigger, &p.attendees) {
-        (Trigger::NoShow, Some(marks)) if !marks.iter().any(|m| m.no_show == Some(true)) => Trigger::ShowedUp,
+        (Trigger::NoShow, Some(attendees)) if !marked(attendees) => Trigger::ShowedUp,
         (trigger, _) => trigger,
     };
     let uid =
@@ -258,6 +259,9 @@ mod tests {
             "startTime":"2031-03-04T15:30:00Z","endTime":"2031-03-04T16:00:00Z"}"#;
         let change = parse("MEETING_ENDED", ended).unwrap().unwrap();
         assert_eq!((change.trigger, change.uid.as_str()), (Trigger::Ended, "u7"));
+        // Attendees of any shape leave the other triggers readable.
+        let odd = r#"{"triggerEvent":"BOOKING_CREATED","payload":{"uid":"u8","attendees":{"name":"x"}}}"#;
+        assert_eq!(parse("BOOKING_CREATED", odd).unwrap().unwrap().uid, "u8");
     }
 
     #[test]

@@ -44,6 +44,27 @@ fn json() -> impl Strategy<Value = Value> {
         Just("metadata".to_owned()),
         Just("iCalSequence".to_owned()),
         Just("startTime".to_owned()),
+        // What a call keeps besides its progress, and the newer Cal.com triggers' fields.
+        Just("agent_id".to_owned()),
+        Just("agent_version".to_owned()),
+        Just("user_sentiment".to_owned()),
+        Just("call_cost".to_owned()),
+        Just("recording_url".to_owned()),
+        Just("recording_multi_channel_url".to_owned()),
+        Just("assistantId".to_owned()),
+        Just("assistant".to_owned()),
+        Just("transcriber".to_owned()),
+        Just("language".to_owned()),
+        Just("costs".to_owned()),
+        Just("artifact".to_owned()),
+        Just("recording".to_owned()),
+        Just("mono".to_owned()),
+        Just("combinedUrl".to_owned()),
+        Just("stereoUrl".to_owned()),
+        Just("recordingUrl".to_owned()),
+        Just("bookingUid".to_owned()),
+        Just("attendees".to_owned()),
+        Just("noShow".to_owned()),
         "[a-zA-Z_]{1,12}",
     ];
     let leaf = prop_oneof![
@@ -69,7 +90,7 @@ fn raw(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap()
 }
 
-const EVENT_TYPES: [&str; 9] = [
+const EVENT_TYPES: [&str; 12] = [
     "call_started",
     "call_ended",
     "call_analyzed",
@@ -78,6 +99,9 @@ const EVENT_TYPES: [&str; 9] = [
     "assistant-request",
     "completed",
     "BOOKING_CANCELLED",
+    "MEETING_ENDED",
+    "BOOKING_NO_SHOW_UPDATED",
+    "call_inbound",
     "other",
 ];
 
@@ -106,8 +130,10 @@ proptest! {
     #[test]
     fn any_form_normalises_or_is_ignored(form in "([A-Za-z]{1,12}=[^&]{0,20}&?){0,12}", status in "[a-z-]{0,12}") {
         let with_status = format!("{form}&CallStatus={status}&CallSid=CA1&SequenceNumber=9223372036854775807");
+        let recording = format!("{form}&RecordingStatus={status}&RecordingUrl={status}&RecordingSid=RE1&CallSid=CA1");
         let _ = normalize(Provider::Twilio, "completed", &Payload::Form(form));
         let _ = normalize(Provider::Twilio, "completed", &Payload::Form(with_status));
+        let _ = normalize(Provider::Twilio, "recording-completed", &Payload::Form(recording));
     }
 
     #[test]

@@ -45,6 +45,24 @@ fn params() -> impl Strategy<Value = Vec<(String, String)>> {
 
 proptest! {
     #[test]
+    fn any_inbound_call_routes_by_the_number_called_or_is_refused(
+        inbound in prop::option::of(prop::collection::vec((prop::sample::select(vec!["from_number", "to_number", "agent_id", "agent_version", "x"]), prop_oneof![Just(serde_json::Value::Null), ".{0,20}".prop_map(serde_json::Value::from), any::<i64>().prop_map(serde_json::Value::from)]), 0..5)),
+        timestamp in prop::option::of(any::<i64>()),
+    ) {
+        let mut body = serde_json::json!({"event": retell::INBOUND_EVENT});
+        if let Some(fields) = inbound {
+            body["call_inbound"] = serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        }
+        if let Some(ts) = timestamp {
+            body["event_timestamp"] = ts.into();
+        }
+        if let Ok((routed, _)) = retell::routing(body.to_string().as_bytes()) {
+            prop_assert!(routed.number.as_deref().is_some_and(|n| !n.is_empty()));
+            prop_assert!(routed.call_id.starts_with("inbound:"));
+        }
+    }
+
+    #[test]
     fn any_bytes_route_or_are_refused(body in prop::collection::vec(any::<u8>(), 0..400), ct in prop::sample::select(vec![None, Some("application/x-www-form-urlencoded"), Some("application/json")])) {
         let _ = retell::routing(&body);
         let _ = vapi::routing(&body);

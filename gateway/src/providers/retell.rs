@@ -114,7 +114,8 @@ struct Envelope<'a> {
     data: Option<Call<'a>>,
     #[serde(borrow)]
     call_inbound: Option<InboundCall<'a>>,
-    event_timestamp: Option<u64>,
+    /// Read leniently: an odd value here must not make every Retell event unreadable.
+    event_timestamp: Option<serde_json::Value>,
 }
 
 /// `call_inbound`'s payload: `{agent_id?, agent_version?, from_number, to_number}`.
@@ -150,7 +151,8 @@ pub fn routing(body: &[u8]) -> Result<(Routing, bool), MalformedPayload> {
             inbound.to_number.filter(|n| !n.is_empty()).ok_or(MalformedPayload("call_inbound.to_number missing"))?;
         let from = inbound.from_number.unwrap_or_default();
         // No call exists yet: the record is named by the numbers and Retell's timestamp.
-        let call_id = format!("inbound:{to}:{from}:{}", envelope.event_timestamp.unwrap_or(0));
+        let at = envelope.event_timestamp.as_ref().and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let call_id = format!("inbound:{to}:{from}:{at}");
         let routing = Routing {
             event_type: event_type.into_owned(),
             call_id,
@@ -220,6 +222,9 @@ mod tests {
         assert_eq!(routed.call_id, "inbound:+14155550100:+14155552671:1780012672105");
         assert!(routing(br#"{"event":"call_inbound","call_inbound":{"from_number":"+1"}}"#).is_err());
         assert!(routing(br#"{"event":"call_inbound"}"#).is_err());
+        // Whatever Retell puts in event_timestamp, its other events still route.
+        let odd = br#"{"event":"call_ended","event_timestamp":"soon","call":{"call_id":"c1","to_number":"+1415"}}"#;
+        assert_eq!(routing(odd).unwrap().0.call_id, "c1");
 
         let variables = serde_json::json!({"greeting": "Welcome!", "floor": 3});
         let answer = inbound_answer(&Inbound {
