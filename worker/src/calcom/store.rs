@@ -318,14 +318,6 @@ pub(super) struct ReconcileClaim {
     pub event_types: Vec<i64>,
 }
 
-/// Every connected account gets its row, with the time it was connected as its first
-/// watermark (nothing booked before can be ours).
-const RECONCILE_ENROL: &str = "
-INSERT INTO calcom_reconcile (calcom_account_id, company_id, watermark)
-SELECT ca.id, ca.company_id, ca.created_at FROM calcom_accounts ca
-WHERE ca.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM calcom_reconcile r WHERE r.calcom_account_id = ca.id)
-ON CONFLICT DO NOTHING";
-
 /// Takes the most overdue account (or, with $2, that company's account whenever it is due),
 /// pushing its next run out by the lease ($1 seconds): a worker dying mid-pass leaves it to
 /// another after that.
@@ -350,7 +342,6 @@ pub(super) async fn claim_reconcile(
     company: Option<Uuid>,
     lease: Duration,
 ) -> Result<Option<ReconcileClaim>, sqlx::Error> {
-    sqlx::query(RECONCILE_ENROL).execute(pool).await?;
     sqlx::query_as(RECONCILE_CLAIM).bind(lease.as_secs_f64()).bind(company).fetch_optional(pool).await
 }
 
