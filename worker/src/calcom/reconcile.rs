@@ -248,7 +248,7 @@ impl Reconciler {
             }
         }
         let mut bookings: Vec<Listed> = bookings.into_values().collect();
-        bookings.sort_by_key(|b| (changed_at(b), b.uid.clone()));
+        bookings.sort_by(|a, b| (changed_at(a), &a.uid).cmp(&(changed_at(b), &b.uid)));
         // Complete: everything up to the newest booking seen. Cut short: only as far as the
         // shortest listing got.
         let reached =

@@ -63,6 +63,13 @@ struct Theirs {
     appointments: Vec<Uuid>,
 }
 
+impl Theirs {
+    /// Every row id, for the audit trail.
+    fn all(&self) -> Vec<Uuid> {
+        [&self.customers, &self.calls, &self.appointments].into_iter().flatten().copied().collect()
+    }
+}
+
 async fn select(conn: &mut PgConnection, person: &Person, lock: bool) -> Result<Theirs, PrivacyError> {
     if person.phone.is_none() && person.email.is_none() {
         return Err(PrivacyError::NoSelector);
@@ -129,8 +136,7 @@ pub async fn export(pool: &PgPool, person: &Person, actor: &Actor) -> Result<Val
     .bind(&theirs.calls)
     .fetch_one(&mut *tx)
     .await?;
-    let all: Vec<Uuid> =
-        [&theirs.customers, &theirs.calls, &theirs.appointments].into_iter().flatten().copied().collect();
+    let all = theirs.all();
     let action = Action {
         actor,
         name: "customer export",
@@ -195,8 +201,7 @@ pub async fn erase(pool: &PgPool, person: &Person, actor: &Actor, dry_run: bool)
         tx.rollback().await?;
         return Ok(erasure);
     }
-    let all: Vec<Uuid> =
-        [&theirs.customers, &theirs.calls, &theirs.appointments].into_iter().flatten().copied().collect();
+    let all = theirs.all();
     let action = Action {
         actor,
         name: "customer erase",
