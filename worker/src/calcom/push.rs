@@ -168,7 +168,7 @@ impl Pusher {
             Ok(true) => {}
             Ok(false) => {
                 self.metrics.calcom_pushes.with_label_values(&["lease_lost"]).inc();
-                tracing::warn!(appointment_id = %claim.id, "the lease ran out and another worker holds the appointment; this attempt is not recorded");
+                tracing::warn!(appointment_id = %claim.id, "the appointment was taken over (the lease ran out) or settled meanwhile (a webhook, the reconciliation); this attempt is not recorded");
             }
             Err(error) => {
                 // The lease runs out and the appointment is claimed again, as unsure.
