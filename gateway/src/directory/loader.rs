@@ -59,11 +59,13 @@ struct NumberRow {
     e164: String,
     provider_number_id: Option<String>,
     provider_agent_id: Option<String>,
-    company_name: String,
-    branch_name: String,
+    // What Retell's inbound answer is built from; NULL for other providers' numbers, so a
+    // million of them are not read and copied for nothing.
+    company_name: Option<String>,
+    branch_name: Option<String>,
     inbound_agent_id: Option<String>,
     inbound_agent_version: Option<i32>,
-    inbound_variables: serde_json::Value,
+    inbound_variables: Option<serde_json::Value>,
 }
 
 const ACCOUNTS_SQL: &str = "
@@ -76,8 +78,12 @@ const ACCOUNTS_SQL: &str = "
 /// Active numbers whose branch, company and account are active too, the company not suspended.
 const NUMBERS_SQL: &str = "
     SELECT pn.id, pn.company_id, pn.branch_id, pn.provider_account_id, pn.e164,
-           pn.provider_number_id, pn.provider_agent_id, c.name AS company_name, b.name AS branch_name,
-           pn.inbound_agent_id, pn.inbound_agent_version, pn.inbound_variables
+           pn.provider_number_id, pn.provider_agent_id,
+           CASE WHEN pa.provider = 'retell' THEN c.name END AS company_name,
+           CASE WHEN pa.provider = 'retell' THEN b.name END AS branch_name,
+           CASE WHEN pa.provider = 'retell' THEN pn.inbound_agent_id END AS inbound_agent_id,
+           CASE WHEN pa.provider = 'retell' THEN pn.inbound_agent_version END AS inbound_agent_version,
+           CASE WHEN pa.provider = 'retell' THEN pn.inbound_variables END AS inbound_variables
     FROM phone_numbers pn
     JOIN branches b ON b.company_id = pn.company_id AND b.id = pn.branch_id
     JOIN companies c ON c.id = pn.company_id
@@ -349,7 +355,7 @@ impl InboundKey {
             branch: row.branch_id,
             agent_id: row.inbound_agent_id.clone().or_else(|| row.provider_agent_id.clone()),
             agent_version: row.inbound_agent_version,
-            variables: row.inbound_variables.to_string(),
+            variables: row.inbound_variables.as_ref().map(ToString::to_string).unwrap_or_default(),
         }
     }
 }
@@ -361,9 +367,9 @@ fn retell_inbound(row: &NumberRow, route: &Route) -> Arc<str> {
     let inbound = retell::Inbound {
         agent_id: row.inbound_agent_id.as_deref().or(row.provider_agent_id.as_deref()),
         agent_version: row.inbound_agent_version,
-        business_name: &row.company_name,
-        branch_name: &row.branch_name,
-        variables: row.inbound_variables.as_object(),
+        business_name: row.company_name.as_deref().unwrap_or_default(),
+        branch_name: row.branch_name.as_deref().unwrap_or_default(),
+        variables: row.inbound_variables.as_ref().and_then(serde_json::Value::as_object),
         metadata: serde_json::json!({
             "callgate_company_id": route.company_id.0,
             "callgate_branch_id": route.branch_id.0,
