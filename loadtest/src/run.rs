@@ -62,7 +62,6 @@ impl AcceptedLog {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub event_id: Uuid,
-    pub call_id: String,
     pub sent_at: SystemTime,
     pub wants_booking: bool,
 }
@@ -246,12 +245,7 @@ async fn send(
         log.write(&event.accepted);
     }
     if let (Some(finished), Some(last), Some(200..=299)) = (finished, event.last, status) {
-        let _ = finished.send(Finished {
-            event_id: last.event_id,
-            call_id: last.call_id,
-            sent_at,
-            wants_booking: last.wants_booking,
-        });
+        let _ = finished.send(Finished { event_id: last.event_id, sent_at, wants_booking: last.wants_booking });
     }
 }
 

@@ -60,7 +60,6 @@ fn event_type(provider: Provider, webhook: &Webhook) -> String {
 pub struct Last {
     /// Its id in `processed_events`.
     pub event_id: Uuid,
-    pub call_id: String,
     pub wants_booking: bool,
 }
 
@@ -149,7 +148,6 @@ impl Scheduler {
                 let is_last = i + 1 == count;
                 let last = is_last.then(|| Last {
                     event_id: event_id(provider, &call_id, last_type, webhook.body.as_bytes()),
-                    call_id: call_id.clone(),
                     wants_booking: wants,
                 });
                 let kind = event_type(provider, &webhook);
