@@ -55,7 +55,7 @@ target/release/fake-calcom --listen "$CALCOM" "${events[@]}" >/dev/null &
 track $!
 # The local broker's fetch wait: lib.sh, BROKER_CONSUMER_PROPERTIES.
 WORKER_PID=""
-END_TO_END=(--database-url "$DATABASE_URL" --baseline-db)
+END_TO_END=(--database-url "$DATABASE_URL" --baseline-db --worker-metrics "http://$WORKER")
 if [ "${CALLGATE_LT_WORKER:-on}" = off ]; then
     END_TO_END=()
 else

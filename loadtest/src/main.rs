@@ -112,6 +112,10 @@ struct RunArgs {
     /// The gateway's ops base URL (its --metrics-listen), for its stage histograms.
     #[arg(long, default_value = "http://127.0.0.1:9091")]
     target_metrics: String,
+    /// The worker's ops base URL, for its event ages (read from Kafka, committed); none: not
+    /// reported.
+    #[arg(long)]
+    worker_metrics: Option<String>,
     /// Open loop: requests per second.
     #[arg(long, conflicts_with = "connections")]
     rate: Option<f64>,
@@ -254,7 +258,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     warm(args.target.clone()).await;
     let scheduler = Scheduler::new(model.clone(), args.event_gap, args.appointment_share);
     let scraper = reqwest::Client::new();
-    let stages_before = stages::scrape(&scraper, &args.target_metrics).await;
+    let stages_before = stages::scrape(&scraper, &args.target_metrics, stages::GATEWAY).await;
+    let ages_before = match &args.worker_metrics {
+        Some(worker) => stages::scrape(&scraper, worker, stages::WORKER).await,
+        None => None,
+    };
     let cpu_before = cpu::snapshot();
     let window_start = chrono::Utc::now();
     let gateway_plan = Plan { accepted: accepted.clone(), ..plan(args.target.clone()) };
@@ -264,7 +272,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let window_end = chrono::Utc::now();
     let cpu = cpu::between(&cpu_before, &cpu::snapshot());
-    let stages = match (stages_before, stages::scrape(&scraper, &args.target_metrics).await) {
+    let stages = match (stages_before, stages::scrape(&scraper, &args.target_metrics, stages::GATEWAY).await) {
         (Some(before), Some(after)) => stages::between(&before, &after),
         _ => Vec::new(),
     };
@@ -292,6 +300,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(EndToEndReport::of(&tracker.await?))
         }
         None => None,
+    };
+    // After the drain: every event of the leg has been read and committed by then.
+    let event_ages = match (ages_before, &args.worker_metrics) {
+        (Some(before), Some(worker)) => match stages::scrape(&scraper, worker, stages::WORKER).await {
+            Some(after) => stages::between(&before, &after),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
     };
 
     if let Some(brokers) = &args.baseline_kafka {
@@ -357,7 +373,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let report = Report { machine: report::machine(), command, legs, stages, cpu, end_to_end, ratios, distribution };
+    let report =
+        Report { machine: report::machine(), command, legs, stages, event_ages, cpu, end_to_end, ratios, distribution };
     print!("{}", report.text());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -133,6 +133,8 @@ pub struct Report {
     pub legs: Vec<Leg>,
     /// The gateway's own stage histograms over the measured leg.
     pub stages: Vec<crate::stages::Stage>,
+    /// The worker's event ages over the gateway leg and the drain after it.
+    pub event_ages: Vec<crate::stages::Stage>,
     /// CPU per process over the gateway leg (every process on the machine).
     pub cpu: Vec<crate::cpu::Usage>,
     pub end_to_end: Option<EndToEndReport>,
@@ -184,17 +186,7 @@ impl Report {
             let statuses: Vec<String> = leg.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
             let _ = writeln!(out, "  statuses     {}\n", statuses.join(", "));
         }
-        if !self.stages.is_empty() {
-            let _ = writeln!(out, "gateway stages (its histograms; bucket upper bounds):");
-            for stage in &self.stages {
-                let _ = writeln!(
-                    out,
-                    "  {:<8} p50 ≤ {} ms  p99 ≤ {} ms  (n={})",
-                    stage.stage, stage.p50_le_ms, stage.p99_le_ms, stage.count
-                );
-            }
-            let _ = writeln!(out);
-        }
+        stage_lines(&mut out, "gateway stages (its histograms; bucket upper bounds):", &self.stages);
         if !self.cpu.is_empty() {
             let parts: Vec<String> = self.cpu.iter().map(|u| format!("{} {:.0} %", u.process, u.cpu_percent)).collect();
             let total: f64 = self.cpu.iter().map(|u| u.cpu_percent).sum();
@@ -211,6 +203,12 @@ impl Report {
             }
             let _ = writeln!(out, "  not seen in time: {} calls, {} bookings\n", e2e.missing, e2e.missing_bookings);
         }
+        stage_lines(
+            &mut out,
+            "worker: every event's age since the gateway accepted it, when read from Kafka and when committed \
+             (its histogram; bucket upper bounds):",
+            &self.event_ages,
+        );
         for ratio in &self.ratios {
             let _ = writeln!(
                 out,
@@ -308,4 +306,20 @@ fn axes(svg: &mut String, x0: f64, w: f64, h: f64, pad: f64) {
         c = x0 + w - pad,
         d = pad
     );
+}
+
+/// A service's stage histogram as report lines, under `title`; nothing when it was not scraped.
+fn stage_lines(out: &mut String, title: &str, stages: &[crate::stages::Stage]) {
+    if stages.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{title}");
+    for stage in stages {
+        let _ = writeln!(
+            out,
+            "  {:<9} p50 ≤ {} ms  p99 ≤ {} ms  (n={})",
+            stage.stage, stage.p50_le_ms, stage.p99_le_ms, stage.count
+        );
+    }
+    let _ = writeln!(out);
 }

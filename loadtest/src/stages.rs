@@ -1,25 +1,30 @@
-//! Where the gateway's time goes: its own per-stage histograms
-//! (`callgate_gateway_stage_duration_seconds{stage}`: lookup, verify, produce), scraped before
-//! and after the measured leg and differenced, so warm-up and earlier legs do not count.
+//! Where the time goes, from the services' own histograms with a `stage` label, scraped before
+//! and after the measured leg and differenced, so warm-up and earlier legs do not count:
+//! - the gateway's `callgate_gateway_stage_duration_seconds{stage}` (lookup, verify, produce);
+//! - the worker's `callgate_worker_event_age_seconds{stage}`: from the gateway's acceptance to
+//!   the record's read from Kafka (the broker's share) and to its transaction's commit.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-const METRIC: &str = "callgate_gateway_stage_duration_seconds_bucket{";
+pub const GATEWAY: &str = "callgate_gateway_stage_duration_seconds";
+pub const WORKER: &str = "callgate_worker_event_age_seconds";
 
 /// Cumulative bucket counts per stage: (upper bound in seconds, count).
 pub type Buckets = BTreeMap<String, Vec<(f64, u64)>>;
 
-pub async fn scrape(client: &reqwest::Client, target: &str) -> Option<Buckets> {
+/// `metric`'s buckets at the ops endpoint `target`.
+pub async fn scrape(client: &reqwest::Client, target: &str, metric: &str) -> Option<Buckets> {
     let url = format!("{}/metrics", target.trim_end_matches('/'));
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
-    Some(parse(&text))
+    Some(parse(&text, metric))
 }
 
-pub fn parse(text: &str) -> Buckets {
+pub fn parse(text: &str, metric: &str) -> Buckets {
+    let prefix = format!("{metric}_bucket{{");
     let mut out: Buckets = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with(METRIC)) {
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
         let label = |name: &str| {
             let start = line.find(&format!("{name}=\""))? + name.len() + 2;
             line[start..].split('"').next().map(str::to_owned)
@@ -73,17 +78,23 @@ mod tests {
 
     #[test]
     fn stage_quantiles_come_from_the_difference_of_two_scrapes() {
-        let before = parse(concat!(
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.001\"} 10\n",
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.01\"} 10\n",
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"+Inf\"} 10\n",
-        ));
-        let after = parse(concat!(
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.001\"} 60\n",
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.01\"} 109\n",
-            "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"+Inf\"} 110\n",
-            "callgate_gateway_requests_total{outcome=\"accepted\"} 5\n",
-        ));
+        let before = parse(
+            concat!(
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.001\"} 10\n",
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.01\"} 10\n",
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"+Inf\"} 10\n",
+            ),
+            GATEWAY,
+        );
+        let after = parse(
+            concat!(
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.001\"} 60\n",
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"0.01\"} 109\n",
+                "callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"+Inf\"} 110\n",
+                "callgate_gateway_requests_total{outcome=\"accepted\"} 5\n",
+            ),
+            GATEWAY,
+        );
         let stages = between(&before, &after);
         assert_eq!(stages.len(), 1);
         assert_eq!((stages[0].count, stages[0].p50_le_ms, stages[0].p99_le_ms), (100, 1.0, 10.0));

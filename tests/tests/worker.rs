@@ -109,6 +109,17 @@ async fn a_retell_call_becomes_one_call_one_customer_one_pending_appointment() {
     let applied = r#"callgate_worker_events_total{event_type="call_analyzed",outcome="applied",provider="retell"}"#;
     assert_eq!(metric_sum(&metrics, applied), 1.0, "{metrics}");
     assert_eq!(metric_sum(&metrics, "callgate_worker_appointments_created_total"), 1.0);
+    // Each event's age from the gateway's acceptance: when it was read from Kafka, and when its
+    // transaction committed (later still).
+    let age = |m: &str, stage: &str, part: &str| {
+        metric_sum(m, &format!("callgate_worker_event_age_seconds_{part}{{stage=\"{stage}\"}}"))
+    };
+    wait_metrics(&worker, "event ages", |m| age(m, "committed", "count") >= 4.0).await;
+    let (_, metrics) = ops_get(&worker, "/metrics").await;
+    assert_eq!(age(&metrics, "read", "count"), 4.0, "{metrics}");
+    assert_eq!(age(&metrics, "committed", "count"), 4.0, "{metrics}");
+    assert!(age(&metrics, "read", "sum") > 0.0, "{metrics}");
+    assert!(age(&metrics, "committed", "sum") > age(&metrics, "read", "sum"), "{metrics}");
     // The group's committed offsets per partition reach past the four records (with the lag,
     // they show a stalled lane: lag above zero while the offset stands still).
     wait_metrics(&worker, "committed offsets", |m| metric_sum(m, "callgate_worker_committed_offset{") >= 4.0).await;

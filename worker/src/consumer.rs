@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use callgate_contract::EventEnvelope;
 use callgate_contract::booking::{self, BookingEnvelope};
@@ -29,25 +29,26 @@ use crate::catalog::Catalog;
 use crate::config::RunConfig;
 use crate::dlq::{DeadLetters, Letter};
 use crate::kafka::{Assigned, KafkaConsumer};
-use crate::metrics::{Metrics, event_type_label};
+use crate::metrics::{EventStage, Metrics, event_type_label};
 
 /// How often applied offsets are committed (asynchronously; synchronously at shutdown).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A record on its way to a lane, with the generation of the assignment it was read under.
+/// A record on its way to a lane, with the generation of the assignment it was read under and
+/// when it was read (for `callgate_worker_event_age_seconds{stage="read"}`).
 #[derive(Debug)]
 struct Queued {
     message: OwnedMessage,
     generation: u64,
+    read_at: SystemTime,
 }
 
 /// What a lane may apply of a batch: the records read under the partition's current
 /// assignment (`current`; None once it is revoked), and the offset to commit after them.
-fn current_records(batch: Vec<Queued>, current: Option<u64>) -> Option<(Vec<OwnedMessage>, i64)> {
+fn current_records(batch: Vec<Queued>, current: Option<u64>) -> Option<(Vec<Queued>, i64)> {
     let current = current?;
-    let fresh: Vec<OwnedMessage> =
-        batch.into_iter().filter(|queued| queued.generation == current).map(|queued| queued.message).collect();
-    let next_offset = fresh.last()?.offset() + 1;
+    let fresh: Vec<Queued> = batch.into_iter().filter(|queued| queued.generation == current).collect();
+    let next_offset = fresh.last()?.message.offset() + 1;
     Some((fresh, next_offset))
 }
 
@@ -160,7 +161,7 @@ impl Pipeline {
                         }
                         // Read before a revoke and handed over after it: not ours to apply.
                         let Some(generation) = pipeline.generation(&key) else { continue };
-                        let queued = Queued { message, generation };
+                        let queued = Queued { message, generation, read_at: SystemTime::now() };
                         let lane = lanes.entry(key).or_insert_with(|| {
                             pipeline.lane(progress_tx.clone(), shutdown.clone())
                         });
@@ -253,7 +254,9 @@ impl Pipeline {
                     "records read under an earlier assignment dropped"
                 );
             }
-            if self.process(batch, &shutdown).await.is_err() {
+            let (batch, read_at): (Vec<OwnedMessage>, Vec<SystemTime>) =
+                batch.into_iter().map(|queued| (queued.message, queued.read_at)).unzip();
+            if self.process(batch, &read_at, &shutdown).await.is_err() {
                 tracing::warn!(partition, "shutdown while a batch waited to be retried; it will be delivered again");
                 return;
             }
@@ -263,24 +266,34 @@ impl Pipeline {
     }
 
     /// Applies one partition's batch, in order: decoded records in one transaction, the rest to
-    /// the dead-letter topic.
-    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &Shutdown) -> Result<(), Stopped> {
+    /// the dead-letter topic. `read_at`: when each record was read from Kafka.
+    async fn process(
+        &self,
+        batch: Vec<OwnedMessage>,
+        read_at: &[SystemTime],
+        shutdown: &Shutdown,
+    ) -> Result<(), Stopped> {
         self.metrics.batch_records.observe(batch.len() as f64);
         let mut records = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
-        for message in &batch {
+        for (message, read_at) in batch.iter().zip(read_at) {
             match decode(message) {
-                Ok(prepared) => records.push(prepared),
+                Ok(prepared) => {
+                    self.metrics.observe_event_age(EventStage::Read, prepared.received_at(), *read_at);
+                    records.push(prepared);
+                }
                 Err(letter) => dead.push(letter),
             }
         }
         let (outcomes, letters) = self.apply_partition(&records, shutdown).await?;
+        let committed = SystemTime::now();
         dead.extend(letters);
         for letter in &dead {
             self.dead_letter(&batch, letter, shutdown).await?;
         }
         for (record, outcome) in &outcomes {
             self.count(record, outcome);
+            self.metrics.observe_event_age(EventStage::Committed, record.received_at(), committed);
         }
         Ok(())
     }
@@ -542,12 +555,13 @@ mod tests {
             .map(|offset| Queued {
                 message: OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, offset, None),
                 generation,
+                read_at: SystemTime::now(),
             })
             .collect()
     }
 
-    fn offsets(applied: &Option<(Vec<OwnedMessage>, i64)>) -> Option<(Vec<i64>, i64)> {
-        applied.as_ref().map(|(records, next)| (records.iter().map(Message::offset).collect(), *next))
+    fn offsets(applied: &Option<(Vec<Queued>, i64)>) -> Option<(Vec<i64>, i64)> {
+        applied.as_ref().map(|(records, next)| (records.iter().map(|q| q.message.offset()).collect(), *next))
     }
 
     #[test]

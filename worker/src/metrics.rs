@@ -4,6 +4,9 @@
 //! bounded: providers, known event types (anything else is `other`), outcomes, reasons, and the
 //! partitions of the topic.
 
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -11,6 +14,10 @@ use prometheus::{
 
 const APPLY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// From a few milliseconds (the broker's and the batch's share at low load) up to an hour (a
+/// backlog, or records drained from the gateway's spool after a broker outage).
+const AGE_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0];
 
 /// The event types with a label of their own; the rest count as `other`.
@@ -38,6 +45,24 @@ const KNOWN_EVENT_TYPES: &[&str] = &[
 ];
 const CALCOM_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Where an event's age is taken (`callgate_worker_event_age_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStage {
+    /// The worker read its record from Kafka.
+    Read,
+    /// The transaction that applied it committed.
+    Committed,
+}
+
+impl EventStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Committed => "committed",
+        }
+    }
+}
+
 pub fn event_type_label(event_type: &str) -> &str {
     if KNOWN_EVENT_TYPES.contains(&event_type) { event_type } else { "other" }
 }
@@ -53,6 +78,10 @@ pub struct Metrics {
     pub apply_duration: Histogram,
     /// Records per batch polled from Kafka.
     pub batch_records: Histogram,
+    /// `stage`: seconds from the gateway accepting a webhook to this worker reading its record
+    /// (`read`: the gateway, its spool and the broker) and to the transaction that applied it
+    /// committing (`committed`: webhook to rows). The gateway's clock against the worker's.
+    pub event_age: HistogramVec,
     /// `topic`, `partition`: from librdkafka's statistics (approximate on the local broker).
     pub consumer_lag: IntGaugeVec,
     /// The group's committed offset per partition: with the lag, what shows a stalled lane (lag
@@ -126,6 +155,16 @@ impl Metrics {
                 "Time to apply one partition's share of a batch in one transaction, commit included.",
             )
             .buckets(APPLY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let event_age = HistogramVec::new(
+            HistogramOpts::new(
+                "callgate_worker_event_age_seconds",
+                "Time from the gateway accepting a webhook to the worker reading its record (stage=read) \
+                 and to its transaction committing (stage=committed).",
+            )
+            .buckets(AGE_BUCKETS.to_vec()),
+            &["stage"],
         )
         .expect("valid metric");
         let batch_records = Histogram::with_opts(
@@ -262,6 +301,7 @@ impl Metrics {
             duplicates,
             apply_duration,
             batch_records,
+            event_age,
             consumer_lag,
             committed_offset,
             assigned_partitions,
@@ -292,6 +332,7 @@ impl Metrics {
             Box::new(metrics.duplicates.clone()),
             Box::new(metrics.apply_duration.clone()),
             Box::new(metrics.batch_records.clone()),
+            Box::new(metrics.event_age.clone()),
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.committed_offset.clone()),
             Box::new(metrics.assigned_partitions.clone()),
@@ -320,6 +361,9 @@ impl Metrics {
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
         }
+        for stage in [EventStage::Read, EventStage::Committed] {
+            metrics.event_age.with_label_values(&[stage.as_str()]);
+        }
         for change in ["assigned", "revoked"] {
             metrics.partition_changes.with_label_values(&[change]);
         }
@@ -336,6 +380,13 @@ impl Metrics {
             metrics.calls_flagged.with_label_values(&[reason.as_str()]);
         }
         metrics
+    }
+
+    /// An event's age at `stage`, from the gateway's `received_at` to `at` (zero when the
+    /// clocks disagree the other way).
+    pub fn observe_event_age(&self, stage: EventStage, received_at: DateTime<Utc>, at: SystemTime) {
+        let age = (DateTime::<Utc>::from(at) - received_at).to_std().unwrap_or_default();
+        self.event_age.with_label_values(&[stage.as_str()]).observe(age.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

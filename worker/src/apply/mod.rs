@@ -105,7 +105,8 @@ impl Prepared {
         }
     }
 
-    fn received_at(&self) -> DateTime<Utc> {
+    /// When the gateway accepted the webhook (its envelope's `received_at`).
+    pub fn received_at(&self) -> DateTime<Utc> {
         match self {
             Self::Call(r) => r.envelope.received_at,
             Self::Booking(r) => r.envelope.received_at,
