@@ -174,11 +174,13 @@ wait_port() {
 
 # The server's options. Locally `fsync` and `synchronous_commit` are off (a crash of the machine
 # may lose committed transactions; BENCHMARKS.md says which figures that flatters), unless
-# PG_DURABLE=1 (the chaos run, where "nothing lost" must mean it).
+# PG_DURABLE=1 (the chaos run, where "nothing lost" must mean it). Commit timestamps are kept so
+# the load test times "webhook → rows committed" at the commit itself, not at the transaction's
+# start (loadtest/src/e2e.rs).
 pg_options() {
     local durability="-c fsync=off -c synchronous_commit=off"
     [ "${PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on"
-    echo "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA $durability -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
+    echo "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DATA $durability -c max_connections=300 -c shared_preload_libraries=pg_stat_statements -c track_commit_timestamp=on"
 }
 
 # The running server's value of a setting.

@@ -101,6 +101,7 @@ impl Leg {
 #[derive(Debug, Serialize)]
 pub struct EndToEndReport {
     pub committed: Percentiles,
+    pub clock: crate::e2e::Clock,
     pub booked: Percentiles,
     pub missing: u64,
     pub missing_bookings: u64,
@@ -110,6 +111,7 @@ impl EndToEndReport {
     pub fn of(e: &EndToEnd) -> Self {
         Self {
             committed: Percentiles::of(&e.committed),
+            clock: e.clock,
             booked: Percentiles::of(&e.booked),
             missing: e.missing,
             missing_bookings: e.missing_bookings,
@@ -198,6 +200,7 @@ impl Report {
         }
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(out, "end to end (last event sent → rows committed)  {}", e2e.committed.line());
+            let _ = writeln!(out, "  (an event's rows are timed at {})", e2e.clock.describe());
             if e2e.booked.count > 0 || e2e.missing_bookings > 0 {
                 let _ = writeln!(out, "end to end (last event sent → booked in Cal.com) {}", e2e.booked.line());
             }
