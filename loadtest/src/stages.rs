@@ -97,6 +97,11 @@ mod tests {
         );
         let stages = between(&before, &after);
         assert_eq!(stages.len(), 1);
+        // Another service's histogram reads nothing from these lines.
+        assert!(
+            parse("callgate_gateway_stage_duration_seconds_bucket{stage=\"produce\",le=\"+Inf\"} 10\n", WORKER)
+                .is_empty()
+        );
         assert_eq!((stages[0].count, stages[0].p50_le_ms, stages[0].p99_le_ms), (100, 1.0, 10.0));
     }
 }
