@@ -118,7 +118,7 @@ pub struct RunConfig {
     /// waits (what is queued is taken at once); the wait only matters at moderate load, where it
     /// trades each record's latency for fewer transactions. 1 ms lets the dispatcher finish
     /// handing over a fetch's records; at 1,000 webhooks/s, 5 ms saved 10-20 % of the
-    /// transactions for 5-12 ms more at the p50 (BENCHMARKS.md, "Batch wait").
+    /// transactions for 5-12 ms more at the p50 (BENCHMARKS.md, "End to end: where the time goes").
     #[arg(long, env = "CALLGATE_BATCH_MAX_WAIT", value_parser = parse_duration, default_value = "1ms")]
     pub batch_max_wait: Duration,
 
