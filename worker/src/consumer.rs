@@ -254,9 +254,7 @@ impl Pipeline {
                     "records read under an earlier assignment dropped"
                 );
             }
-            let (batch, read_at): (Vec<OwnedMessage>, Vec<SystemTime>) =
-                batch.into_iter().map(|queued| (queued.message, queued.read_at)).unzip();
-            if self.process(batch, &read_at, &shutdown).await.is_err() {
+            if self.process(&batch, &shutdown).await.is_err() {
                 tracing::warn!(partition, "shutdown while a batch waited to be retried; it will be delivered again");
                 return;
             }
@@ -266,20 +264,15 @@ impl Pipeline {
     }
 
     /// Applies one partition's batch, in order: decoded records in one transaction, the rest to
-    /// the dead-letter topic. `read_at`: when each record was read from Kafka.
-    async fn process(
-        &self,
-        batch: Vec<OwnedMessage>,
-        read_at: &[SystemTime],
-        shutdown: &Shutdown,
-    ) -> Result<(), Stopped> {
+    /// the dead-letter topic.
+    async fn process(&self, batch: &[Queued], shutdown: &Shutdown) -> Result<(), Stopped> {
         self.metrics.batch_records.observe(batch.len() as f64);
         let mut records = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
-        for (message, read_at) in batch.iter().zip(read_at) {
-            match decode(message) {
+        for queued in batch {
+            match decode(&queued.message) {
                 Ok(prepared) => {
-                    self.metrics.observe_event_age(EventStage::Read, prepared.received_at(), *read_at);
+                    self.metrics.observe_event_age(EventStage::Read, prepared.received_at(), queued.read_at);
                     records.push(prepared);
                 }
                 Err(letter) => dead.push(letter),
@@ -289,7 +282,7 @@ impl Pipeline {
         let committed = SystemTime::now();
         dead.extend(letters);
         for letter in &dead {
-            self.dead_letter(&batch, letter, shutdown).await?;
+            self.dead_letter(batch, letter, shutdown).await?;
         }
         for (record, outcome) in &outcomes {
             self.count(record, outcome);
@@ -404,13 +397,11 @@ impl Pipeline {
 
     /// Publishes the original record, with the error in headers, to the DLQ topic; retries until
     /// the broker acknowledged it, because its offset is committed right after.
-    async fn dead_letter(
-        &self,
-        batch: &[OwnedMessage],
-        letter: &DeadLetter,
-        shutdown: &Shutdown,
-    ) -> Result<(), Stopped> {
-        let Some(original) = batch.iter().find(|m| m.partition() == letter.partition && m.offset() == letter.offset)
+    async fn dead_letter(&self, batch: &[Queued], letter: &DeadLetter, shutdown: &Shutdown) -> Result<(), Stopped> {
+        let Some(original) = batch
+            .iter()
+            .map(|queued| &queued.message)
+            .find(|m| m.partition() == letter.partition && m.offset() == letter.offset)
         else {
             return Ok(());
         };
