@@ -53,6 +53,11 @@ impl Assignments {
         self.current.insert((topic.to_owned(), partition), self.next);
     }
 
+    /// How many partitions this worker owns.
+    pub(crate) fn count(&self) -> usize {
+        self.current.len()
+    }
+
     pub(crate) fn revoke(&mut self, topic: &str, partition: i32) {
         self.current.remove(&(topic.to_owned(), partition));
     }
@@ -95,17 +100,19 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance
-            && let Ok(mut assigned) = self.assigned.lock()
-        {
-            for element in list.elements() {
-                assigned.assign(element.topic(), element.partition());
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Ok(mut assigned) = self.assigned.lock() {
+            if let Rebalance::Assign(list) = rebalance {
+                for element in list.elements() {
+                    assigned.assign(element.topic(), element.partition());
+                }
+                self.metrics.partition_changes.with_label_values(&["assigned"]).inc_by(list.count() as u64);
             }
-            self.metrics.partition_changes.with_label_values(&["assigned"]).inc_by(list.count() as u64);
+            // From our own assignments, not librdkafka's `assignment()`: that asks librdkafka's
+            // main thread and waits without a limit, and when this callback runs while the
+            // consumer closes, it waited forever and the worker's shutdown hung.
+            self.metrics.assigned_partitions.set(i64::try_from(assigned.count()).unwrap_or(i64::MAX));
         }
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.metrics.assigned_partitions.set(i64::try_from(assigned).unwrap_or(i64::MAX));
         match rebalance {
             Rebalance::Assign(list) => tracing::info!(partitions = ?partitions(list), "partitions assigned"),
             Rebalance::Revoke(list) => tracing::info!(partitions = ?partitions(list), "partitions revoked"),
@@ -187,6 +194,38 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    /// The assigned-partitions gauge comes from the worker's own assignments. Asking librdkafka
+    /// (`assignment()`) from inside the callback waited forever when the callback ran while the
+    /// consumer was closing, and a worker's shutdown hung (seen once in the test suite: a
+    /// static member leaving).
+    #[test]
+    fn the_assigned_partitions_gauge_follows_the_rebalances_without_asking_librdkafka() {
+        let metrics = Metrics::new();
+        let context = WorkerContext { metrics: metrics.clone(), topic: "t".into(), assigned: Assigned::default() };
+        // Never connected: librdkafka itself would say it owns nothing.
+        let consumer: BaseConsumer<WorkerContext> = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "g")
+            .create_with_context(context)
+            .unwrap();
+        let partitions = |numbers: &[i32]| {
+            let mut list = TopicPartitionList::new();
+            for n in numbers {
+                list.add_partition("t", *n);
+            }
+            list
+        };
+        let context = consumer.context();
+        let three = partitions(&[0, 1, 2]);
+        context.pre_rebalance(&consumer, &Rebalance::Assign(&three));
+        context.post_rebalance(&consumer, &Rebalance::Assign(&three));
+        assert_eq!(metrics.assigned_partitions.get(), 3);
+        let one = partitions(&[1]);
+        context.pre_rebalance(&consumer, &Rebalance::Revoke(&one));
+        context.post_rebalance(&consumer, &Rebalance::Revoke(&one));
+        assert_eq!(metrics.assigned_partitions.get(), 2);
+    }
 
     #[test]
     fn each_client_gets_the_shared_properties_and_only_its_own() {
