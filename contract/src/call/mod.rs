@@ -4,6 +4,7 @@
 //! [`CallUpdate`]. It is shared code (the worker applies it, a replay tool can too) and pure:
 //! no clock, no database, so the same event always normalises to the same update.
 
+mod pruned;
 mod retell;
 mod twilio;
 mod vapi;

@@ -5,16 +5,48 @@ use serde_json::Value;
 /// Where Retell's analysis object holds the fields an appointment is made from.
 pub const STRUCTURED_FIELD: &str = "custom_analysis_data";
 
+use super::pruned::{self, Keep};
 use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, millis, non_empty};
 
+/// What [`read`] looks at: the call's own fields, its cost and its analysis. Not its transcript
+/// word by word (`transcript_object`, `transcript_with_tool_calls`), nor the tenant's
+/// `metadata` and dynamic variables.
+const READ: Keep = Keep::Fields(&[("call", CALL), ("data", CALL)]);
+const CALL: Keep = Keep::Fields(&[
+    ("call_status", Keep::All),
+    ("direction", Keep::All),
+    ("from_number", Keep::All),
+    ("to_number", Keep::All),
+    ("start_timestamp", Keep::All),
+    ("end_timestamp", Keep::All),
+    ("duration_ms", Keep::All),
+    ("transcript", Keep::All),
+    ("disconnection_reason", Keep::All),
+    ("call_cost", Keep::All),
+    ("call_analysis", Keep::All),
+    ("agent_id", Keep::All),
+    ("agent_version", Keep::All),
+    ("recording_url", Keep::All),
+    ("recording_multi_channel_url", Keep::All),
+]);
+
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
-    let order = match event_type {
-        "call_started" => 0,
-        "call_ended" => 1,
-        "call_analyzed" => 2,
-        _ => return Ok(Normalized::Ignored),
-    };
-    let root: Value = serde_json::from_str(body).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    let Some(order) = order(event_type) else { return Ok(Normalized::Ignored) };
+    let root = pruned::parse(body, &READ).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    read(order, &root)
+}
+
+/// Where an event type stands among a call's events; None for those the model does not use.
+fn order(event_type: &str) -> Option<u8> {
+    match event_type {
+        "call_started" => Some(0),
+        "call_ended" => Some(1),
+        "call_analyzed" => Some(2),
+        _ => None,
+    }
+}
+
+fn read(order: u8, root: &Value) -> Result<Normalized, NormalizeError> {
     let call = root.get("call").or_else(|| root.get("data")).ok_or(NormalizeError::Missing("call"))?;
     let status = match (order, call.get("call_status").and_then(Value::as_str)) {
         (0, Some("registered")) => CallStatus::Queued,
@@ -111,5 +143,24 @@ mod tests {
         assert_eq!(normalize("transcript_updated", "{}").unwrap(), Normalized::Ignored);
         assert!(matches!(normalize("call_ended", "nope"), Err(NormalizeError::Json(_))));
         assert_eq!(normalize("call_ended", r#"{"event":"call_ended"}"#), Err(NormalizeError::Missing("call")));
+    }
+
+    #[test]
+    fn a_tenants_deeply_nested_metadata_does_not_stop_the_call_being_read() {
+        // Retell echoes the tenant's own `metadata`; a whole parse refused it past 128 levels,
+        // and every event of the call went to the dead-letter topic.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let body = ANALYZED.replace(r#"{"crm_id":"123"}"#, &deep);
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        assert_eq!(call("call_analyzed", &body), call("call_analyzed", ANALYZED));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pruned_payload_reads_as_the_whole_one(doc in pruned::tests::shaped(&READ), order in 0u8..3) {
+            let text = doc.to_string();
+            let whole = read(order, &serde_json::from_str(&text).unwrap());
+            proptest::prop_assert_eq!(whole, read(order, &pruned::parse(&text, &READ).unwrap()));
+        }
     }
 }

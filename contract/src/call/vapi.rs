@@ -5,13 +5,54 @@ use serde_json::Value;
 /// Where Vapi's analysis object holds the fields an appointment is made from.
 pub const STRUCTURED_FIELD: &str = "structuredData";
 
+use super::pruned::{self, Keep};
 use super::{CallStatus, CallUpdate, Direction, NormalizeError, Normalized, Progress, non_empty, rfc3339};
+
+/// What [`read`] looks at. Not the conversation (`artifact.messages`, `messages`), nor the
+/// assistant's configuration beyond its id and language.
+const READ: Keep = Keep::Fields(&[("message", MESSAGE)]);
+const MESSAGE: Keep = Keep::Fields(&[
+    ("timestamp", Keep::All),
+    ("status", Keep::All),
+    ("call", CALL),
+    ("customer", Keep::All),
+    ("startedAt", Keep::All),
+    ("endedAt", Keep::All),
+    ("endedReason", Keep::All),
+    ("cost", Keep::All),
+    ("costs", Keep::All),
+    ("analysis", Keep::All),
+    ("assistant", ASSISTANT),
+    ("artifact", ARTIFACT),
+]);
+const CALL: Keep = Keep::Fields(&[
+    ("type", Keep::All),
+    ("customer", Keep::All),
+    ("startedAt", Keep::All),
+    ("endedAt", Keep::All),
+    ("endedReason", Keep::All),
+    ("cost", Keep::All),
+    ("costs", Keep::All),
+    ("assistantId", Keep::All),
+    ("assistant", ASSISTANT),
+]);
+const ASSISTANT: Keep = Keep::Fields(&[("id", Keep::All), ("transcriber", Keep::Fields(&[("language", Keep::All)]))]);
+const ARTIFACT: Keep = Keep::Fields(&[
+    ("transcript", Keep::All),
+    ("recordingUrl", Keep::All),
+    ("stereoRecordingUrl", Keep::All),
+    ("recording", Keep::Fields(&[("mono", Keep::Fields(&[("combinedUrl", Keep::All)])), ("stereoUrl", Keep::All)])),
+]);
 
 pub(super) fn normalize(event_type: &str, body: &str) -> Result<Normalized, NormalizeError> {
     if !matches!(event_type, "status-update" | "end-of-call-report" | "assistant-request") {
         return Ok(Normalized::Ignored);
     }
-    let root: Value = serde_json::from_str(body).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    let root = pruned::parse(body, &READ).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    read(event_type, &root)
+}
+
+fn read(event_type: &str, root: &Value) -> Result<Normalized, NormalizeError> {
     let message = root.get("message").ok_or(NormalizeError::Missing("message"))?;
     let call = message.get("call").unwrap_or(&Value::Null);
     // Vapi stamps every message (ms since the epoch): it orders two messages of one rank.
@@ -135,5 +176,36 @@ mod tests {
     fn structured_data_is_the_appointment_source() {
         let body = r#"{"message":{"type":"end-of-call-report","endedReason":"customer-ended-call","call":{"id":"c"},"analysis":{"summary":"s","structuredData":{"service":"Cleaning"}}}}"#;
         assert_eq!(call("end-of-call-report", body).structured_data.unwrap()["service"], "Cleaning");
+    }
+
+    #[test]
+    fn what_only_the_call_object_says_is_read_there() {
+        let body = r#"{"message":{"type":"end-of-call-report","analysis":{},"messages":[{"role":"user"}],
+            "call":{"id":"c","type":"inboundPhoneCall","customer":{"number":"+12025550123"},
+            "startedAt":"2026-07-16T18:00:00.000Z","endedAt":"2026-07-16T18:01:00.000Z","endedReason":"hangup",
+            "cost":0.5,"costs":[{"type":"voice"}],"assistant":{"id":"asst-3","transcriber":{"language":"fr"}}},
+            "artifact":{"transcript":"hi","stereoRecordingUrl":"https://v.example/st.wav","messages":[{"role":"bot"}]}}}"#;
+        let u = call("end-of-call-report", body);
+        assert_eq!(u.direction, Some(Direction::Inbound));
+        assert_eq!(u.caller.as_deref(), Some("+12025550123"));
+        assert_eq!(u.duration_ms, Some(60_000));
+        assert_eq!(u.disconnection_reason.as_deref(), Some("hangup"));
+        assert_eq!(u.cost_usd, Some(0.5));
+        assert_eq!(u.details.cost_breakdown.unwrap()[0]["type"], "voice");
+        assert_eq!((u.details.agent_id.as_deref(), u.details.language.as_deref()), (Some("asst-3"), Some("fr")));
+        assert_eq!(u.transcript.as_deref(), Some("hi"));
+        assert_eq!(u.details.recording_multichannel_url.as_deref(), Some("https://v.example/st.wav"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pruned_payload_reads_as_the_whole_one(
+            doc in pruned::tests::shaped(&READ),
+            event in proptest::sample::select(&["status-update", "end-of-call-report", "assistant-request"][..]),
+        ) {
+            let text = doc.to_string();
+            let whole = read(event, &serde_json::from_str(&text).unwrap());
+            proptest::prop_assert_eq!(whole, read(event, &pruned::parse(&text, &READ).unwrap()));
+        }
     }
 }
