@@ -11,15 +11,17 @@ use callgate_worker::Worker;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A call `days` old (its first event), with everything retention removes.
+/// A call `days` old (its first event), with everything retention removes: among it, the
+/// caller's own words in why the call was flagged for review.
 async fn call(pool: &PgPool, tenant: &Tenant, call_id: &str, days: i32, parent: Option<Uuid>) -> Uuid {
     sqlx::query_scalar(
         "INSERT INTO calls (company_id, branch_id, phone_number_id, provider, provider_call_id, business_e164,
            status, progress, first_event_at, last_event_at, caller_raw, transcript, summary, analysis, sentiment,
-           recording_url, duration_ms, parent_call_id)
+           recording_url, duration_ms, parent_call_id, review_reason, review_detail, flagged_at)
          VALUES ($1, $2, $3, 'retell', $4, $5, 'ended', 4, now() - make_interval(days => $6),
            now() - make_interval(days => $6) + interval '5 minutes', '+12025550123', 'Agent: hello', 'a summary',
-           '{\"user_sentiment\": \"Positive\"}', 'Positive', 'https://r.example/' || $4, 60000, $7)
+           '{\"user_sentiment\": \"Positive\"}', 'Positive', 'https://r.example/' || $4, 60000, $7,
+           'unknown_service', 'no service of the branch is called \"a root canal\"', now())
          RETURNING id",
     )
     .bind(tenant.company.0)
@@ -49,16 +51,33 @@ async fn ledger_row(pool: &PgPool, tenant: &Tenant, days: i32) {
     .unwrap();
 }
 
-async fn content_kept(pool: &PgPool, call_id: &str) -> Option<bool> {
-    sqlx::query_scalar(
-        "SELECT transcript IS NOT NULL AND summary IS NOT NULL AND analysis IS NOT NULL AND sentiment IS NOT NULL
-                AND recording_url IS NOT NULL AND content_removed_at IS NULL
+/// What is left of a call's content: `All`, `None`, or `Some` of it (a defect); `Deleted` once
+/// the call is gone.
+#[derive(Debug, PartialEq)]
+enum Content {
+    All,
+    None,
+    Some,
+    Deleted,
+}
+
+async fn content(pool: &PgPool, call_id: &str) -> Content {
+    let left: Option<(i32, bool)> = sqlx::query_as(
+        "SELECT (transcript IS NOT NULL)::int + (summary IS NOT NULL)::int + (analysis IS NOT NULL)::int
+                + (sentiment IS NOT NULL)::int + (recording_url IS NOT NULL)::int + (review_detail IS NOT NULL)::int,
+                content_removed_at IS NOT NULL
          FROM calls WHERE provider_call_id = $1",
     )
     .bind(call_id)
     .fetch_optional(pool)
     .await
-    .unwrap()
+    .unwrap();
+    match left {
+        None => Content::Deleted,
+        Some((6, false)) => Content::All,
+        Some((0, true)) => Content::None,
+        Some(_) => Content::Some,
+    }
 }
 
 #[tokio::test]
@@ -131,14 +150,20 @@ async fn nothing_younger_than_the_policy_is_touched_and_nothing_older_survives()
     worker.shutdown().await;
 
     for id in ["d-89", "s-6"] {
-        assert_eq!(content_kept(pool, id).await, Some(true), "{id} is younger than its policy");
+        assert_eq!(content(pool, id).await, Content::All, "{id} is younger than its policy");
     }
     for id in ["d-91", "d-729", "s-8", "s-29", "d-100-leg"] {
-        assert_eq!(content_kept(pool, id).await, Some(false), "{id}'s content is removed");
+        assert_eq!(content(pool, id).await, Content::None, "{id}'s content is removed, all of it");
     }
     for id in ["d-731", "d-800", "s-31", "d-740-parent"] {
-        assert_eq!(content_kept(pool, id).await, None, "{id} is deleted");
+        assert_eq!(content(pool, id).await, Content::Deleted, "{id} is deleted");
     }
+    let flag: (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT review_reason, review_detail FROM calls WHERE provider_call_id = 'd-91'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(flag, (Some("unknown_service".to_owned()), None), "why it was flagged stays, in its own words");
     let kept: (i64, Option<String>) =
         sqlx::query_as("SELECT duration_ms, caller_raw FROM calls WHERE provider_call_id = 'd-91'")
             .fetch_one(pool)

@@ -629,20 +629,41 @@ async fn a_caller_is_exported_then_erased_everywhere_and_late_events_bring_nothi
     assert!(dry.contains("recordings.retell.test/call_erased.wav"), "the recording to delete at Retell:\n{dry}");
     assert_eq!(count(pool, "SELECT count(*) FROM customers").await, 2, "a dry run keeps everything");
 
+    // Had the call also asked for a service the branch does not offer, its flag would quote
+    // the caller (a treatment, at a dental practice).
+    sqlx::query(
+        "UPDATE calls SET review_reason = 'unknown_service', flagged_at = now(),
+           review_detail = 'no service of the branch is called \"a root canal\"'
+         WHERE provider_call_id = 'call_erased'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
     let (ok, done, stderr) = customer_cli(&stack, &["erase", "--company", &slug, "--phone", CALLER]);
     assert!(ok, "{stderr}");
     assert!(done.starts_with("erased: 1 customer(s), 1 call(s), 1 appointment(s); 1 waiting"), "{done}");
     let erased = sqlx::query(
         "SELECT caller_raw, caller_e164, transcript, summary, analysis::text, sentiment, recording_url, customer_id,
-                customer_link, content_removed_at IS NOT NULL AS removed, duration_ms
+                customer_link, content_removed_at IS NOT NULL AS removed, duration_ms, review_detail, review_reason
          FROM calls WHERE provider_call_id = 'call_erased'",
     )
     .fetch_one(pool)
     .await
     .unwrap();
-    for column in ["caller_raw", "caller_e164", "transcript", "summary", "analysis", "sentiment", "recording_url"] {
+    for column in [
+        "caller_raw",
+        "caller_e164",
+        "transcript",
+        "summary",
+        "analysis",
+        "sentiment",
+        "recording_url",
+        "review_detail",
+    ] {
         assert_eq!(erased.get::<Option<String>, _>(column), None, "{column} erased");
     }
+    assert_eq!(erased.get::<Option<String>, _>("review_reason").as_deref(), Some("unknown_service"));
     assert_eq!(erased.get::<Option<uuid::Uuid>, _>("customer_id"), None);
     assert_eq!(erased.get::<String, _>("customer_link"), "erased");
     assert!(erased.get::<bool, _>("removed"));

@@ -4,8 +4,9 @@
 //! A pass, per company (its own days, or the worker's defaults):
 //! 1. calls older than the call days are deleted; an appointment one made keeps its time and
 //!    service without the link, a `<Dial>` leg loses its parent link;
-//! 2. calls older than the content days lose their transcript, summary, analysis, sentiment and
-//!    recording addresses (`content_removed_at` set: no late event fills them in again);
+//! 2. calls older than the content days lose their transcript, summary, analysis, sentiment,
+//!    recording addresses and their review flag's detail, which quotes what the caller asked for
+//!    (`content_removed_at` set: no late event fills them in again);
 //! 3. ledger rows older than `--retention-ledger` are deleted. Safe because a consumer can only
 //!    be handed what the topic still holds (7 days), and whatever comes later (a spooled record,
 //!    a dead letter replayed) is new to the ledger anyway: the window only has to outlive the
@@ -49,7 +50,7 @@ const POLICIES: &str = "SELECT id, COALESCE(retention_content_days, $1) AS conte
 
 const REMOVE_CONTENT: &str = "
 UPDATE calls SET transcript = NULL, summary = NULL, analysis = NULL, sentiment = NULL, recording_url = NULL,
-    recording_multichannel_url = NULL, recording_sid = NULL, content_removed_at = now()
+    recording_multichannel_url = NULL, recording_sid = NULL, review_detail = NULL, content_removed_at = now()
 WHERE id IN (SELECT id FROM calls
              WHERE company_id = $1 AND content_removed_at IS NULL
                AND first_event_at < now() - make_interval(days => $2)

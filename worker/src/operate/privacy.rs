@@ -223,7 +223,7 @@ async fn remove(conn: &mut PgConnection, theirs: &Theirs) -> Result<usize, sqlx:
     sqlx::query(
         "UPDATE calls SET caller_raw = NULL, caller_e164 = NULL, transcript = NULL, summary = NULL, analysis = NULL, \
            sentiment = NULL, recording_url = NULL, recording_multichannel_url = NULL, recording_sid = NULL, \
-           customer_id = NULL, customer_link = $2, content_removed_at = now() \
+           review_detail = NULL, customer_id = NULL, customer_link = $2, content_removed_at = now() \
          WHERE id = ANY($1)",
     )
     .bind(&theirs.calls)
