@@ -325,8 +325,10 @@ pub(super) async fn apply(
             }),
             Err((reason, detail)) => {
                 let env = &record.envelope;
+                // Not the detail: it quotes the caller (what they asked for), and logs are out
+                // of reach of erasure and retention. It is on the call, for `call show`.
                 tracing::info!(
-                    event_id = %env.event_id, call_id = %env.provider_call_id, reason = reason.as_str(), %detail,
+                    event_id = %env.event_id, call_id = %env.provider_call_id, reason = reason.as_str(),
                     "call flagged for review"
                 );
                 effects.entry(i).or_default().flagged = Some(reason);
