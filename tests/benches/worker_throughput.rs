@@ -14,7 +14,7 @@
 //! `CALLGATE_BENCH_WORKER_ARGS` adds worker options (e.g. `--batch-max-records 1000`).
 //! `CALLGATE_BENCH_SQL` is run against the bench's database after its history is loaded and
 //! before the workers start: to measure what a schema change would buy (BENCHMARKS.md, "What
-//! a row costs") without writing a migration first.
+//! the schema could buy at most") without writing a migration first.
 //!
 //! The ceiling is the fastest of three bare inserts: one alone moved by half between runs of
 //! the same build (what the database was still doing, new WAL segments), and the ratio with it.

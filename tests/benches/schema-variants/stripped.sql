@@ -1,7 +1,7 @@
 -- With no-foreign-keys.sql, the upper bound the schema puts on the worker bench: the tables an
 -- event writes, stripped of every foreign key, check, secondary index and trigger (unique keys
 -- stay: the worker's upserts and its dedupe need them). A measurement only (BENCHMARKS.md,
--- "What a row costs"); never a migration.
+-- "What the schema could buy at most"); never a migration.
 --   CALLGATE_BENCH_SQL="$(cat tests/benches/schema-variants/{no-foreign-keys,stripped}.sql)" \
 --     deploy/local/with-stack.sh cargo bench -p callgate-tests --bench worker_throughput -- 30000 1
 DO $$ DECLARE r record; BEGIN
