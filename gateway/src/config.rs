@@ -125,7 +125,8 @@ pub struct ServeConfig {
     #[arg(long, env = "CALLGATE_DIRECTORY_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "5m")]
     pub directory_reload_interval: Duration,
 
-    /// How long in-flight requests get to finish on SIGTERM before the producer is flushed.
+    /// How long in-flight requests get to finish, and the spool to drain, on SIGTERM before
+    /// the producer is flushed.
     #[arg(long, env = "CALLGATE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 

@@ -129,7 +129,7 @@ impl Gateway {
         ));
         tasks.spawn(probe_broker(publisher.clone(), shutdown_rx.clone()));
         if let Some(spool) = spool {
-            let drainer = spool::drain(spool, publisher.clone(), shutdown_rx.clone(), false);
+            let drainer = spool::drain(spool, publisher.clone(), shutdown_rx.clone(), spool::Until::EmptyAfterShutdown);
             tasks.spawn(async move {
                 drainer.await;
             });
@@ -153,14 +153,22 @@ impl Gateway {
         &self.state
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the grace period), then flushes
-    /// records still in the producer.
+    /// Stops accepting, lets in-flight requests finish and the spool drain (up to the grace
+    /// period), then flushes records still in the producer.
     pub async fn shutdown(mut self) {
         self.shutdown.trigger();
         let drained = tokio::time::timeout(self.grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!("shutdown grace period over with requests still in flight");
+            tracing::warn!("shutdown grace period over with requests in flight or records in the spool");
             self.tasks.abort_all();
+        }
+        let spooled = self.state.metrics.spool_records.get();
+        if spooled > 0 {
+            tracing::warn!(
+                records = spooled,
+                "stopping with records in the spool: published when this replica starts again on its volume, \
+                 or by `callgate-gateway spool drain` if it is gone for good"
+            );
         }
         match self.publisher.flush(self.grace).await {
             Ok(()) => tracing::info!("producer flushed; gateway stopped"),

@@ -28,7 +28,7 @@ pub async fn drain(args: &SpoolDrainArgs, stop: Shutdown) -> Result<u64, SpoolCl
     // Nothing is written by this command: the limits only bound writes.
     let config = SpoolConfig { dir: args.dir.clone(), max_bytes: u64::MAX, segment_bytes: u64::MAX };
     let spool = Arc::new(Spool::open(&config, record_limit(args.max_body_bytes), metrics)?);
-    let drained = spool::drain(spool, publisher.clone(), stop, true).await;
+    let drained = spool::drain(spool, publisher.clone(), stop, spool::Until::EmptyOrStopped).await;
     if let Err(error) = publisher.flush(Duration::from_secs(10)).await {
         tracing::warn!(%error, "producer flush incomplete");
     }

@@ -263,3 +263,29 @@ async fn spool_drain_publishes_the_spool_of_a_gateway_that_is_gone_for_good() {
     let records = consume_events(&s.broker.brokers(), 2).await;
     assert!(!event_ids(&records, "retell:d1").is_empty() && !event_ids(&records, "retell:d2").is_empty());
 }
+
+#[tokio::test]
+async fn a_gateway_stopping_publishes_its_spool_before_it_exits_if_the_broker_takes_it() {
+    // A replica removed by a scale-down, say: nothing would start again on its volume.
+    let mut s = setup().await;
+    let spool_dir = s.spool.path().to_str().unwrap().to_owned();
+    let flags =
+        ["--spool-dir", &spool_dir, "--spool-after", "500ms", "--kafka-ack-timeout", "1s", "--shutdown-grace", "60s"];
+    let gw = TestGateway::start(serve_config(&s.db, &s.broker.brokers(), TOPIC, &s.key, &flags)).await;
+    let base = gw.url("");
+    s.broker.stop();
+    for call in ["g1", "g2", "g3"] {
+        assert_eq!(send(&gw.client, &base, &retell(&s.tenant, "call_started", call, 0)).await.status(), 204);
+    }
+    assert_eq!(metric_sum(&gw.metrics().await, "callgate_gateway_spool_records"), 3.0);
+    // Stopping while the broker is still down; it comes back during the shutdown's grace.
+    let stopping = tokio::spawn(gw.gateway.shutdown());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.broker.restart();
+    stopping.await.unwrap();
+
+    let records = consume(&s.broker.brokers(), TOPIC, usize::MAX, Duration::from_secs(3)).await;
+    for key in ["retell:g1", "retell:g2", "retell:g3"] {
+        assert!(!event_ids(&records, key).is_empty(), "{key} was left in the spool: {:?}", keys(&records));
+    }
+}

@@ -23,9 +23,20 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 /// How often an idle drainer looks again without being woken (gauges, a missed wake-up).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// Drains the spool until `shutdown`, or, with `until_empty`, until it is empty (the
-/// `spool drain` command). Returns the records drained.
-pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutdown, until_empty: bool) -> u64 {
+/// When a drainer stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The gateway's: once a shutdown is asked for, as soon as the spool is empty. Until then
+    /// it keeps draining and the gateway bounds how long (its shutdown grace), so a replica
+    /// stopped for good (a scale-down) leaves an empty volume whenever the broker takes the
+    /// records.
+    EmptyAfterShutdown,
+    /// The `spool drain` command's: when the spool is empty, or at once when stopped.
+    EmptyOrStopped,
+}
+
+/// Drains the spool until `until` says; the records drained.
+pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutdown, until: Until) -> u64 {
     let Some(mut cursor) = spool.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
         tracing::error!("the spool already has a drainer");
         return 0;
@@ -37,24 +48,24 @@ pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutd
     let mut retries = 0_u32;
     let mut failing = false;
     loop {
-        if shutdown.is_requested() {
+        if until == Until::EmptyOrStopped && shutdown.is_requested() {
             return drained;
         }
-        let (until, next_segment) = {
+        let (end, next_segment) = {
             let state = shared.state();
-            let until = state.segments.get(&cursor.segment).copied().unwrap_or(HEADER_LEN);
+            let end = state.segments.get(&cursor.segment).copied().unwrap_or(HEADER_LEN);
             let next = state.segments.range(cursor.segment + 1..).next().map(|(&id, _)| id);
-            (until, next)
+            (end, next)
         };
         let store = spool.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.read(cursor, until, BATCH_RECORDS, BATCH_BYTES)).await;
+        let read = tokio::task::spawn_blocking(move || store.read(cursor, end, BATCH_RECORDS, BATCH_BYTES)).await;
         let batch = match read {
             Ok(Ok(batch)) => batch,
             Ok(Err(error)) => {
                 shared.metrics.spool_errors.with_label_values(&["corrupt"]).inc();
                 tracing::error!(%error, segment = cursor.segment, offset = cursor.offset, "spool frame unreadable (damage on disk): skipping the rest of its segment");
                 damaged.insert(cursor.segment);
-                cursor.offset = until;
+                cursor.offset = end;
                 continue;
             }
             Err(join) => {
@@ -78,12 +89,14 @@ pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutd
                 save_cursor(&spool, cursor);
                 continue;
             }
-            if shared.try_close(cursor) && until_empty {
+            // Closed: at the end, and no request is writing a record (one answered during the
+            // shutdown is waited for).
+            if shared.try_close(cursor) && (until == Until::EmptyOrStopped || shutdown.is_requested()) {
                 return drained;
             }
             tokio::select! {
                 () = shared.wake.notified() => {}
-                _ = shutdown.sleep(IDLE_TICK) => {}
+                () = pause(&shutdown, IDLE_TICK) => {}
             }
             continue;
         }
@@ -113,9 +126,19 @@ pub async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, shutdown: Shutd
                 );
                 failing = true;
             }
-            shutdown.sleep(callgate_ops::backoff::delay(retries, RETRY_FIRST, RETRY_CAP)).await;
+            pause(&shutdown, callgate_ops::backoff::delay(retries, RETRY_FIRST, RETRY_CAP)).await;
             retries = retries.saturating_add(1);
         }
+    }
+}
+
+/// Waits `wait`, or until `shutdown` is asked for; once it has been, the whole `wait`: a
+/// drainer finishing its spool keeps its pace and its backoff.
+async fn pause(shutdown: &Shutdown, wait: Duration) {
+    if shutdown.is_requested() {
+        tokio::time::sleep(wait).await;
+    } else {
+        shutdown.sleep(wait).await;
     }
 }
 

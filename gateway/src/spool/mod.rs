@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-pub use drain::drain;
+pub use drain::{Until, drain};
 use format::{HEADER_LEN, Position, SpooledRecord};
 use store::{Recovered, Store, StoreError};
 use writer::{Append, Writer};
