@@ -16,6 +16,7 @@
 //! at once share the work) in its own short transaction, on a pool of its own: the consumer's
 //! connections and locks are never held waiting for it.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use callgate_ops::Shutdown;
@@ -48,13 +49,22 @@ struct Policy {
 const POLICIES: &str = "SELECT id, COALESCE(retention_content_days, $1) AS content_days, \
     COALESCE(retention_call_days, $2) AS call_days FROM companies ORDER BY id";
 
-const REMOVE_CONTENT: &str = "
-UPDATE calls SET transcript = NULL, summary = NULL, analysis = NULL, sentiment = NULL, recording_url = NULL,
-    recording_multichannel_url = NULL, recording_sid = NULL, review_detail = NULL, content_removed_at = now()
-WHERE id IN (SELECT id FROM calls
-             WHERE company_id = $1 AND content_removed_at IS NULL
-               AND first_event_at < now() - make_interval(days => $2)
-             LIMIT $3 FOR UPDATE SKIP LOCKED)";
+/// What removing a call's content sets: what callers said and where it was recorded, and the
+/// review flag's detail, which quotes them. One list for retention and for a customer's
+/// erasure (`operate/privacy.rs`), so a new content column cannot be left out of either.
+pub(crate) const CALL_CONTENT_REMOVED: &str = "transcript = NULL, summary = NULL, analysis = NULL, \
+    sentiment = NULL, recording_url = NULL, recording_multichannel_url = NULL, recording_sid = NULL, \
+    review_detail = NULL, content_removed_at = now()";
+
+static REMOVE_CONTENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE calls SET {CALL_CONTENT_REMOVED}
+         WHERE id IN (SELECT id FROM calls
+                      WHERE company_id = $1 AND content_removed_at IS NULL
+                        AND first_event_at < now() - make_interval(days => $2)
+                      LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    )
+});
 
 const DUE_CALLS: &str = "SELECT id FROM calls \
     WHERE company_id = $1 AND first_event_at < now() - make_interval(days => $2) \
@@ -141,7 +151,7 @@ impl Retention {
     }
 
     async fn remove_content(&self, policy: &Policy) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(REMOVE_CONTENT)
+        let done = sqlx::query(&REMOVE_CONTENT)
             .bind(policy.id)
             .bind(policy.content_days)
             .bind(i64::from(self.config.batch))

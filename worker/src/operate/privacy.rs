@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Action, Actor};
 use crate::apply::set_status_reason;
+use crate::retention::CALL_CONTENT_REMOVED;
 use crate::status::{CustomerLink, SyncStatus};
 
 /// Whom a command is about.
@@ -220,12 +221,12 @@ pub async fn erase(pool: &PgPool, person: &Person, actor: &Actor, dry_run: bool)
 
 /// The erasure's writes; how many pushes it stopped.
 async fn remove(conn: &mut PgConnection, theirs: &Theirs) -> Result<usize, sqlx::Error> {
-    sqlx::query(
-        "UPDATE calls SET caller_raw = NULL, caller_e164 = NULL, transcript = NULL, summary = NULL, analysis = NULL, \
-           sentiment = NULL, recording_url = NULL, recording_multichannel_url = NULL, recording_sid = NULL, \
-           review_detail = NULL, customer_id = NULL, customer_link = $2, content_removed_at = now() \
-         WHERE id = ANY($1)",
-    )
+    // The content, as retention removes it, and who called.
+    sqlx::query(&format!(
+        "UPDATE calls SET {CALL_CONTENT_REMOVED}, caller_raw = NULL, caller_e164 = NULL, customer_id = NULL, \
+           customer_link = $2 \
+         WHERE id = ANY($1)"
+    ))
     .bind(&theirs.calls)
     .bind(CustomerLink::Erased.as_sql())
     .execute(&mut *conn)
